@@ -1,0 +1,5 @@
+"""`mdpt data` subcommands (placeholder until implemented)."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,54 @@
+"""`mdpt` command line: subcommands live in modules with a `register(subparsers)` function."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mdpt import __version__
+from mdpt.errors import MDPTError
+
+COMMAND_MODULES = (
+    "mdpt.cli.data_cmd",
+    "mdpt.cli.train_cmd",
+)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit code 2), with a hint to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="mdpt", description="Modular Diffusion Policy Training for offline RL")
+    parser.add_argument("--version", action="version", version=f"mdpt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except MDPTError as e:
+        print(f"mdpt: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # full disk, permissions: the environment, not a bug
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"mdpt: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mdpt: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

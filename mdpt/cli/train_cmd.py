@@ -1,0 +1,5 @@
+"""`mdpt train` subcommands (placeholder until implemented)."""
+
+
+def register(subparsers) -> None:
+    pass

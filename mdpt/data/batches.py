@@ -1,0 +1,32 @@
+"""Device-resident training data and jittable batch sampling (no host round-trip per step)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdpt.data.dataset import Dataset
+from mdpt.data.normalizer import Normalizer
+
+Batch = dict  # {'obs','act','rew','mask','next_obs','next_act'} -> arrays with a leading batch axis
+
+
+def device_arrays(data: Dataset, normalizer: Normalizer) -> Batch:
+    """The whole dataset, normalized, as device arrays (the source every batch is drawn from)."""
+    arrays = {
+        "obs": normalizer.normalize_obs(data.observations),
+        "act": data.actions,
+        "rew": normalizer.scale_reward(data.rewards),
+        "mask": data.masks,
+        "next_obs": normalizer.normalize_obs(data.next_observations),
+        "next_act": data.next_actions,
+    }
+    return {k: jnp.asarray(np.asarray(v, np.float32)) for k, v in arrays.items()}
+
+
+def sample_batch(arrays: Batch, key: jax.Array, batch_size: int) -> Batch:
+    """Uniform minibatch with replacement, drawn on device from a PRNG key."""
+    n = arrays["rew"].shape[0]
+    idx = jax.random.randint(key, (batch_size,), 0, n)
+    return jax.tree.map(lambda x: x[idx], arrays)

@@ -1,0 +1,122 @@
+"""Atomic file writes, JSON, and parameter trees stored as safetensors (never pickle)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdpt.errors import MDPTError
+
+SEP = "/"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, else remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MDPTError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MDPTError(f"{path}: {what} is not valid JSON ({e.__class__.__name__}); it may be truncated") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dicts of arrays -> {'a/b/c': array}. Keys must not contain '/'."""
+    out: dict[str, np.ndarray] = {}
+    if isinstance(tree, dict) or hasattr(tree, "items"):
+        for k, v in tree.items():
+            out.update(flatten_tree(v, f"{prefix}{k}{SEP}"))
+        return out
+    out[prefix[:-1]] = np.asarray(tree)
+    return out
+
+
+def unflatten_tree(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(SEP)
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def save_params(path: str | os.PathLike, tree: Any) -> str:
+    """Save a parameter tree as safetensors atomically; return the file's sha256."""
+    from safetensors.numpy import save
+
+    flat = {k: np.ascontiguousarray(v) for k, v in flatten_tree(tree).items()}
+    data = save(flat)
+    write_bytes_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_params(path: str | os.PathLike, expected_sha256: str | None = None) -> dict:
+    """Load a safetensors parameter tree, verifying its checksum when one is given."""
+    from safetensors.numpy import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MDPTError(f"{path}: parameter file not found; the artifact is incomplete") from None
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise MDPTError(f"{path}: checksum mismatch; the file is truncated or was altered, retrain or restore it")
+    try:
+        return unflatten_tree(load(data))
+    except Exception as e:  # safetensors raises its own error types
+        raise MDPTError(f"{path}: not a valid safetensors file ({e.__class__.__name__})") from None
