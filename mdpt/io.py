@@ -80,7 +80,7 @@ def flatten_tree(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
         for k, v in tree.items():
             out.update(flatten_tree(v, f"{prefix}{k}{SEP}"))
         return out
-    out[prefix[:-1]] = np.asarray(tree)
+    out[prefix[:-1]] = tree if hasattr(tree, "shape") and hasattr(tree, "dtype") else np.asarray(tree)
     return out
 
 

@@ -1,0 +1,152 @@
+"""Flax networks: diffusion noise networks (DQL MLP, IDQL LN-ResNet) and value networks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def mish(x):
+    return x * jnp.tanh(nn.softplus(x))
+
+
+ACTIVATIONS: dict[str, Callable] = {"mish": mish, "relu": nn.relu, "swish": nn.swish, "gelu": nn.gelu}
+
+
+def activation(name: str) -> Callable:
+    return ACTIVATIONS[name]
+
+
+class SinusoidalPosEmb(nn.Module):
+    dim: int
+
+    @nn.compact
+    def __call__(self, t):
+        half = self.dim // 2
+        freqs = jnp.exp(jnp.arange(half) * -(math.log(10000.0) / (half - 1)))
+        args = t.astype(jnp.float32)[..., None] * freqs
+        return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+class ConditionEmbedding(nn.Module):
+    """Class condition for classifier-free guidance; index `num_classes` is the null (dropped) token."""
+
+    num_classes: int
+    dim: int = 16
+
+    @nn.compact
+    def __call__(self, cond):
+        return nn.Embed(self.num_classes + 1, self.dim)(cond)
+
+
+class DQLNoiseNet(nn.Module):
+    """Diffusion-QL's noise MLP: sin-emb(16) -> 32 Mish -> 16; [a_t, t_emb, s] -> depth x (hidden Mish)."""
+
+    act_dim: int
+    hidden: int = 256
+    depth: int = 3
+    time_dim: int = 16
+    num_classes: int = 0  # > 0 adds a classifier-free condition input
+
+    @nn.compact
+    def __call__(self, x, t, obs, cond=None, deterministic: bool = True):
+        temb = SinusoidalPosEmb(self.time_dim)(t)
+        temb = nn.Dense(self.time_dim)(mish(nn.Dense(self.time_dim * 2)(temb)))
+        parts = [x, temb, obs]
+        if self.num_classes:
+            parts.append(ConditionEmbedding(self.num_classes)(cond))
+        h = jnp.concatenate(parts, axis=-1)
+        for _ in range(self.depth):
+            h = mish(nn.Dense(self.hidden)(h))
+        return nn.Dense(self.act_dim)(h)
+
+
+class ResidualBlock(nn.Module):
+    width: int
+    dropout: float
+    act: Callable
+
+    @nn.compact
+    def __call__(self, h, deterministic: bool):
+        y = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        y = nn.LayerNorm()(y)
+        y = nn.Dense(self.width * 4)(y)
+        y = self.act(y)
+        y = nn.Dense(self.width)(y)
+        return h + y
+
+
+class LNResNetNoiseNet(nn.Module):
+    """IDQL's noise network: learnable Fourier time features -> MLP; [s, a_t, t] -> Dense(width) ->
+    blocks x [Dropout, LayerNorm, Dense(4 width), act, Dense(width)] + skip -> act -> Dense(act_dim)."""
+
+    act_dim: int
+    hidden: int = 256
+    depth: int = 3
+    dropout: float = 0.1
+    time_dim: int = 64
+    num_classes: int = 0
+    act_name: str = "mish"
+
+    @nn.compact
+    def __call__(self, x, t, obs, cond=None, deterministic: bool = True):
+        act = activation(self.act_name)
+        w = self.param("fourier", nn.initializers.normal(0.2), (self.time_dim // 2, 1))
+        f = 2 * jnp.pi * t.astype(jnp.float32)[..., None] @ w.T
+        temb = jnp.concatenate([jnp.cos(f), jnp.sin(f)], axis=-1)
+        temb = nn.Dense(self.time_dim)(act(nn.Dense(self.time_dim * 2)(temb)))
+        parts = [obs, x, temb]
+        if self.num_classes:
+            parts.append(ConditionEmbedding(self.num_classes)(cond))
+        h = nn.Dense(self.hidden)(jnp.concatenate(parts, axis=-1))
+        for _ in range(self.depth):
+            h = ResidualBlock(self.hidden, self.dropout, act)(h, deterministic)
+        return nn.Dense(self.act_dim)(act(h))
+
+
+class MLP(nn.Module):
+    hidden: int
+    depth: int
+    out_dim: int
+    act_name: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, h):
+        act = activation(self.act_name)
+        for _ in range(self.depth):
+            h = nn.Dense(self.hidden)(h)
+            if self.layer_norm:
+                h = nn.LayerNorm()(h)
+            h = act(h)
+        return nn.Dense(self.out_dim)(h)
+
+
+class TwinQ(nn.Module):
+    """Two independent Q(s, a) heads, returned stacked on a leading axis of size 2."""
+
+    hidden: int = 256
+    depth: int = 2
+    act_name: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs, act):
+        h = jnp.concatenate([obs, act], axis=-1)
+        ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+                           in_axes=None, out_axes=0, axis_size=2)
+        return ensemble(self.hidden, self.depth, 1, self.act_name, self.layer_norm)(h)[..., 0]
+
+
+class ValueNet(nn.Module):
+    hidden: int = 256
+    depth: int = 2
+    act_name: str = "relu"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.hidden, self.depth, 1, self.act_name, self.layer_norm)(obs)[..., 0]

@@ -1,0 +1,137 @@
+"""Training loops: one jitted `lax.scan` over a chunk of steps, `vmap`-ed over seeds.
+
+Roles decide what a step does:
+- guidance `train` + policy `train`: joint training, as DQL/IDQL publish (critic step first,
+  then the policy step against the just-updated critic).
+- guidance `frozen` + policy `train`: guidance-first training. The guidance parameters are an
+  argument of the step that is never differentiated or updated: no optimizer state, no target
+  copy, no target-action sampling.
+- guidance `train` + no policy: a guidance module alone (iql, sarsa).
+- guidance `train` (dql-critic) + policy `train`/`frozen`: the critic's next actions come from the
+  policy's EMA parameters (trained by BC, or given frozen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdpt.data.batches import sample_batch
+from mdpt.guidance.module import GuidanceModule
+from mdpt.policies.module import DiffusionPolicy
+
+ROLES = ("train", "frozen", None)
+
+
+@dataclass
+class Trainer:
+    arrays: dict  # device arrays from data.batches.device_arrays
+    policy: DiffusionPolicy | None = None
+    guidance: GuidanceModule | None = None
+    policy_role: str | None = None
+    guidance_role: str | None = None
+    batch_size: int = 256
+    # Frozen parameters: {'guidance': params, 'policy': params, 'guidance_obs': (scale, shift)}.
+    # Each leaf has a leading seed axis of size S, or of size 1 to share one module across seeds.
+    frozen: dict = field(default_factory=dict)
+    _compiled: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.guidance_role == "frozen" and "guidance" not in self.frozen:
+            raise ValueError("a frozen guidance needs frozen['guidance'] parameters")
+        if self.policy_role == "frozen" and "policy" not in self.frozen:
+            raise ValueError("a frozen policy needs frozen['policy'] parameters")
+        if self.guidance_role == "train" and self.guidance.needs_next_actions and self.policy_role is None:
+            raise ValueError("dql-critic guidance needs a policy for its next actions")
+
+    # ----- state -----
+    def init(self, seeds: list[int] | np.ndarray) -> dict:
+        keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+        return jax.jit(jax.vmap(self._init_one))(keys)
+
+    def _init_one(self, key):
+        k_pol, k_guid, k_train = jax.random.split(key, 3)
+        state = {"key": k_train}
+        if self.policy_role == "train":
+            state["policy"] = self.policy.init(k_pol)
+        if self.guidance_role == "train":
+            state["guidance"] = self.guidance.init(k_guid)
+        return state
+
+    # ----- one step -----
+    def _guidance_params(self, state, frozen):
+        if self.guidance_role == "train":
+            return state["guidance"]["params"], None
+        if self.guidance_role == "frozen":
+            return frozen["guidance"], frozen.get("guidance_obs")
+        return None, None
+
+    def _policy_sample_params(self, state, frozen):
+        return state["policy"]["ema"] if self.policy_role == "train" else frozen["policy"]
+
+    def step(self, state: dict, frozen: dict) -> tuple[dict, dict]:
+        key, k_batch, k_next, k_policy = jax.random.split(state["key"], 4)
+        batch = sample_batch(self.arrays, k_batch, self.batch_size)
+        state = {**state, "key": key}
+        metrics = {}
+        if self.guidance_role == "train":
+            next_actions = None
+            if self.guidance.needs_next_actions:
+                params = self._policy_sample_params(state, frozen)
+                next_actions = jax.lax.stop_gradient(self.policy.sample(params, batch["next_obs"], k_next))
+            state["guidance"], m = self.guidance.update(state["guidance"], batch, next_actions)
+            metrics.update(m)
+        if self.policy_role == "train":
+            gparams, obs_map = self._guidance_params(state, frozen)
+            q_fn = label_fn = None
+            if gparams is not None:
+                g = self.guidance
+
+                def to_guidance_obs(obs):
+                    return obs if obs_map is None else obs * obs_map[0] + obs_map[1]
+
+                def q_fn(obs, act):
+                    return g.q(gparams, to_guidance_obs(obs), act)
+
+                def label_fn(obs, act):
+                    return g.label(gparams, to_guidance_obs(obs), act, self.policy.config.cond_bins)
+
+            state["policy"], m = self.policy.update(state["policy"], batch, k_policy, q_fn, label_fn)
+            metrics.update(m)
+        return state, metrics
+
+    # ----- chunks -----
+    def _chunk(self, state, frozen, steps: int):
+        def body(carry, _):
+            return self.step(carry, frozen)
+
+        state, metrics = jax.lax.scan(body, state, None, length=steps)
+        summary = {k: v.mean() for k, v in metrics.items()}
+        summary.update({f"{k}@last": v[-1] for k, v in metrics.items()})
+        finite = jnp.stack([jnp.isfinite(v) for v in metrics.values()]).all(0)
+        summary["nonfinite_at"] = jnp.where(finite.all(), -1, jnp.argmin(finite))
+        return state, summary
+
+    def _frozen_axes(self):
+        return {k: jax.tree.map(lambda x: 0 if x.shape[0] > 1 else None, v) for k, v in self.frozen.items()}
+
+    def _squeezed_frozen(self):
+        return {k: jax.tree.map(lambda x: x if x.shape[0] > 1 else x[0], v) for k, v in self.frozen.items()}
+
+    def compiled(self, steps: int):
+        """The jitted, seed-vmapped function running `steps` steps (compiled once per length)."""
+        if steps not in self._compiled:
+            fn = jax.vmap(lambda s, f: self._chunk(s, f, steps), in_axes=(0, self._frozen_axes()))
+            self._compiled[steps] = jax.jit(fn, donate_argnums=(0,))
+        return self._compiled[steps]
+
+    def run(self, state: dict, steps: int) -> tuple[dict, dict]:
+        """Advance every seed by `steps` steps; metrics are chunk means (and '@last'), per seed."""
+        return self.compiled(steps)(state, self._squeezed_frozen())
+
+    def lowered(self, state: dict, steps: int):
+        """For XLA cost and memory analysis of a chunk."""
+        return self.compiled(steps).lower(state, self._squeezed_frozen())
