@@ -8,6 +8,8 @@ parameter file. A directory is written under a temporary name and renamed into p
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +20,7 @@ import jax
 import numpy as np
 
 from mdpt import __version__
+from mdpt import io as mio
 from mdpt.data.normalizer import Normalizer
 from mdpt.errors import MDPTError
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
@@ -27,6 +30,7 @@ from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.safetensors"
 META_FILE = "meta.json"
+META_DIGEST = "meta_sha256"  # sha256 of the canonical JSON of every other metadata field
 
 
 @dataclass
@@ -70,6 +74,7 @@ def save_artifact(out_dir: str | os.PathLike, art_type: str, module, params: dic
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         digest = save_params(tmp / PARAMS_FILE, jax.device_get(params))
         meta = {
             "format_version": FORMAT_VERSION,
@@ -86,6 +91,8 @@ def save_artifact(out_dir: str | os.PathLike, art_type: str, module, params: dic
             "files": {PARAMS_FILE: digest},
             **(extra or {}),
         }
+        meta = json.loads(json.dumps(meta, default=mio._json_default))  # exactly what a reader will see
+        meta[META_DIGEST] = meta_digest(meta)
         write_json_atomic(tmp / META_FILE, meta)
         _replace_dir(tmp, out_dir)
     except BaseException:
@@ -94,14 +101,25 @@ def save_artifact(out_dir: str | os.PathLike, art_type: str, module, params: dic
     return out_dir
 
 
+def _umask() -> int:
+    return mio._umask()
+
+
+def meta_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != META_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
         os.replace(src, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+    mio.fsync_dir(dst.parent)
 
 
 def read_meta(path: str | os.PathLike, expected_type: str) -> dict:
@@ -112,15 +130,41 @@ def read_meta(path: str | os.PathLike, expected_type: str) -> dict:
     if not isinstance(meta, dict):
         raise MDPTError(f"{path / META_FILE}: metadata is not a JSON object")
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise MDPTError(f"{path / META_FILE}: missing format_version; not an MDPT artifact")
     if version > FORMAT_VERSION:
         raise MDPTError(f"{path}: written with artifact format {version} (mdpt {meta.get('mdpt_version', '?')}); "
                         f"this mdpt reads format <= {FORMAT_VERSION}: upgrade mdpt to "
                         f">= {meta.get('mdpt_version', 'that version')}")
+    if META_DIGEST in meta and meta[META_DIGEST] != meta_digest(meta):
+        raise MDPTError(f"{path / META_FILE}: checksum mismatch; the metadata was altered or damaged, "
+                        "retrain or restore the artifact")
     if meta.get("type") != expected_type:
         raise MDPTError(f"{path}: this is a {meta.get('type')!r} artifact, expected a {expected_type}")
+    _check_meta_fields(path / META_FILE, meta)
     return meta
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_meta_fields(where: Path, meta: dict) -> None:
+    """Types of the fields a loader relies on (metadata is data: nothing in it is ever executed)."""
+    checks = [
+        ("config", isinstance(meta.get("config"), dict)),
+        ("obs_dim", _is_int(meta.get("obs_dim")) and 0 < meta["obs_dim"] <= 1 << 16),
+        ("act_dim", _is_int(meta.get("act_dim")) and 0 < meta["act_dim"] <= 1 << 16),
+        ("seeds", isinstance(meta.get("seeds"), list) and len(meta["seeds"]) > 0
+         and all(_is_int(x) for x in meta["seeds"])),
+        ("normalizer", isinstance(meta.get("normalizer"), dict)),
+        ("files", isinstance(meta.get("files"), dict) and isinstance(meta["files"].get(PARAMS_FILE), str)),
+    ]
+    if "dataset" in meta:
+        checks.append(("dataset", isinstance(meta["dataset"], dict)))
+    bad = [name for name, ok in checks if not ok]
+    if bad:
+        raise MDPTError(f"{where}: invalid or missing metadata field {bad[0]!r}; the artifact is corrupt")
 
 
 def _load(path: str | os.PathLike, expected_type: str, build) -> Artifact:
@@ -129,19 +173,27 @@ def _load(path: str | os.PathLike, expected_type: str, build) -> Artifact:
     try:
         module = build(meta)
         normalizer = Normalizer.from_json(meta["normalizer"])
+        if normalizer.obs_mean.shape != (module.obs_dim,) or normalizer.obs_std.shape != (module.obs_dim,):
+            raise ValueError(f"normalizer sizes do not match obs_dim {module.obs_dim}")
         digest = meta["files"][PARAMS_FILE]
-    except (KeyError, TypeError, ValueError) as e:
-        raise MDPTError(f"{path / META_FILE}: incomplete or invalid metadata ({e.__class__.__name__}: {e})") from None
+    except MDPTError as e:
+        raise MDPTError(f"{path / META_FILE}: invalid metadata: {e}") from None
+    except Exception as e:  # any malformed value: the artifact is corrupt, never a crash
+        msg = " ".join(str(e).split())[:200]
+        raise MDPTError(f"{path / META_FILE}: incomplete or invalid metadata ({e.__class__.__name__}: {msg})") from None
     params = load_params(path / PARAMS_FILE, digest)
-    _check_shapes(path, module, params, len(meta.get("seeds", [])))
+    _check_shapes(path, module, params, len(meta["seeds"]))
     return Artifact(module, params, normalizer, meta, path)
 
 
 def _check_shapes(path: Path, module, params: dict, num_seeds: int) -> None:
-    init_fn = module.init
-    template = jax.eval_shape(init_fn, jax.random.PRNGKey(0))["params"]
-    want = {k: tuple(v.shape) for k, v in flatten_tree(template).items()}
-    got = {k: tuple(v.shape[1:]) for k, v in flatten_tree(params).items()}
+    try:
+        template = jax.eval_shape(module.init, jax.random.PRNGKey(0))["params"]
+    except Exception as e:  # a config the code cannot build: corrupt metadata, not a crash
+        raise MDPTError(f"{path / META_FILE}: the recorded architecture cannot be built ({e.__class__.__name__}); "
+                        "the artifact is corrupt or from another version") from None
+    want = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in flatten_tree(template).items()}
+    got = {k: (tuple(v.shape[1:]), v.dtype) for k, v in flatten_tree(params).items()}
     if want != got:
         bad = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got.get(k)]
         raise MDPTError(f"{path}: parameters do not match the recorded architecture (first mismatch: {bad[0]}); "

@@ -30,10 +30,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, toggling it later would race
+
+
+def _umask() -> int:
+    return _UMASK
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename in `path` durable (best effort: not every file system supports it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_temp_name(name: str) -> bool:
+    """Names `atomic_path` and artifact writers give their temporaries (`.NAME.XXXX.tmp`, `.NAME.old-PID`)."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".old-" in name)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -118,5 +152,5 @@ def load_params(path: str | os.PathLike, expected_sha256: str | None = None) -> 
         raise MDPTError(f"{path}: checksum mismatch; the file is truncated or was altered, retrain or restore it")
     try:
         return unflatten_tree(load(data))
-    except Exception as e:  # safetensors raises its own error types
+    except Exception as e:  # safetensors raises its own error types; it never runs code from the file
         raise MDPTError(f"{path}: not a valid safetensors file ({e.__class__.__name__})") from None

@@ -12,6 +12,7 @@ from mdpt.errors import MDPTError
 COMMAND_MODULES = (
     "mdpt.cli.data_cmd",
     "mdpt.cli.train_cmd",
+    "mdpt.cli.study_cmd",
 )
 
 

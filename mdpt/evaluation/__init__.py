@@ -1,0 +1,1 @@
+"""Evaluation: vectorized PyBullet rollouts (`rollout.evaluate`) and score statistics (`stats`)."""

@@ -30,9 +30,9 @@ from mdpt.data.registry import normalized_score
 from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
 from mdpt.guidance.module import GuidanceModule
-from mdpt.io import read_json, write_bytes_atomic, write_json_atomic
+from mdpt.io import is_temp_name, read_json, write_bytes_atomic, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy
-from mdpt.training.checkpoint import load_checkpoint, save_checkpoint
+from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.trainer import Trainer
 
 MIN_FREE_BYTES = 64 << 20
@@ -60,16 +60,21 @@ class RunLock:
 
 def check_writable(run_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
     """Fail before training if the output directory is unwritable or nearly full."""
+    run_dir = Path(run_dir)
+    probe = run_dir / f".probe-{os.getpid()}.tmp"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".probe-{os.getpid()}"
-        probe.write_bytes(b"x")
-        probe.unlink()
+        try:
+            probe.write_bytes(b"x")
+        finally:
+            probe.unlink(missing_ok=True)
+        free = shutil.disk_usage(run_dir).free
     except OSError as e:
-        raise MDPTError(f"{run_dir}: output directory is not writable ({e.strerror}); choose another --out") from None
-    free = shutil.disk_usage(run_dir).free
+        raise MDPTError(f"{run_dir}: output directory is not writable ({e.strerror or e.__class__.__name__}); "
+                        "choose another --out") from None
     if free < need_bytes:
-        raise MDPTError(f"{run_dir}: only {free >> 20} MiB free, need about {need_bytes >> 20} MiB; free space or choose another --out")
+        raise MDPTError(f"{run_dir}: only {free >> 20} MiB free, need about {need_bytes >> 20} MiB; "
+                        "free space or choose another --out")
 
 
 class MetricsLog:
@@ -82,11 +87,14 @@ class MetricsLog:
         if not self.path.exists():
             return []
         rows = []
-        for line in self.path.read_text().splitlines():
+        for line in self.path.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a line torn by a kill: everything from here is redone
+            if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+                break
+            rows.append(row)
         return rows
 
     def truncate_after(self, step: int) -> None:
@@ -191,8 +199,9 @@ class Run:
 
     # ----- the loop -----
     def execute(self) -> dict:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        check_writable(self.dir)  # creates the directory; one-line error if it cannot be written
         with RunLock(self.dir):
+            remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
             self._check_dir()
             self.build()
             return self._train()
@@ -205,6 +214,7 @@ class Run:
         if restored is not None:
             state, index = restored
             step = index["step"]
+            prune_checkpoints(self.dir / "checkpoints", keep=index["file"])
             self.log(f"resuming {self.dir} from step {step}")
         self.metrics.truncate_after(step)
         if step >= c.steps and (self.dir / "summary.json").exists():
@@ -226,6 +236,7 @@ class Run:
                                  **{k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}})
             evaluated = self._maybe_evaluate(state, step)
             if evaluated or step >= c.steps or (c.checkpoint_every and step % c.checkpoint_every < n):
+                self._check_finite_state(state, step)
                 save_checkpoint(self.dir / "checkpoints", state, step)
             if bar:
                 bar.update(n)
@@ -239,12 +250,30 @@ class Run:
         if (bad >= 0).any():
             seed = int(np.argmax(bad >= 0))
             at = step + int(bad[seed]) + 1
-            name = next((k for k, v in m.items() if "@" not in k and k != "nonfinite_at"
-                         and not np.isfinite(np.asarray(v)[seed])), "loss")
-            ckpt = self.dir / "checkpoints" / "checkpoint.json"
-            kept = read_json(ckpt)["step"] if ckpt.exists() else 0
-            raise MDPTError(f"non-finite {name} at step {at} (seed {c_seed(self.config, seed)}); stopped, "
-                            f"the last good checkpoint (step {kept}) is kept in {self.dir / 'checkpoints'}")
+            bad_keys = [k for k, v in m.items() if "@" not in k and k != "nonfinite_at"
+                        and not np.isfinite(np.asarray(v)[seed])]
+            name = bad_keys[0] if bad_keys else "loss"
+            value = float(np.asarray(m[name])[seed]) if bad_keys else float("nan")
+            raise MDPTError(f"non-finite {name} ({value}) at step {at} (seed {c_seed(self.config, seed)}); "
+                            f"training stopped: {self._kept_checkpoint()}")
+
+    def _check_finite_state(self, state, step: int) -> None:
+        """Never checkpoint parameters that went non-finite even though every loss was finite."""
+        for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(state)):
+            x = np.asarray(leaf)
+            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+                raise MDPTError(f"non-finite values in {jax.tree_util.keystr(path)} after step {step}; "
+                                f"training stopped: {self._kept_checkpoint()}")
+
+    def _kept_checkpoint(self) -> str:
+        ckpt = self.dir / "checkpoints" / "checkpoint.json"
+        if not ckpt.exists():
+            return "no checkpoint had been written yet (lower the learning rate or check the data)"
+        try:
+            kept = read_json(ckpt, "checkpoint index")["step"]
+        except (MDPTError, KeyError, TypeError):
+            kept = "?"
+        return f"the last good checkpoint (step {kept}) is kept in {ckpt.parent}"
 
     # ----- evaluation -----
     def current_artifacts(self, state) -> tuple[Artifact | None, Artifact | None]:
@@ -331,12 +360,31 @@ class Run:
         """Peak memory of the compiled training chunk (XLA memory analysis; device stats on GPU)."""
         try:
             state = jax.eval_shape(self.trainer.init, self.config.seed_list)
-            compiled = self.trainer.lowered(state, min(self.config.chunk, self.config.steps)).compile()
+            compiled = self.trainer.compiled(state, min(self.config.chunk, self.config.steps))
             from mdpt.experiments.profiling import compiled_peak_bytes
 
             return compiled_peak_bytes(compiled)
         except Exception:  # analysis is best-effort; it never fails a run
             return None
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete temporaries a killed process left (`.NAME.XXXX.tmp` files and dirs, `.NAME.old-PID`).
+
+    Call only while holding the run lock: a live writer's temporaries look the same.
+    """
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "policy", run_dir / "guidance"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if is_temp_name(p.name):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def c_seed(config: RunConfig, index: int) -> int:

@@ -46,6 +46,11 @@ class Trainer:
             raise ValueError("a frozen policy needs frozen['policy'] parameters")
         if self.guidance_role == "train" and self.guidance.needs_next_actions and self.policy_role is None:
             raise ValueError("dql-critic guidance needs a policy for its next actions")
+        # A leaf with a seed axis of size 1 is shared by every seed (vmapped with in_axes=None).
+        self._frozen_in_axes = {k: jax.tree.map(lambda x: 0 if x.shape[0] > 1 else None, v)
+                                for k, v in self.frozen.items()}
+        self._frozen_args = {k: jax.tree.map(lambda x: jnp.asarray(x if x.shape[0] > 1 else x[0]), v)
+                             for k, v in self.frozen.items()}
 
     # ----- state -----
     def init(self, seeds: list[int] | np.ndarray) -> dict:
@@ -115,23 +120,16 @@ class Trainer:
         summary["nonfinite_at"] = jnp.where(finite.all(), -1, jnp.argmin(finite))
         return state, summary
 
-    def _frozen_axes(self):
-        return {k: jax.tree.map(lambda x: 0 if x.shape[0] > 1 else None, v) for k, v in self.frozen.items()}
-
-    def _squeezed_frozen(self):
-        return {k: jax.tree.map(lambda x: x if x.shape[0] > 1 else x[0], v) for k, v in self.frozen.items()}
-
-    def compiled(self, steps: int):
-        """The jitted, seed-vmapped function running `steps` steps (compiled once per length)."""
-        if steps not in self._compiled:
-            fn = jax.vmap(lambda s, f: self._chunk(s, f, steps), in_axes=(0, self._frozen_axes()))
-            self._compiled[steps] = jax.jit(fn, donate_argnums=(0,))
-        return self._compiled[steps]
+    def compiled(self, state: dict, steps: int):
+        """The seed-vmapped chunk of `steps` steps, compiled ahead of time once per length; the same
+        executable serves training and XLA's cost/memory analysis."""
+        cache_key = (steps, state["key"].shape[0])
+        if cache_key not in self._compiled:
+            fn = jax.vmap(lambda s, f: self._chunk(s, f, steps), in_axes=(0, self._frozen_in_axes))
+            jitted = jax.jit(fn, donate_argnums=(0,))
+            self._compiled[cache_key] = jitted.lower(state, self._frozen_args).compile()
+        return self._compiled[cache_key]
 
     def run(self, state: dict, steps: int) -> tuple[dict, dict]:
         """Advance every seed by `steps` steps; metrics are chunk means (and '@last'), per seed."""
-        return self.compiled(steps)(state, self._squeezed_frozen())
-
-    def lowered(self, state: dict, steps: int):
-        """For XLA cost and memory analysis of a chunk."""
-        return self.compiled(steps).lower(state, self._squeezed_frozen())
+        return self.compiled(state, steps)(state, self._frozen_args)

@@ -1,0 +1,177 @@
+"""`mdpt evaluate`, `mdpt study`, `mdpt sweep`, `mdpt report` and `mdpt quickstart`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mdpt.errors import MDPTError
+
+
+def register(subparsers) -> None:
+    e = subparsers.add_parser("evaluate", help="evaluate a saved policy (all seeds in parallel), with or without guidance")
+    e.add_argument("--policy", required=True, help="policy directory")
+    e.add_argument("--guidance", help="guidance module directory (omit for plain diffusion sampling)")
+    e.add_argument("--policy-seed", type=int, help="evaluate only this seed index of the policy")
+    e.add_argument("--guidance-seed", type=int, help="use this seed index of the guidance for every policy seed")
+    e.add_argument("--selector", choices=["softmax", "argmax", "none"])
+    e.add_argument("--beta", type=float, default=1.0)
+    e.add_argument("--candidates", type=int, default=50)
+    e.add_argument("--temperature", type=float, default=0.5)
+    e.add_argument("--cfg-weight", type=float, default=1.0)
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--seed", type=int, default=0, help="env seeds are SEED..SEED+E-1")
+    e.add_argument("--max-steps", type=int, help="cap each episode at this many env steps (default: the env's limit)")
+    e.add_argument("--reference", choices=["d4rl", "dataset"], default="d4rl")
+    e.add_argument("--allow-data-mismatch", action="store_true",
+                   help="combine a guidance module trained on other data (marked in the results)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=run_evaluate)
+
+    s = subparsers.add_parser("study", help="one of the paper's three studies, end to end, with a report")
+    s.add_argument("study", choices=["necessity", "gfdt-vs-joint", "transfer"])
+    s.add_argument("--dataset", required=True, help="dataset id or HDF5 path")
+    s.add_argument("--algos", default="dql,idql", help="comma-separated algorithms (default dql,idql)")
+    s.add_argument("--steps", type=int, default=100_000)
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--eval-every", type=int, default=0, help="evaluate every K steps (0: at the end only)")
+    s.add_argument("--eval-episodes", type=int, default=10)
+    s.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
+    s.add_argument("--config", help="YAML file of base RunConfig settings")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    s.add_argument("--allow-data-mismatch", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--out", required=True, help="study directory")
+    s.set_defaults(func=run_study_cmd)
+
+    w = subparsers.add_parser("sweep", help="a grid of runs from a YAML file, in local processes or on Ray")
+    w.add_argument("spec", metavar="CONFIG.yaml")
+    w.add_argument("--launcher", choices=["local", "ray"], default="local")
+    w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    w.add_argument("--workers", type=int, default=1, help="trials run at once")
+    w.add_argument("--out", required=True)
+    w.set_defaults(func=run_sweep_cmd)
+
+    r = subparsers.add_parser("report", help="markdown + figures over finished run directories")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=run_report)
+
+    q = subparsers.add_parser("quickstart", help="the method end to end on a small CPU budget (~10 min)")
+    q.add_argument("--out", default="mdpt-quickstart")
+    q.add_argument("--steps", type=int, help="policy and guidance gradient steps")
+    q.add_argument("--seeds", type=int, help="vmapped seeds")
+    q.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for tests)")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=run_quickstart)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _dataset_attrs(meta: dict) -> dict:
+    from mdpt.data.load import load_dataset
+
+    rec = meta.get("dataset") or {}
+    for ref in (rec.get("source"), rec.get("id")):
+        if not ref:
+            continue
+        if ref == rec.get("source") and not Path(ref).exists():
+            continue
+        try:
+            return load_dataset(ref, env=rec.get("env_id"), download=False).attrs
+        except MDPTError:
+            continue
+    raise MDPTError(f"reference 'dataset' needs the policy's dataset ({rec.get('id') or rec.get('source')}); "
+                    "it was not found: set MDPT_DATA_DIR, or use --reference d4rl")
+
+
+def run_evaluate(args) -> int:
+    import numpy as np
+
+    from mdpt.agent import Agent, SelectorConfig
+    from mdpt.artifacts import load_guidance, load_policy
+    from mdpt.data.registry import env_spec_for
+    from mdpt.evaluation import stats
+    from mdpt.experiments.studies import evaluate_scores
+
+    if args.episodes < 1:
+        raise MDPTError(f"--episodes must be >= 1, got {args.episodes}")
+    policy = load_policy(args.policy, args.policy_seed)
+    guidance = load_guidance(args.guidance, args.guidance_seed) if args.guidance else None
+    selector = args.selector or ("softmax" if guidance is not None else "none")
+    if selector == "none" and guidance is not None:
+        guidance = None
+    sel = SelectorConfig(selector, args.beta, args.candidates if guidance is not None else 1, args.temperature,
+                         args.cfg_weight)
+    agent = Agent(policy, guidance, sel, args.allow_data_mismatch)
+    env_id = (policy.meta.get("dataset") or {}).get("env_id")
+    if not env_id:
+        raise MDPTError(f"{args.policy}: metadata records no dataset env_id")
+    env = env_spec_for(env_id)
+    attrs = _dataset_attrs(policy.meta) if args.reference == "dataset" else None
+    result, scores = evaluate_scores(agent, env, args.episodes, args.seed, args.max_steps, args.reference, attrs)
+    summary = stats.summarize(scores)
+    seeds = policy.meta.get("seeds", list(range(policy.num_seeds)))
+    mismatch = bool(agent.record.get("mismatch_override"))
+    if args.json:
+        print(json.dumps({"policy": str(policy.path), "guidance": str(guidance.path) if guidance else None,
+                          "policy_seeds": seeds, "guidance_seeds": guidance.meta.get("seeds") if guidance else None,
+                          "env": env.env_id, "selector": sel.__dict__, "reference": args.reference,
+                          "mismatch_override": mismatch, "episodes": args.episodes, "seed": args.seed,
+                          "max_steps": args.max_steps, "returns": result.returns.tolist(),
+                          "scores": scores.tolist(), "lengths": result.lengths.tolist(),
+                          "per_seed_mean": scores.mean(axis=1).tolist(), "summary": summary}))
+        return 0
+    what = f"guidance {guidance.path} ({selector})" if guidance else "no guidance (plain diffusion sampling)"
+    print(f"policy {policy.path} with {what} on {env.env_id}: {args.episodes} episode(s) per seed"
+          + (" [guidance trained on other data: --allow-data-mismatch]" if mismatch else ""))
+    for s, row in zip(seeds, scores, strict=True):
+        print(f"  seed {s}: mean normalized score {row.mean():.1f} (mean return "
+              f"{result.returns[seeds.index(s)].mean():.1f})")
+    print(f"all seeds: mean {summary['mean']:.1f} [{summary['mean_ci_low']:.1f}, {summary['mean_ci_high']:.1f}], "
+          f"IQM {summary['iqm']:.1f}, median {summary['median']:.1f}, IQR {summary['iqr']:.1f}, "
+          f"seed std {summary['seed_std']:.1f} (95% bootstrap CI over {summary['ci_method']}; "
+          f"reference {args.reference})")
+    if not np.all(result.finished):
+        print(f"note: {int((~result.finished).sum())} episode(s) were cut at --max-steps {args.max_steps}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- study / sweep / report
+
+
+def run_study_cmd(args) -> int:
+    from mdpt.experiments.config import load_yaml
+    from mdpt.experiments.studies import StudyOptions, _algos, run_study
+
+    o = StudyOptions(dataset=args.dataset, out=Path(args.out), algos=_algos(args.algos), steps=args.steps,
+                     seeds=args.seeds, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                     overrides=load_yaml(args.config) if args.config else None, sets=tuple(args.set),
+                     eval_max_steps=args.eval_max_steps, allow_data_mismatch=args.allow_data_mismatch,
+                     progress=not args.no_progress)
+    path = run_study(args.study, o)
+    print(f"report: {path}")
+    return 0
+
+
+def run_sweep_cmd(args) -> int:
+    from mdpt.experiments.sweep import run_sweep
+
+    run_sweep(args.spec, args.out, args.launcher, args.workers, args.address)
+    return 0
+
+
+def run_report(args) -> int:
+    from mdpt.experiments.report import write_report
+
+    path = write_report(args.runs, args.out)
+    print(f"report: {path}")
+    return 0
+
+
+def run_quickstart(args) -> int:
+    from mdpt.experiments.quickstart import quickstart
+
+    quickstart(args.out, args.steps, args.seeds, tiny=args.tiny, progress=not args.no_progress)
+    return 0

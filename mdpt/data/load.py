@@ -1,0 +1,237 @@
+"""Find a dataset by id or path: an explicit file, the data dir, or a download (D4RL layout).
+
+Resolution of a dataset id such as `bullet-hopper-medium-v0`:
+1. `<data dir>/<id>.hdf5`, where the data dir is `data_dir`, else `$MDPT_DATA_DIR`, else
+   `~/.cache/mdpt/datasets`;
+2. for `*-medium-expert-v0` without a file: the concatenation of the medium and expert datasets;
+3. a download from D4RL's URL (`$MDPT_D4RL_URL` overrides it; `{dataset_id}` is replaced), streamed to
+   a temporary file in the data dir, checked, then renamed into place. `$MDPT_OFFLINE=1` or
+   `download=False` turns downloading off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mdpt.data.dataset import ARRAY_KEYS, Dataset
+from mdpt.data.registry import D4RL_URL, DATASET_IDS, EnvSpec, env_spec_for, parse_dataset_id
+from mdpt.errors import MDPTError
+from mdpt.io import atomic_path
+
+ENV_DATA_DIR = "MDPT_DATA_DIR"
+ENV_OFFLINE = "MDPT_OFFLINE"
+ENV_URL = "MDPT_D4RL_URL"
+ENV_TIMEOUT = "MDPT_DOWNLOAD_TIMEOUT"
+DEFAULT_DATA_DIR = Path("~/.cache/mdpt/datasets")
+
+# Expected (size in bytes, sha256) of published files, checked after a download when known.
+KNOWN_CHECKSUMS: dict[str, tuple[int | None, str | None]] = {}
+
+
+def default_data_dir() -> Path:
+    """`$MDPT_DATA_DIR` if set, else `~/.cache/mdpt/datasets`."""
+    value = os.environ.get(ENV_DATA_DIR, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_DATA_DIR.expanduser()
+
+
+def offline() -> bool:
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def dataset_url(dataset_id: str) -> str:
+    template = os.environ.get(ENV_URL, "").strip() or D4RL_URL
+    return template.replace("{dataset_id}", dataset_id)
+
+
+def dataset_path(dataset_id: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the file for `dataset_id` lives (or would live) in the data dir."""
+    return Path(data_dir).expanduser() / f"{dataset_id}.hdf5" if data_dir else default_data_dir() / f"{dataset_id}.hdf5"
+
+
+def load_dataset(
+    id_or_path: str | os.PathLike,
+    env: EnvSpec | str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> Dataset:
+    """Load a dataset by id (data dir, medium-expert concatenation, download) or by path.
+
+    A path may be a D4RL HDF5 file or a Minari dataset directory. `env` names the environment for
+    files that do not record it (and is checked against those that do).
+    """
+    text = os.fspath(id_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_dir():
+            from mdpt.data.minari_io import is_minari_dir, read_minari
+
+            if is_minari_dir(path):
+                return read_minari(path, env=env)
+            raise MDPTError(f"{path}: is a directory but not a Minari dataset (no data/main_data.hdf5 and "
+                            f"metadata.json); give an HDF5 file or a Minari dataset directory")
+        from mdpt.data.hdf5 import read_d4rl_hdf5
+
+        return read_d4rl_hdf5(path, env=env)
+    if text in DATASET_IDS:
+        return _load_by_id(text, env, data_dir, download)
+    if path.suffix in (".hdf5", ".h5") or os.sep in text or text.startswith("."):
+        raise MDPTError(f"{path}: file not found")
+    raise MDPTError(f"{text!r} is neither a file nor a known dataset id; known ids: {', '.join(DATASET_IDS)}")
+
+
+def _load_by_id(dataset_id: str, env, data_dir, download: bool) -> Dataset:
+    from mdpt.data.hdf5 import read_d4rl_hdf5
+
+    info = parse_dataset_id(dataset_id)
+    if env is not None:
+        spec = env if isinstance(env, EnvSpec) else env_spec_for(env)
+        if spec.env_id != info.env.env_id:
+            raise MDPTError(f"{dataset_id} is data for {info.env.env_id}, not {spec.env_id}; drop --env "
+                            f"or choose a dataset for {spec.env_id}")
+    directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    path = directory / f"{dataset_id}.hdf5"
+    if path.exists():
+        return read_d4rl_hdf5(path, env=info.env, dataset_id=dataset_id)
+    if info.quality == "medium-expert":
+        prefix = dataset_id[: -len("medium-expert-v0")]
+        parts = [f"{prefix}medium-v0", f"{prefix}expert-v0"]
+        loaded = [_load_by_id(p, None, directory, download) for p in parts]
+        return concatenate_datasets(loaded, dataset_id=dataset_id)
+    if not download or offline():
+        why = f"{ENV_OFFLINE} is set" if offline() else "downloading is off"
+        raise MDPTError(
+            f"{dataset_id}: not found in {directory} and {why}; make it with `mdpt data make {dataset_id} "
+            f"--out {directory}`, or point {ENV_DATA_DIR} at a folder holding {dataset_id}.hdf5"
+        )
+    download_dataset(dataset_id, directory)
+    return read_d4rl_hdf5(path, env=info.env, dataset_id=dataset_id)
+
+
+# --------------------------------------------------------------------------------------------
+# download
+
+
+def download_dataset(
+    dataset_id: str,
+    data_dir: str | os.PathLike | None = None,
+    url: str | None = None,
+    timeout: float | None = None,
+) -> Path:
+    """Stream `dataset_id` into the data dir: temp file, size/sha256 check, HDF5 check, atomic rename.
+
+    Any failure leaves nothing behind and raises a one-line MDPTError saying how to make the data
+    locally instead.
+    """
+    from mdpt.data.hdf5 import read_d4rl_hdf5
+
+    info = parse_dataset_id(dataset_id)
+    directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    target = directory / f"{dataset_id}.hdf5"
+    url = url or dataset_url(dataset_id)
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get(ENV_TIMEOUT, "60"))
+        except ValueError:
+            raise MDPTError(f"{ENV_TIMEOUT} must be a number of seconds") from None
+    expected_size, expected_sha = KNOWN_CHECKSUMS.get(dataset_id, (None, None))
+    hint = (f"make it locally with `mdpt data make {dataset_id} --out {directory}`, or set {ENV_DATA_DIR} to "
+            f"a folder that holds {dataset_id}.hdf5")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MDPTError(f"{directory}: cannot create the data dir ({e.strerror or e}); set {ENV_DATA_DIR} "
+                        f"to a writable folder") from None
+
+    def fail(reason: str) -> MDPTError:
+        return MDPTError(f"download of {dataset_id} from {url} failed: {reason}; nothing was saved; {hint}")
+
+    with atomic_path(target) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                header = resp.headers.get("Content-Length")
+                announced = int(header) if header and header.isdigit() else None
+                digest = hashlib.sha256()
+                received = 0
+                from tqdm.auto import tqdm
+
+                with open(tmp, "wb") as out, tqdm(total=announced, unit="B", unit_scale=True,
+                                                  desc=dataset_id, disable=None, leave=False) as bar:
+                    while True:
+                        chunk = resp.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+        except urllib.error.HTTPError as e:
+            raise fail(f"HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            raise fail(f"{getattr(e.reason, 'strerror', None) or e.reason}") from None
+        except TimeoutError:
+            raise fail(f"no answer within {timeout:g} s") from None
+        except (http.client.HTTPException, ConnectionError, OSError) as e:
+            raise fail(f"{e.__class__.__name__}: {e}") from None
+        if announced is not None and received != announced:
+            raise fail(f"transfer cut short ({received} of {announced} bytes)")
+        if expected_size is not None and received != expected_size:
+            raise fail(f"size mismatch ({received} bytes, expected {expected_size})")
+        if expected_sha is not None and digest.hexdigest() != expected_sha:
+            raise fail("sha256 checksum mismatch (corrupt or altered transfer)")
+        try:
+            read_d4rl_hdf5(tmp, env=info.env, dataset_id=dataset_id)
+        except MDPTError as e:
+            raise fail(f"the file does not check out ({str(e).split(': ', 1)[-1]})") from None
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# combining
+
+
+def concatenate_datasets(datasets: Sequence[Dataset], dataset_id: str | None = None,
+                         attrs: dict | None = None) -> Dataset:
+    """Datasets one after another, episodes intact: an unmarked final transition of each part
+    becomes a timeout so that no episode runs into the next part."""
+    if not datasets:
+        raise MDPTError("nothing to concatenate")
+    env = datasets[0].env
+    for d in datasets[1:]:
+        if d.env.env_id != env.env_id:
+            raise MDPTError(f"cannot concatenate {d.source} ({d.env.env_id}) with {datasets[0].source} "
+                            f"({env.env_id}): different environments")
+    arrays = {k: np.concatenate([getattr(d, k) for d in datasets]) for k in ARRAY_KEYS}
+    notes: list[str] = []
+    offset = 0
+    marked = 0
+    for d in datasets[:-1]:
+        offset += len(d)
+        if not (arrays["terminals"][offset - 1] or arrays["timeouts"][offset - 1]):
+            arrays["timeouts"][offset - 1] = True
+            marked += 1
+    names = [d.dataset_id or d.source for d in datasets]
+    notes.append(f"concatenation of {' + '.join(names)}"
+                 + (f" ({marked} cut final episode(s) marked as timeouts)" if marked else ""))
+    for d in datasets:
+        notes.extend(f"{d.dataset_id or d.source}: {n}" for n in d.notes)
+    merged = dict(datasets[-1].attrs)
+    for key in ("ref_min_score", "ref_max_score"):
+        values = {d.attrs.get(key) for d in datasets}
+        if len(values) != 1:
+            merged.pop(key, None)  # parts disagree on the reference: no dataset reference
+    merged["concatenation_of"] = names
+    merged["part_fingerprints"] = [d.fingerprint for d in datasets]
+    merged["part_lengths"] = [len(d) for d in datasets]
+    if dataset_id:
+        merged["dataset_id"] = dataset_id
+    merged.update(attrs or {})
+    return Dataset(env=env, dataset_id=dataset_id, source=" + ".join(d.source for d in datasets),
+                   attrs=merged, notes=tuple(notes), **arrays)

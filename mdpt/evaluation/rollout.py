@@ -1,0 +1,279 @@
+"""Vectorized evaluation rollouts in the PyBullet Gymnasium environments.
+
+``evaluate`` runs ``num_policies x episodes`` episodes at once in one Gymnasium vector env and
+asks the caller for all actions with a single ``act_fn(obs, step_index)`` call per env step,
+so a JAX policy evaluates every seed and every episode in one batched (vmapped) call.
+
+Determinism and fairness:
+
+- every evaluation builds fresh environments (a PyBullet env that has already run an episode
+  does not replay the same trajectory after ``reset(seed=...)``, so envs are never reused);
+- env ``(p, e)`` is reset with seed ``seed + e``: every policy index sees the same ``episodes``
+  start states, so policies (e.g. training seeds, or guided vs unguided sampling) are compared on
+  identical starts;
+- each env runs exactly one episode. After an env reports ``terminated`` or ``truncated`` its
+  later rewards are ignored and the observation passed to ``act_fn`` for it stays frozen at its
+  last pre-termination value. This is independent of the vector env's autoreset mode
+  (Gymnasium 1.x resets a finished sub-env on the *next* ``step`` call by default).
+
+Timing: ``setup_seconds`` (making and resetting the envs), ``sim_seconds`` (inside the vector
+env's ``step``), ``policy_seconds`` (inside ``act_fn``, including the conversion of its result to
+numpy, which waits for JAX's asynchronous dispatch) and ``total_seconds``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from mdpt.data.registry import EnvSpec, env_spec_for, normalized_score
+from mdpt.errors import MDPTError
+
+ActFn = Callable[[np.ndarray, int], object]
+VECTOR_KINDS = ("sync", "async")
+
+
+def _c_fflush() -> None:
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+
+
+@contextlib.contextmanager
+def quiet_stdout(enabled: bool = True, stderr: bool = False) -> Iterator[None]:
+    """Silence file descriptor 1 (and 2 with ``stderr``) for C code that prints.
+
+    PyBullet prints 'argv[0]=' to stdout when it connects and its build time to stderr when it
+    is imported. Whatever any thread writes to a silenced descriptor meanwhile is dropped.
+    """
+    if not enabled:
+        yield
+        return
+    streams = [(sys.stdout, 1)] + ([(sys.stderr, 2)] if stderr else [])
+    saved: list[tuple[int, int]] = []
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream, default_fd in streams:
+            with contextlib.suppress(Exception):
+                stream.flush()
+            fd = default_fd  # C code writes to fds 1/2 whatever Python's sys.stdout is
+            _c_fflush()
+            saved.append((fd, os.dup(fd)))
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        for stream, _ in streams:
+            with contextlib.suppress(Exception):
+                stream.flush()
+        _c_fflush()  # C-level printf output is buffered; drop it before the fds come back
+        for fd, copy in reversed(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+class _QuietReset(gym.Wrapper):
+    """PyBullet connects (and prints) on an env's first reset, which may run in a worker process."""
+
+    def __init__(self, env, quiet: bool):
+        super().__init__(env)
+        self._quiet = quiet
+
+    def reset(self, **kwargs):
+        with quiet_stdout(self._quiet):
+            return self.env.reset(**kwargs)
+
+
+def _make_env(env_id: str, quiet: bool = True):
+    """Build one environment (top level, so AsyncVectorEnv can pickle it for 'spawn' workers)."""
+    with quiet_stdout(quiet, stderr=quiet and "pybullet" not in sys.modules):
+        import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
+
+    with quiet_stdout(quiet):
+        # The passive checker only re-validates spaces on every step; skip its overhead.
+        return _QuietReset(gym.make(env_id, disable_env_checker=True), quiet)
+
+
+def _vector_env(env_id: str, n: int, vector: str, quiet: bool, mp_context: str):
+    fns = [functools.partial(_make_env, env_id, quiet) for _ in range(n)]
+    if vector == "sync":
+        return gym.vector.SyncVectorEnv(fns)
+    try:
+        return gym.vector.AsyncVectorEnv(fns, context=mp_context)
+    except (OSError, EOFError, RuntimeError) as e:
+        raise MDPTError(f"could not start {n} async env workers ({e.__class__.__name__}: {e}); a script that "
+                        "uses vector='async' with the 'spawn' context needs an `if __name__ == '__main__':` "
+                        "guard; or use vector='sync'") from None
+
+
+@dataclass
+class EvalResult:
+    """Outcome of ``evaluate``; arrays have shape (num_policies, episodes)."""
+
+    env: EnvSpec
+    seed: int
+    returns: np.ndarray  # float64, undiscounted episode returns
+    lengths: np.ndarray  # int64, env steps taken in the episode
+    terminated: np.ndarray  # bool, the episode ended by termination (the robot fell)
+    finished: np.ndarray  # bool, the episode ended (terminated or time limit) within max_steps
+    steps: int  # vector steps run (= act_fn calls)
+    setup_seconds: float
+    sim_seconds: float
+    policy_seconds: float
+    total_seconds: float
+    nonfinite_actions: int = 0  # action entries that were NaN/inf and were replaced by 0
+    vector: str = "sync"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_policies(self) -> int:
+        return int(self.returns.shape[0])
+
+    @property
+    def episodes(self) -> int:
+        return int(self.returns.shape[1])
+
+    @property
+    def sim_fraction(self) -> float:
+        """Share of the evaluation's wall time spent inside the simulator's step."""
+        return self.sim_seconds / self.total_seconds if self.total_seconds > 0 else 0.0
+
+    def scores(self, reference: str = "d4rl", attrs: dict | None = None) -> np.ndarray:
+        """Normalized scores 100 * (R - min) / (max - min), shape (num_policies, episodes)."""
+        return np.asarray(normalized_score(self.returns, self.env, reference, attrs), dtype=np.float64)
+
+    def to_dict(self, reference: str | None = None, attrs: dict | None = None) -> dict:
+        """JSON-ready record (lists), optionally with normalized scores for ``reference``."""
+        out = {
+            "env": self.env.env_id,
+            "seed": self.seed,
+            "returns": self.returns.tolist(),
+            "lengths": self.lengths.tolist(),
+            "steps": self.steps,
+            "setup_s": self.setup_seconds,
+            "sim_s": self.sim_seconds,
+            "policy_s": self.policy_seconds,
+            "eval_s": self.total_seconds,
+            "nonfinite_actions": self.nonfinite_actions,
+        }
+        if reference is not None:
+            out["reference"] = reference
+            out["scores"] = self.scores(reference, attrs).tolist()
+        return out
+
+
+def evaluate(
+    act_fn: ActFn,
+    env: EnvSpec | str,
+    num_policies: int,
+    episodes: int,
+    seed: int = 0,
+    max_steps: int | None = None,
+    vector: str = "sync",
+    *,
+    quiet: bool = True,
+    mp_context: str = "spawn",
+) -> EvalResult:
+    """Run ``num_policies * episodes`` episodes in parallel, one ``act_fn`` call per env step.
+
+    ``act_fn(obs, step_index)`` gets raw float32 observations of shape
+    ``(num_policies, episodes, obs_dim)`` and returns actions ``(num_policies, episodes,
+    act_dim)`` (numpy or JAX); they are clipped to the action box. Env ``(p, e)`` is reset with
+    seed ``seed + e``. Stops when every episode has ended or after ``max_steps`` steps (default:
+    the env's time limit). ``vector`` is ``"sync"`` (one process) or ``"async"`` (one worker
+    process per episode; worth it only when the simulator dominates and cores are free).
+    Async workers start with ``mp_context`` (``"spawn"`` by default: forking a process that
+    runs JAX's threads is unsafe; spawn re-imports the caller's main module, so scripts need an
+    ``if __name__ == "__main__":`` guard). ``quiet`` silences PyBullet's stdout chatter.
+    """
+    spec = env_spec_for(env) if isinstance(env, str) else env
+    if num_policies < 1 or episodes < 1:
+        raise MDPTError(f"evaluation needs num_policies >= 1 and episodes >= 1; got {num_policies} and {episodes}")
+    if vector not in VECTOR_KINDS:
+        raise MDPTError(f"unknown vector env kind {vector!r}; use one of: {', '.join(VECTOR_KINDS)}")
+    limit = spec.max_episode_steps if max_steps is None else int(max_steps)
+    if limit < 1:
+        raise MDPTError(f"max_steps must be >= 1; got {max_steps}")
+    P, E, n = num_policies, episodes, num_policies * episodes
+
+    t_start = time.perf_counter()
+    with quiet_stdout(quiet):
+        venv = _vector_env(spec.env_id, n, vector, quiet, mp_context)
+    try:
+        space = venv.single_action_space
+        low = np.broadcast_to(np.asarray(space.low, np.float32), (spec.act_dim,))
+        high = np.broadcast_to(np.asarray(space.high, np.float32), (spec.act_dim,))
+        obs_dim = int(np.prod(venv.single_observation_space.shape))
+        if obs_dim != spec.obs_dim or int(np.prod(space.shape)) != spec.act_dim:
+            raise MDPTError(f"{spec.env_id}: the installed env has obs/act sizes {obs_dim}/{space.shape}, "
+                            f"expected {spec.obs_dim}/{spec.act_dim}; check the pybullet-envs-gymnasium version")
+        seeds = [seed + e for _ in range(P) for e in range(E)]
+        with quiet_stdout(quiet):
+            obs, _ = venv.reset(seed=seeds)
+        obs = np.array(obs, dtype=np.float32).reshape(n, obs_dim)
+        setup_seconds = time.perf_counter() - t_start
+
+        returns = np.zeros(n, np.float64)
+        lengths = np.zeros(n, np.int64)
+        done = np.zeros(n, bool)
+        terminated_at = np.zeros(n, bool)
+        sim_seconds = policy_seconds = 0.0
+        nonfinite = 0
+        steps = 0
+        while steps < limit and not done.all():
+            t0 = time.perf_counter()
+            raw = act_fn(obs.reshape(P, E, obs_dim).copy(), steps)  # a copy: act_fn may keep it
+            act = np.asarray(raw, dtype=np.float32)  # blocks on a JAX array
+            policy_seconds += time.perf_counter() - t0
+            if act.shape != (P, E, spec.act_dim):
+                raise MDPTError(f"act_fn returned actions of shape {act.shape}; expected "
+                                f"{(P, E, spec.act_dim)} (num_policies, episodes, act_dim) for {spec.env_id}")
+            act = act.reshape(n, spec.act_dim)
+            bad = ~np.isfinite(act)
+            if bad.any():
+                nonfinite += int(bad[~done].sum())
+                act = np.where(bad, 0.0, act).astype(np.float32)
+            act = np.clip(act, low, high)
+
+            t0 = time.perf_counter()
+            nxt, rew, term, trunc, _ = venv.step(act)
+            sim_seconds += time.perf_counter() - t0
+            steps += 1
+
+            live = ~done
+            returns[live] += np.asarray(rew, np.float64)[live]
+            lengths[live] += 1
+            term = np.asarray(term, bool)
+            ended = live & (term | np.asarray(trunc, bool))
+            terminated_at |= live & term
+            running = live & ~ended
+            obs[running] = np.asarray(nxt, np.float32).reshape(n, obs_dim)[running]
+            done |= ended
+    finally:
+        with quiet_stdout(quiet):
+            venv.close()
+    total = time.perf_counter() - t_start
+    return EvalResult(
+        env=spec,
+        seed=seed,
+        returns=returns.reshape(P, E),
+        lengths=lengths.reshape(P, E),
+        terminated=terminated_at.reshape(P, E),
+        finished=done.reshape(P, E),
+        steps=steps,
+        setup_seconds=setup_seconds,
+        sim_seconds=sim_seconds,
+        policy_seconds=policy_seconds,
+        total_seconds=total,
+        nonfinite_actions=nonfinite,
+        vector=vector,
+    )

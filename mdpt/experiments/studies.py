@@ -1,0 +1,392 @@
+"""The paper's three studies, each one command (`mdpt study ...`), plus guidance-transfer evaluation.
+
+- `necessity`: per algorithm and training mode, one Run evaluated every K steps with the guidance,
+  without it (plain diffusion sampling) and with an untrained (random) guidance.
+- `gfdt-vs-joint`: the same algorithm and budgets trained jointly and guidance-first (the IQL
+  guidance is trained first, inside the Run); the report compares curves, final/best scores,
+  time per step and peak memory from each run's summary.json.
+- `transfer`: policies and guidance modules trained with S seeds each, then every policy seed is
+  evaluated with every guidance seed, within and across algorithms; writes `transfer.json`
+  (format: `mdpt.experiments.report`).
+
+Layout of a study directory::
+
+    out/runs/<algo>-<mode>/      one Run each (runner.py layout)
+    out/transfer/                (transfer) config.json, summary.json, metrics.jsonl, transfer.json
+    out/report/report.md         the report and its figures
+
+Every Run is started with resume=True: re-running a study continues it and skips finished runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mdpt.errors import MDPTError
+
+STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
+
+
+# ----------------------------------------------------------------------------- episode cap
+
+
+@contextlib.contextmanager
+def episode_cap(max_steps: int | None) -> Iterator[None]:
+    """Cap evaluation episodes at `max_steps` env steps inside Runs of this process.
+
+    RunConfig has no such setting, so this swaps `runner.evaluate_agent` for a capped one while
+    the block runs (None: no cap, nothing changes).
+    """
+    if max_steps is None:
+        yield
+        return
+    if max_steps < 1:
+        raise MDPTError(f"episode cap must be >= 1 step, got {max_steps}")
+    from mdpt.experiments import runner
+
+    original = runner.evaluate_agent
+    runner.evaluate_agent = functools.partial(original, max_steps=max_steps)
+    try:
+        yield
+    finally:
+        runner.evaluate_agent = original
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def make_config(dataset: str, settings: dict, overrides: dict | None = None, sets: list[str] | None = None):
+    """RunConfig from study settings, a base mapping (e.g. --config) and `--set key=value` items."""
+    from mdpt.cli.train_cmd import apply_override
+    from mdpt.experiments.config import RunConfig
+
+    d = {"dataset": dataset, **(overrides or {})}
+    for item in sets or []:
+        apply_override(d, item)
+    d.update(settings)
+    config = RunConfig.from_dict(d)
+    if config.algo and config.guidance_kind is None:  # name the guidance in config.json and the report
+        import dataclasses
+
+        config = dataclasses.replace(config, guidance_kind=config.resolved_guidance_kind).validate()
+    return config
+
+
+def run_all(configs: dict[str, object], runs_dir: Path, log: Callable = print, progress: bool = True,
+            max_steps: int | None = None, dataset=None) -> dict[str, dict]:
+    """Run (or resume) each named config in runs_dir/<name>; returns name -> summary."""
+    from mdpt.experiments.runner import Run
+
+    summaries = {}
+    with episode_cap(max_steps):
+        for i, (name, config) in enumerate(configs.items(), 1):
+            log(f"[{i}/{len(configs)}] training {name} ({config.algo or config.resolved_guidance_kind}, "
+                f"{config.mode if config.algo else 'guidance'}, {config.steps} steps, {config.seeds} seed(s))")
+            run = Run(runs_dir / name, config, resume=True, progress=progress, log=log, dataset=dataset)
+            summaries[name] = run.execute()
+            if dataset is None:
+                dataset = getattr(run, "dataset", None)
+    return summaries
+
+
+def _report(run_dirs: list[Path], out: Path, log: Callable) -> Path:
+    from mdpt.experiments.report import write_report
+
+    log("writing the report")
+    path = write_report([str(d) for d in run_dirs], out / "report")
+    log(f"report: {path}")
+    return path
+
+
+def _algos(algos) -> list[str]:
+    from mdpt.policies.module import POLICY_ALGOS
+
+    out = [a.strip() for a in (algos.split(",") if isinstance(algos, str) else algos) if a.strip()]
+    if not out:
+        raise MDPTError("no algorithms given; pass e.g. --algos dql,idql")
+    for a in out:
+        if a not in POLICY_ALGOS:
+            raise MDPTError(f"unknown algo {a!r}; use any of: {', '.join(POLICY_ALGOS)}")
+    return out
+
+
+@dataclass
+class StudyOptions:
+    dataset: str
+    out: Path
+    algos: list[str]
+    steps: int = 100_000
+    seeds: int = 3
+    eval_every: int = 0
+    eval_episodes: int = 10
+    overrides: dict | None = None  # base RunConfig keys (e.g. from a YAML file)
+    sets: tuple[str, ...] = ()
+    eval_max_steps: int | None = None
+    allow_data_mismatch: bool = False
+    progress: bool = True
+
+
+def _budget(o: StudyOptions, **extra) -> dict:
+    d = {"steps": o.steps, "seeds": o.seeds, "eval_every": o.eval_every, "eval_episodes": o.eval_episodes}
+    return {**d, **extra}
+
+
+def study_necessity(o: StudyOptions, log: Callable = print) -> Path:
+    configs = {}
+    for algo in o.algos:
+        for mode in ("joint", "guidance-first"):
+            configs[f"{algo}-{mode}"] = make_config(o.dataset, _budget(
+                o, algo=algo, mode=mode, eval_variants=["guided", "unguided", "random-guidance"]),
+                o.overrides, list(o.sets))
+    log(f"necessity study: {len(configs)} runs x 3 evaluation variants on {o.dataset}")
+    run_all(configs, o.out / "runs", log, o.progress, o.eval_max_steps)
+    return _report([o.out / "runs" / n for n in configs], o.out, log)
+
+
+def study_gfdt_vs_joint(o: StudyOptions, log: Callable = print) -> Path:
+    configs = {}
+    for algo in o.algos:
+        for mode in ("joint", "guidance-first"):
+            configs[f"{algo}-{mode}"] = make_config(o.dataset, _budget(o, algo=algo, mode=mode),
+                                                    o.overrides, list(o.sets))
+    log(f"gfdt-vs-joint study: {len(configs)} runs on {o.dataset} (guidance-first trains its guidance first)")
+    summaries = run_all(configs, o.out / "runs", log, o.progress, o.eval_max_steps)
+    for name, s in summaries.items():
+        g = s.get("final", {}).get("guided")
+        sps = s.get("seconds_per_step")
+        log(f"{name}: final {g['mean']:.1f}" if g else f"{name}: no evaluation", )
+        log(f"  {name}: {1e3 * sps:.2f} ms/step" if sps else f"  {name}: time per step n/a")
+    return _report([o.out / "runs" / n for n in configs], o.out, log)
+
+
+def study_transfer(o: StudyOptions, log: Callable = print) -> Path:
+    configs = {f"{algo}-joint": make_config(o.dataset, _budget(o, algo=algo, mode="joint"), o.overrides,
+                                            list(o.sets)) for algo in o.algos}
+    log(f"transfer study: training {len(configs)} joint runs with {o.seeds} seeds each on {o.dataset}")
+    run_all(configs, o.out / "runs", log, o.progress, o.eval_max_steps)
+    first = next(iter(configs.values()))
+    sources = [TransferSource(name.split("-")[0], o.out / "runs" / name / "policy",
+                              _guidance_label(o.out / "runs" / name / "guidance"),
+                              o.out / "runs" / name / "guidance") for name in configs]
+    log("evaluating the policy x guidance matrix")
+    transfer_dir = write_transfer(sources, o.out / "transfer", first, episodes=o.eval_episodes,
+                                  max_steps=o.eval_max_steps, allow_mismatch=o.allow_data_mismatch, log=log)
+    return _report([o.out / "runs" / n for n in configs] + [transfer_dir], o.out, log)
+
+
+def run_study(name: str, o: StudyOptions, log: Callable = print) -> Path:
+    fn = {"necessity": study_necessity, "gfdt-vs-joint": study_gfdt_vs_joint, "transfer": study_transfer}
+    if name not in fn:
+        raise MDPTError(f"unknown study {name!r}; use one of: {', '.join(STUDIES)}")
+    if o.seeds < 1 or o.steps < 1:
+        raise MDPTError("--steps and --seeds must be >= 1")
+    return fn[name](o, log)
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+@dataclass
+class TransferSource:
+    """A policy (S seeds) and/or a guidance module (S seeds) to cross. Either path may be None."""
+
+    policy_label: str | None
+    policy_dir: Path | None
+    guidance_label: str | None
+    guidance_dir: Path | None
+
+
+def _guidance_label(guidance_dir: Path) -> str:
+    from mdpt.artifacts import read_meta
+
+    meta = read_meta(guidance_dir, "guidance")
+    return str(meta.get("kind", "guidance"))
+
+
+def _roll_seeds(art, shift: int):
+    from mdpt.artifacts import Artifact
+
+    if shift == 0:
+        return art
+    params = jax.tree.map(lambda x: np.roll(np.asarray(x), -shift, axis=0), art.params)
+    seeds = list(np.roll(np.asarray(art.meta.get("seeds", [])), -shift)) if art.meta.get("seeds") else []
+    return Artifact(art.module, params, art.normalizer, {**art.meta, "seeds": [int(s) for s in seeds]}, art.path)
+
+
+def _own_guidance(policy_meta: dict) -> Path | None:
+    rec = policy_meta.get("trained_with_guidance") or {}
+    return Path(rec["path"]).resolve() if rec.get("path") else None
+
+
+def evaluate_scores(agent, env, episodes: int, seed: int, max_steps: int | None, reference: str,
+                    attrs: dict | None):
+    """(EvalResult, scores (S, E)) of an agent for all its policy seeds at once."""
+    from mdpt.evaluation.rollout import evaluate
+
+    key = jax.random.PRNGKey(seed)
+
+    def act_fn(obs, t):
+        return agent.act(obs, jax.random.fold_in(key, t))
+
+    result = evaluate(act_fn, env, agent.num_seeds, episodes, seed=seed, max_steps=max_steps)
+    return result, result.scores(reference, attrs)
+
+
+def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d4rl", episodes: int = 10,
+                    seed: int = 1000, max_steps: int | None = None, allow_mismatch: bool = False,
+                    attrs: dict | None = None, log: Callable = print) -> dict:
+    """Evaluate every policy seed with every guidance seed; returns the transfer.json object.
+
+    With S policy seeds and S guidance seeds, one evaluation per (policy group, guidance group,
+    shift k) runs all S policy seeds at once, seed i with guidance seed (i + k) mod S.
+    """
+    from mdpt.agent import Agent
+    from mdpt.artifacts import load_guidance, load_policy
+    from mdpt.data.registry import env_spec_for
+    from mdpt.evaluation import stats
+
+    pols = [(s.policy_label, load_policy(s.policy_dir)) for s in sources if s.policy_dir is not None]
+    guis = [(s.guidance_label, load_guidance(s.guidance_dir)) for s in sources if s.guidance_dir is not None]
+    if not pols or not guis:
+        raise MDPTError("transfer needs at least one policy and one guidance module")
+    env = env_spec_for(pols[0][1].meta["dataset"]["env_id"])
+    p_names = [f"{lab}-s{sd}" for lab, art in pols for sd in art.meta["seeds"]]
+    g_names = [f"{lab}-s{sd}" for lab, art in guis for sd in art.meta["seeds"]]
+    if len(set(p_names)) != len(p_names) or len(set(g_names)) != len(g_names):
+        raise MDPTError("transfer: two policies (or guidance modules) share a label; give them distinct names")
+    cells: dict[tuple[str, str], list] = {}
+    returns: dict[tuple[str, str], list] = {}
+    diagonal, mismatched = [], []
+    total = sum(1 if g.num_seeds == 1 else g.num_seeds for _, p in pols for _, g in guis)
+    done = 0
+    for p_lab, p_art in pols:
+        own = _own_guidance(p_art.meta)
+        for g_lab, g_art in guis:
+            shifts = range(g_art.num_seeds) if g_art.num_seeds == p_art.num_seeds else [0]
+            if g_art.num_seeds not in (1, p_art.num_seeds):
+                raise MDPTError(f"guidance {g_art.path} holds {g_art.num_seeds} seeds, policy {p_art.path} "
+                                f"{p_art.num_seeds}; they cannot be paired seed by seed")
+            for k in shifts:
+                done += 1
+                agent = Agent(p_art, _roll_seeds(g_art, k), selector, allow_mismatch)
+                result, scores = evaluate_scores(agent, env, episodes, seed, max_steps, reference, attrs)
+                log(f"  [{done}/{total}] policy {p_lab} x guidance {g_lab} (seed shift {k}): "
+                    f"mean score {scores.mean():.1f}")
+                for i, p_seed in enumerate(p_art.meta["seeds"]):
+                    j = (i + k) % g_art.num_seeds if g_art.num_seeds > 1 else 0
+                    pn, gn = f"{p_lab}-s{p_seed}", f"{g_lab}-s{g_art.meta['seeds'][j]}"
+                    cells[(pn, gn)] = [scores[i].tolist()]
+                    returns[(pn, gn)] = [result.returns[i].tolist()]
+                    if own is not None and g_art.path is not None and Path(g_art.path).resolve() == own \
+                            and (g_art.num_seeds == 1 or i == j):
+                        diagonal.append([pn, gn])
+                    if agent.record.get("mismatch_override"):
+                        mismatched.append([pn, gn])
+    matrix = [[cells[(pn, gn)] for gn in g_names] for pn in p_names]
+    own_set = {tuple(x) for x in diagonal}
+    p_group = {f"{lab}-s{sd}": lab for lab, art in pols for sd in art.meta["seeds"]}
+    g_group = {f"{lab}-s{sd}": lab for lab, art in guis for sd in art.meta["seeds"]}
+    # own guidance group of each policy group (from the diagonal)
+    own_group = {p_group[p]: g_group[g] for p, g in diagonal}
+
+    def flat(keys):
+        return [np.asarray(cells[k]) for k in keys]
+
+    diag_keys = [k for k in cells if k in own_set]
+    seed_swap = [k for k in cells if k not in own_set and own_group.get(p_group[k[0]]) == g_group[k[1]]]
+    cross = [k for k in cells if own_group.get(p_group[k[0]]) not in (None, g_group[k[1]])]
+    summary: dict = {}
+    if diag_keys:
+        summary["own"] = _brief(stats, flat(diag_keys))
+    if seed_swap:
+        summary["seed_swapped"] = _brief(stats, flat(seed_swap))
+        if diag_keys:
+            summary["seed_swap_iqr_change"] = stats.relative_iqr_change(
+                np.concatenate([c.reshape(-1) for c in flat(diag_keys)]),
+                np.concatenate([c.reshape(-1) for c in flat(seed_swap)]))
+    cross_rows = []
+
+    def pooled_mean(keys):
+        return float(np.mean(np.concatenate([c.reshape(-1) for c in flat(keys)])))
+
+    for pg, gg in sorted({(p_group[k[0]], g_group[k[1]]) for k in cross}):
+        here = [k for k in cross if (p_group[k[0]], g_group[k[1]]) == (pg, gg)]
+        # the two settings being combined, each with its own guidance: pg's and the one whose own is gg
+        base = {}
+        for keys in ([k for k in diag_keys if p_group[k[0]] == pg], [k for k in diag_keys if g_group[k[1]] == gg]):
+            if keys:
+                base[f"{p_group[keys[0][0]]}+{g_group[keys[0][1]]}"] = pooled_mean(keys)
+        stronger = max(base, key=base.get) if base else None
+        mean = pooled_mean(here)
+        ref = base.get(stronger)
+        cross_rows.append({"policy": pg, "guidance": gg, "mean": mean, "own_means": base, "stronger": stronger,
+                           "stronger_mean": ref, "relative_to_stronger": (mean - ref) / abs(ref) if ref else None})
+    summary["cross_algorithm"] = cross_rows
+    return {"dataset": pols[0][1].meta["dataset"].get("id") or pols[0][1].meta["dataset"].get("source"),
+            "reference": reference, "policies": p_names, "guidances": g_names, "scores": matrix,
+            "returns": [[returns[(pn, gn)] for gn in g_names] for pn in p_names],
+            "diagonal": diagonal, "mismatched": mismatched, "episodes": episodes, "max_steps": max_steps,
+            "selector": selector.__dict__.copy(), "summary": summary,
+            "policy_dirs": {lab: str(a.path) for lab, a in pols}, "guidance_dirs": {lab: str(a.path) for lab, a in guis}}
+
+
+def _brief(stats, cells: list[np.ndarray]) -> dict:
+    flat = np.concatenate([c.reshape(-1) for c in cells])
+    return {"cells": len(cells), "mean": float(flat.mean()), "median": float(np.median(flat)),
+            "iqm": float(stats.iqm(flat)), "iqr": float(stats.iqr(flat)),
+            "cell_mean_iqr": float(stats.iqr(np.array([c.mean() for c in cells]))) if len(cells) > 1 else None}
+
+
+def write_transfer(sources: list[TransferSource], out_dir: Path, config, episodes: int,
+                   max_steps: int | None = None, allow_mismatch: bool = False, log: Callable = print) -> Path:
+    """Evaluate the transfer matrix and write it as a report-readable directory.
+
+    `config` (a RunConfig of one of the policies' runs) gives the selector, reference and dataset.
+    """
+    from mdpt.agent import SelectorConfig
+    from mdpt.io import write_bytes_atomic, write_json_atomic
+
+    selector = SelectorConfig(config.selector, config.beta, config.candidates, config.temperature,
+                              config.cfg_weight)
+    attrs = None
+    if config.reference == "dataset":
+        from mdpt.data.load import load_dataset
+
+        attrs = load_dataset(config.dataset, env=config.env).attrs
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = transfer_matrix(sources, selector, config.reference, episodes, 1000 + config.seed, max_steps,
+                        allow_mismatch or config.allow_data_mismatch, attrs, log)
+    t["dataset"] = config.dataset
+    write_json_atomic(out_dir / "transfer.json", t)
+    # a run-directory shell so that report.load_run reads transfer.json
+    write_json_atomic(out_dir / "config.json", {"algo": "transfer", "mode": "joint", "dataset": config.dataset,
+                                                "guidance_kind": "mixed", "seeds": config.seeds,
+                                                "steps": config.steps})
+    write_json_atomic(out_dir / "summary.json", {"name": out_dir.name, "algo": "transfer", "mode": "joint",
+                                                 "dataset": config.dataset, "reference": config.reference,
+                                                 "final": {}, "best": {}, "seconds_per_step": None,
+                                                 "peak_memory_bytes": None})
+    write_bytes_atomic(out_dir / "metrics.jsonl", b"")
+    s = t["summary"]
+    if "own" in s and "seed_swapped" in s:
+        log(f"transfer: IQR own guidance {s['own']['iqr']:.1f}, seed-swapped {s['seed_swapped']['iqr']:.1f} "
+            f"(change {100 * s['seed_swap_iqr_change']:+.0f}%)")
+    for row in s["cross_algorithm"]:
+        ref = "" if row["stronger"] is None else f" (stronger own setting {row['stronger']}: {row['stronger_mean']:.1f})"
+        log(f"transfer: {row['policy']} policy with {row['guidance']} guidance: {row['mean']:.1f}{ref}")
+    if t["mismatched"]:
+        log(f"transfer: {len(t['mismatched'])} cell(s) pair modules trained on different data (marked)")
+    return out_dir
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2)
