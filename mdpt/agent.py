@@ -11,6 +11,8 @@ its own normalizer, so a guidance module trained with other statistics still see
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -61,6 +63,20 @@ class Agent:
                                 f"(--guidance-seed) or as many as the policy ({policy.num_seeds})")
         self._act = jax.jit(self._build())
 
+    def with_params(self, policy_params, guidance_params=None) -> Agent:
+        """This agent with other parameters of the same shapes, sharing its compiled function.
+
+        `policy_params` has the policy's (seeds, ...) layout; `guidance_params` the guidance
+        artifact's (None: keep the current guidance parameters). No checks are redone and
+        nothing is recompiled as long as the shapes stay the same.
+        """
+        new = copy.copy(self)
+        new.policy = _replace_params(self.policy, policy_params)
+        if guidance_params is not None and self.guidance is not None:
+            new.guidance = _replace_params(self.guidance, guidance_params)
+        new.record = dict(self.record)
+        return new
+
     @property
     def num_seeds(self) -> int:
         return self.policy.num_seeds
@@ -107,3 +123,7 @@ class Agent:
         if obs.ndim != 3 or obs.shape[0] != self.num_seeds:
             raise ValueError(f"obs must be (seeds={self.num_seeds}, envs, obs_dim), got {obs.shape}")
         return np.asarray(self._act(self.policy.params, self._guidance_params(), obs, key))
+
+
+def _replace_params(art: Artifact, params) -> Artifact:
+    return dataclasses.replace(art, params=params)

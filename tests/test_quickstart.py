@@ -21,6 +21,11 @@ def test_quickstart_tiny(tiny_data_dir, tmp_path, run_cli):
         ("dql-joint", "iql"), ("dql-gfdt", "dql-critic")}
     meta = json.loads((out / "runs" / "dql-guidance-first" / "policy" / "meta.json").read_text())
     assert meta["trained_with_guidance"]["kind"] == "iql"
+    assert meta["trained_with_guidance"]["path"] == str((out / "runs" / "iql-guidance" / "guidance").resolve())
+    rows = [json.loads(x) for x in (out / "runs" / "dql-joint" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["phase"] == "eval"]
+    assert {r["variant"] for r in evals} == {"guided", "unguided"} and all("sim_s" in r for r in evals)
+    assert json.loads((out / "runs" / "dql-joint" / "config.json").read_text())["eval_max_steps"] == 3
     report = (out / "report" / "report.md").read_text()
     assert "Guidance transfer" in report and "bullet-hopper-medium-v0" in report
     assert list((out / "report").glob("*.png"))

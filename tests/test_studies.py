@@ -1,12 +1,16 @@
 """Studies (`mdpt study`), guidance transfer, `mdpt evaluate` and `mdpt report` on tiny data.
 
-One transfer study (dql + idql joint, 2 seeds, 20 steps, tiny networks) is trained once per
-module; the other tests evaluate, recombine and report its artifacts. Evaluation episodes are
-capped at a few env steps.
+One module-scoped set of runs is trained once: the necessity study (dql joint and guidance-first,
+3 evaluation variants), the same study again (it resumes: nothing is retrained), then the
+transfer study (dql + idql joint, 2 seeds) in the same directory, which resumes the necessity
+study's dql-joint run (same config) and trains idql-joint. The other tests evaluate, recombine
+and report these artifacts. Networks are 8 wide, 1 deep; evaluation episodes are capped at 3 steps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -14,9 +18,10 @@ import numpy as np
 import pytest
 from conftest import d4rl_arrays, write_raw_hdf5
 
-TINY = ["--steps", "20", "--seeds", "2", "--eval-episodes", "1", "--eval-max-steps", "3",
-        "--set", "chunk=10", "--set", "batch_size=16", "--set", "policy.hidden=16", "--set", "policy.depth=1",
-        "--set", "guidance.hidden=16", "--set", "guidance.depth=1", "--set", "candidates=4", "--no-progress"]
+TINY = ["--steps", "10", "--seeds", "2", "--eval-episodes", "1", "--eval-max-steps", "3", "--eval-every", "5",
+        "--set", "chunk=5", "--set", "batch_size=16", "--set", "policy.hidden=8", "--set", "policy.depth=1",
+        "--set", "guidance.hidden=8", "--set", "guidance.depth=1", "--set", "candidates=2", "--no-progress"]
+VARIANTS = ["--set", "eval_variants=[guided,unguided,random-guidance]"]  # the necessity study's, for sharing
 ATTRS = {"env_id": "HopperBulletEnv-v0", "ref_min_score": 0.0, "ref_max_score": 10.0}
 
 
@@ -25,15 +30,36 @@ def data_file(tmp_path_factory) -> Path:
     return write_raw_hdf5(tmp_path_factory.mktemp("data") / "tiny-hopper.hdf5", d4rl_arrays(seed=3), ATTRS)
 
 
-@pytest.fixture(scope="module")
-def transfer_study(tmp_path_factory, data_file) -> Path:
+def _main(*argv) -> tuple[int, str, str]:
     from mdpt.cli.main import main
 
-    out = tmp_path_factory.mktemp("transfer")
-    code = main(["study", "transfer", "--dataset", str(data_file), "--algos", "dql,idql", *TINY,
-                 "--set", "eval_variants=[]", "--out", str(out)])
-    assert code == 0
-    return out
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory, data_file) -> dict:
+    """{"out": dir, "necessity": (code, stdout, stderr), "necessity_again": ..., "transfer": ...}."""
+    out = tmp_path_factory.mktemp("studies")
+    result = {"out": out}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MDPT_OFFLINE", "1")
+        result["necessity"] = _main("study", "necessity", "--dataset", data_file, "--algos", "dql", *TINY,
+                                    "--out", out)
+        result["necessity_again"] = _main("study", "necessity", "--dataset", data_file, "--algos", "dql", *TINY,
+                                          "--out", out)
+        result["transfer"] = _main("study", "transfer", "--dataset", data_file, "--algos", "dql,idql", *TINY,
+                                   *VARIANTS, "--out", out)
+    return result
+
+
+@pytest.fixture(scope="module")
+def transfer_study(studies) -> Path:
+    code, _, err = studies["transfer"]
+    assert code == 0, err
+    return studies["out"]
 
 
 def test_transfer_study_matrix(transfer_study):
@@ -56,9 +82,13 @@ def test_transfer_study_matrix(transfer_study):
 
 def test_report_command(transfer_study, tmp_path, run_cli):
     runs = transfer_study / "runs"
-    code, out, err = run_cli("report", runs / "dql-joint", runs / "idql-joint", "--out", tmp_path / "rep")
+    code, out, err = run_cli("report", runs / "dql-joint", runs / "idql-joint", runs / "dql-guidance-first",
+                             "--out", tmp_path / "rep")
     assert code == 0, err
     assert (tmp_path / "rep" / "report.md").exists() and str(tmp_path / "rep" / "report.md") in out
+    # dql joint (dql-critic) and guidance-first (iql) are paired by algorithm and dataset
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "Guidance-first relative to joint" in report and "dql-critic / iql" in report
     code, _, err = run_cli("report", tmp_path / "missing", "--out", tmp_path / "rep2")
     assert code == 2 and len(err.strip().splitlines()) == 1
 
@@ -100,8 +130,8 @@ def test_transfer_refuses_other_data_unless_allowed(transfer_study, tmp_path, ru
     from mdpt.experiments.studies import TransferSource, transfer_matrix
 
     other = write_raw_hdf5(tmp_path / "other.hdf5", d4rl_arrays(seed=9), ATTRS)
-    cfg = RunConfig.from_dict({"dataset": str(other), "guidance_kind": "iql", "steps": 10, "chunk": 10,
-                               "batch_size": 16, "seeds": 2, "guidance": {"hidden": 16, "depth": 1}})
+    cfg = RunConfig.from_dict({"dataset": str(other), "guidance_kind": "iql", "steps": 5, "chunk": 5,
+                               "batch_size": 16, "seeds": 2, "guidance": {"hidden": 8, "depth": 1}})
     Run(tmp_path / "other-iql", cfg, progress=False, log=lambda *_: None).execute()
     runs = transfer_study / "runs"
     sources = [TransferSource("dql", runs / "dql-joint" / "policy", "dql-critic", runs / "dql-joint" / "guidance"),
@@ -121,22 +151,32 @@ def test_transfer_refuses_other_data_unless_allowed(transfer_study, tmp_path, ru
     assert json.loads(out)["mismatch_override"] is True
 
 
-def test_necessity_study(tmp_path, data_file, run_cli):
-    code, out, err = run_cli("study", "necessity", "--dataset", data_file, "--algos", "dql", *TINY,
-                             "--eval-every", "10", "--set", "candidates=2", "--out", tmp_path)
+def test_necessity_study(studies):
+    out_dir = studies["out"]
+    code, out, err = studies["necessity"]
     assert code == 0, err
-    assert out.strip().endswith(f"report: {tmp_path / 'report' / 'report.md'}")
+    assert out.strip().endswith(f"report: {out_dir / 'report' / 'report.md'}")
     for mode in ("joint", "guidance-first"):
-        s = json.loads((tmp_path / "runs" / f"dql-{mode}" / "summary.json").read_text())
+        s = json.loads((out_dir / "runs" / f"dql-{mode}" / "summary.json").read_text())
         assert set(s["final"]) == {"guided", "unguided", "random-guidance"}
-        rows = [json.loads(x) for x in (tmp_path / "runs" / f"dql-{mode}" / "metrics.jsonl").read_text().splitlines()]
-        assert sorted({r["step"] for r in rows if r["phase"] == "eval"}) == [10, 20]
-    assert (tmp_path / "runs" / "dql-guidance-first" / "guidance-run" / "guidance").is_dir()
-    # running it again resumes: finished runs are not retrained
-    code, out, err = run_cli("study", "necessity", "--dataset", data_file, "--algos", "dql", *TINY,
-                             "--eval-every", "10", "--set", "candidates=2", "--out", tmp_path)
+        rows = [json.loads(x) for x in (out_dir / "runs" / f"dql-{mode}" / "metrics.jsonl").read_text().splitlines()]
+        evals = [r for r in rows if r["phase"] == "eval"]
+        assert sorted({r["step"] for r in evals}) == [5, 10]
+        assert all(r["eval_s"] >= r["sim_s"] >= 0 and r["policy_s"] >= 0 for r in evals)
+        assert all(len(r["returns"]) == 2 for r in evals)
+    assert (out_dir / "runs" / "dql-guidance-first" / "guidance-run" / "guidance").is_dir()
+    meta = json.loads((out_dir / "runs" / "dql-guidance-first" / "policy" / "meta.json").read_text())
+    path = meta["trained_with_guidance"]["path"]
+    assert Path(path).is_absolute() and Path(path) == (out_dir / "runs" / "dql-guidance-first" / "guidance-run"
+                                                       / "guidance").resolve()
+    config = json.loads((out_dir / "runs" / "dql-joint" / "config.json").read_text())
+    assert config["eval_max_steps"] == 3
+    # running it again resumed: finished runs were not retrained
+    code, out, err = studies["necessity_again"]
     assert code == 0, err
-    assert "step 10 guided" not in out  # resumed at the end: nothing retrained or re-evaluated
+    assert "step 5 guided" not in out  # resumed at the end: nothing retrained or re-evaluated
+    # the transfer study resumed the shared dql-joint run too
+    assert "step 5 guided" not in studies["transfer"][1].split("training idql-joint")[0]
 
 
 def test_study_options_and_errors(tmp_path, data_file, run_cli):

@@ -1,4 +1,4 @@
-"""`mdpt sweep`: a 2-trial grid in local spawn processes and on a local Ray instance."""
+"""`mdpt sweep`: a 2-trial grid in a local spawn process and on a local Ray instance (tiny trials)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ def _spec(tmp_path: Path, grid: dict | None = None) -> Path:
     data = write_raw_hdf5(tmp_path / "tiny.hdf5", d4rl_arrays(seed=4),
                           {"env_id": "HopperBulletEnv-v0", "ref_min_score": 0.0, "ref_max_score": 10.0})
     spec = {
-        "base": {"dataset": str(data), "steps": 10, "chunk": 10, "batch_size": 16, "seeds": 2, "eval_episodes": 1,
-                 "candidates": 2, "policy": {"hidden": 16, "depth": 1}, "guidance": {"hidden": 16, "depth": 1}},
+        "base": {"dataset": str(data), "steps": 5, "chunk": 5, "batch_size": 16, "seeds": 2, "eval_episodes": 1,
+                 "eval_max_steps": 2, "candidates": 2, "policy": {"hidden": 8, "depth": 1},
+                 "guidance": {"hidden": 8, "depth": 1}},
         "grid": grid or {"algo": ["dql", "idql"]},
-        "eval_max_steps": 2,
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -33,8 +33,12 @@ def test_expand_grid(tmp_path):
     trials = expand(spec)
     assert [t["name"] for t in trials] == ["trial-000-dql-joint-0.5", "trial-001-dql-guidance-first-0.5",
                                            "trial-002-idql-joint-0.5", "trial-003-idql-guidance-first-0.5"]
-    assert trials[1]["config"]["policy"] == {"hidden": 16, "depth": 1, "eta": 0.5}
-    assert trials[3]["config"]["seeds"] == 2
+    assert trials[1]["config"]["policy"] == {"hidden": 8, "depth": 1, "eta": 0.5}
+    assert trials[3]["config"]["seeds"] == 2 and trials[3]["config"]["eval_max_steps"] == 2
+    # the older top-level eval_max_steps goes into base; base's own value wins
+    base = {k: v for k, v in spec["base"].items() if k != "eval_max_steps"}
+    assert expand({"base": base, "grid": {"algo": ["dql"]}, "eval_max_steps": 7})[0]["config"]["eval_max_steps"] == 7
+    assert expand({**spec, "eval_max_steps": 7})[0]["config"]["eval_max_steps"] == 2
 
 
 def test_sweep_validates_every_trial_first(tmp_path, run_cli):
@@ -61,7 +65,7 @@ def _check(out: Path, launcher: str):
 
 
 def test_sweep_local_processes(tmp_path, run_cli):
-    code, out, err = run_cli("sweep", _spec(tmp_path), "--workers", "2", "--out", tmp_path / "out")
+    code, out, err = run_cli("sweep", _spec(tmp_path), "--workers", "1", "--out", tmp_path / "out")
     assert code == 0, err
     _check(tmp_path / "out", "local")
 

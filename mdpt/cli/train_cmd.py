@@ -14,7 +14,7 @@ COMMON = {
 }
 POLICY_ONLY = {
     "algo": str, "mode": str, "guidance_path": str, "guidance_seed": int, "guidance_kind": str,
-    "guidance_steps": int, "eval_every": int, "eval_episodes": int, "selector": str, "beta": float,
+    "guidance_steps": int, "eval_every": int, "eval_episodes": int, "eval_max_steps": int, "selector": str, "beta": float,
     "candidates": int, "temperature": float, "cfg_weight": float, "reference": str,
 }
 
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip evaluation")
     p.add_argument("--eval-variants", help="comma-separated: guided,unguided,random-guidance")
     p.add_argument("--eval-episodes", type=int)
+    p.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
     p.add_argument("--selector", choices=["softmax", "argmax", "none"])
     p.add_argument("--beta", type=float)
     p.add_argument("--candidates", type=int)

@@ -41,6 +41,7 @@ class RunConfig:
     checkpoint_every: int = 0  # steps; 0 = at every evaluation and at the end
     eval_every: int = 0
     eval_episodes: int = 10
+    eval_max_steps: int | None = None  # cap evaluation episodes at this many env steps (None: the env's limit)
     eval_variants: tuple[str, ...] = ("guided",)
     selector: str = "argmax"
     beta: float = 1.0
@@ -78,6 +79,8 @@ class RunConfig:
         for name, value in positive.items():
             if value < 1:
                 raise MDPTError(f"{name} must be >= 1, got {value}")
+        if self.eval_max_steps is not None and self.eval_max_steps < 1:
+            raise MDPTError(f"eval_max_steps must be >= 1, got {self.eval_max_steps}")
         for name in ("eval_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise MDPTError(f"{name} must be >= 0, got {getattr(self, name)}")

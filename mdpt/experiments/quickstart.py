@@ -42,8 +42,8 @@ class Budget:
     transitions: int = 20_000
 
 
-TINY = Budget(steps=20, guidance_steps=20, seeds=2, hidden=16, depth=1, batch_size=32, chunk=10, eval_every=20,
-              eval_episodes=1, eval_max_steps=5, candidates=4, sac_steps=300, transitions=500)
+TINY = Budget(steps=10, guidance_steps=10, seeds=2, hidden=8, depth=1, batch_size=16, chunk=10, eval_every=10,
+              eval_episodes=1, eval_max_steps=3, candidates=2, sac_steps=300, transitions=500)
 
 
 def _shared_dirs() -> list[Path]:
@@ -83,7 +83,7 @@ def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, se
                tiny: bool = False, progress: bool = True, log: Callable = print) -> Path:
     from mdpt.experiments.config import RunConfig
     from mdpt.experiments.report import write_report
-    from mdpt.experiments.studies import TransferSource, episode_cap, run_all, write_transfer
+    from mdpt.experiments.studies import TransferSource, run_all, write_transfer
 
     b = TINY if tiny else Budget()
     if steps is not None:
@@ -107,15 +107,14 @@ def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, se
     runs = out / "runs"
     guidance_cfg = RunConfig.from_dict({**common, "guidance_kind": "iql", "steps": b.guidance_steps})
     policy = {"algo": "dql", "steps": b.steps, "eval_every": b.eval_every, "eval_episodes": b.eval_episodes,
-              "eval_variants": ["guided", "unguided"], "candidates": b.candidates}
+              "eval_max_steps": b.eval_max_steps, "eval_variants": ["guided", "unguided"], "candidates": b.candidates}
     joint_cfg = RunConfig.from_dict({**common, **policy, "mode": "joint", "guidance_kind": "dql-critic"})
     gf_cfg = RunConfig.from_dict({**common, **policy, "mode": "guidance-first", "guidance_kind": "iql",
                                   "guidance_path": str((runs / "iql-guidance" / "guidance").resolve())})
     log("stage 1/4: IQL guidance module (value estimator trained from the data alone)")
-    with episode_cap(b.eval_max_steps):
-        run_all({"iql-guidance": guidance_cfg}, runs, log, progress, dataset=data)
-        log("stage 2/4: DQL trained jointly with its critic, and guidance-first against the frozen IQL module")
-        run_all({"dql-joint": joint_cfg, "dql-guidance-first": gf_cfg}, runs, log, progress, dataset=data)
+    run_all({"iql-guidance": guidance_cfg}, runs, log, progress, dataset=data)
+    log("stage 2/4: DQL trained jointly with its critic, and guidance-first against the frozen IQL module")
+    run_all({"dql-joint": joint_cfg, "dql-guidance-first": gf_cfg}, runs, log, progress, dataset=data)
     log("stage 3/4: swapping guidance across seeds and algorithms")
     sources = [TransferSource("dql-joint", runs / "dql-joint" / "policy", "dql-critic", runs / "dql-joint" / "guidance"),
                TransferSource("dql-gfdt", runs / "dql-guidance-first" / "policy", "iql",

@@ -604,22 +604,26 @@ def _cost_section(runs: list[dict]) -> list[str]:
                      _hms(_train_wall(r)), _sim_share(r)])
     lines = _table(("run", "algo", "mode", "dataset", "guidance", "ms / step", "peak memory",
                     "train wall time", "eval time in simulator"), rows)
-    # joint vs guidance-first pairs with the same algo, dataset and guidance kind
+    # joint vs guidance-first pairs with the same algo and dataset; their guidance kinds may differ
+    # (DQL joint trains its dql-critic, DQL guidance-first uses an iql module), so both are named
     groups: dict[tuple, dict[str, dict]] = {}
     for r in runs:
         c = r["config"]
-        groups.setdefault((c["algo"], c["dataset"], str(c.get("guidance_kind", ""))), {}).setdefault(c["mode"], r)
+        groups.setdefault((c["algo"], c["dataset"]), {}).setdefault(c["mode"], r)
     pairs = []
-    for (algo, dataset, kind), by_mode in sorted(groups.items()):
+    for (algo, dataset), by_mode in sorted(groups.items()):
         if "joint" in by_mode and "guidance-first" in by_mode:
             j, g = by_mode["joint"]["summary"], by_mode["guidance-first"]["summary"]
-            pairs.append([algo, dataset, kind or "n/a",
+            kinds = " / ".join(str(by_mode[m]["config"].get("guidance_kind") or "n/a")
+                               for m in ("joint", "guidance-first"))
+            pairs.append([algo, dataset, kinds,
                           _pct(_rel(j.get("seconds_per_step"), g.get("seconds_per_step"))),
                           _pct(_rel(j.get("peak_memory_bytes"), g.get("peak_memory_bytes"))),
                           _pct(_rel(_train_wall(by_mode["joint"]), _train_wall(by_mode["guidance-first"])))])
     if pairs:
         lines += ["", "Guidance-first relative to joint training (negative = cheaper):", ""]
-        lines += _table(("algo", "dataset", "guidance", "time / step", "peak memory", "train wall time"), pairs)
+        lines += _table(("algo", "dataset", "guidance (joint / guidance-first)", "time / step", "peak memory",
+                         "train wall time"), pairs)
     return lines
 
 

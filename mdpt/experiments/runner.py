@@ -122,6 +122,7 @@ class Run:
         self.log = log
         self._dataset = dataset
         self.metrics = MetricsLog(self.dir / "metrics.jsonl")
+        self._agents: dict[str, Agent] = {}  # evaluation agents by variant, built once (see _variant_agent)
 
     # ----- set-up -----
     def _check_dir(self) -> None:
@@ -132,6 +133,7 @@ class Run:
                 raise MDPTError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
             old = read_json(existing, "run config")
             old_cfg = {k: v for k, v in old.items() if k != "versions"}
+            old_cfg.setdefault("eval_max_steps", None)  # runs started before the setting existed
             if old_cfg != self.config.to_json():
                 raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with")
         write_json_atomic(existing, {**self.config.to_json(), "versions": _versions()})
@@ -195,6 +197,7 @@ class Run:
             else:  # the critic of a behaviour-cloned diffusion policy (IDQL-style BC, sampled next actions)
                 policy, p_role = DiffusionPolicy(_bc_policy_config(), data.obs_dim, data.act_dim, c.steps), "train"
         self.trainer = Trainer(arrays, policy, guidance, p_role, g_role, c.batch_size, frozen)
+        self._agents = {}
         return self
 
     # ----- the loop -----
@@ -299,16 +302,30 @@ class Run:
             return False
         policy, guidance = self.current_artifacts(state)
         for variant in c.eval_variants:
-            agent = variant_agent(variant, policy, guidance, self.selector(), c.allow_data_mismatch, c.seed)
+            agent = self._variant_agent(variant, policy, guidance)
             t0 = time.perf_counter()
-            returns = evaluate_agent(agent, self.dataset.env, c.eval_episodes, seed=1000 + c.seed)
+            result = evaluate_agent(agent, self.dataset.env, c.eval_episodes, seed=1000 + c.seed,
+                                    max_steps=c.eval_max_steps)
+            returns = result.returns
             scores = normalized_score(returns, self.dataset.env, c.reference, self.dataset.attrs)
             self.metrics.append({"phase": "eval", "step": step, "variant": variant, "returns": _to_list(returns),
                                  "scores": _to_list(scores), "reference": c.reference,
-                                 "wall_s": time.perf_counter() - t0})
+                                 "wall_s": time.perf_counter() - t0, "sim_s": result.sim_seconds,
+                                 "policy_s": result.policy_seconds, "eval_s": result.total_seconds})
             self.log(f"step {step} {variant}: normalized score {np.mean(scores):.1f} "
                      f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {c.reference})")
         return True
+
+    def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None) -> Agent:
+        """One Agent per variant for the whole run: later evaluations swap in the current parameters
+        and reuse its compiled function (the random guidance keeps its fixed random parameters)."""
+        c = self.config
+        cache = self._agents
+        if variant not in cache:
+            cache[variant] = variant_agent(variant, policy, guidance, self.selector(), c.allow_data_mismatch, c.seed)
+            return cache[variant]
+        guidance_params = guidance.params if variant == "guided" and guidance is not None else None
+        return cache[variant].with_params(policy.params, guidance_params)
 
     # ----- the end -----
     def _finish(self, state, seconds_per_step) -> dict:
@@ -325,12 +342,13 @@ class Run:
         if policy is not None:
             extra = {**common}
             if self.frozen_guidance is not None:
-                extra["trained_with_guidance"] = {"path": str(self.frozen_guidance.path),
+                extra["trained_with_guidance"] = {"path": str(Path(self.frozen_guidance.path).resolve()),
                                                   "kind": self.frozen_guidance.module.kind,
                                                   "fingerprint": self.frozen_guidance.fingerprint,
                                                   "mismatch_override": self.frozen_guidance.fingerprint != rec["fingerprint"]}
             else:
-                extra["trained_with_guidance"] = {"path": str(self.dir / "guidance"), "kind": self.trainer.guidance.kind}
+                extra["trained_with_guidance"] = {"path": str((self.dir / "guidance").resolve()),
+                                                  "kind": self.trainer.guidance.kind}
             save_artifact(self.dir / "policy", "policy", self.trainer.policy, state["policy"]["ema"],
                           self.normalizer, rec, c.seed_list, c.steps, extra)
         summary = self._summary(seconds_per_step)
@@ -411,8 +429,9 @@ def variant_agent(variant: str, policy: Artifact, guidance: Artifact | None, sel
     return Agent(policy, guidance, selector, allow_mismatch)
 
 
-def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: int | None = None) -> np.ndarray:
-    """Returns (seeds, episodes) undiscounted returns; one batched agent call per env step."""
+def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: int | None = None):
+    """The EvalResult (returns (seeds, episodes), lengths, sim/policy/total seconds) of an agent for all
+    its policy seeds at once; one batched agent call per env step."""
     from mdpt.evaluation.rollout import evaluate
 
     key = jax.random.PRNGKey(seed)
@@ -420,8 +439,7 @@ def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: i
     def act_fn(obs, t):
         return agent.act(obs, jax.random.fold_in(key, t))
 
-    result = evaluate(act_fn, env, agent.num_seeds, episodes, seed=seed, max_steps=max_steps)
-    return result.returns
+    return evaluate(act_fn, env, agent.num_seeds, episodes, seed=seed, max_steps=max_steps)
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):

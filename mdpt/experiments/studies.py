@@ -20,10 +20,8 @@ Every Run is started with resume=True: re-running a study continues it and skips
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,31 +31,6 @@ import numpy as np
 from mdpt.errors import MDPTError
 
 STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
-
-
-# ----------------------------------------------------------------------------- episode cap
-
-
-@contextlib.contextmanager
-def episode_cap(max_steps: int | None) -> Iterator[None]:
-    """Cap evaluation episodes at `max_steps` env steps inside Runs of this process.
-
-    RunConfig has no such setting, so this swaps `runner.evaluate_agent` for a capped one while
-    the block runs (None: no cap, nothing changes).
-    """
-    if max_steps is None:
-        yield
-        return
-    if max_steps < 1:
-        raise MDPTError(f"episode cap must be >= 1 step, got {max_steps}")
-    from mdpt.experiments import runner
-
-    original = runner.evaluate_agent
-    runner.evaluate_agent = functools.partial(original, max_steps=max_steps)
-    try:
-        yield
-    finally:
-        runner.evaluate_agent = original
 
 
 # ----------------------------------------------------------------------------- running
@@ -81,19 +54,21 @@ def make_config(dataset: str, settings: dict, overrides: dict | None = None, set
 
 
 def run_all(configs: dict[str, object], runs_dir: Path, log: Callable = print, progress: bool = True,
-            max_steps: int | None = None, dataset=None) -> dict[str, dict]:
-    """Run (or resume) each named config in runs_dir/<name>; returns name -> summary."""
+            dataset=None) -> dict[str, dict]:
+    """Run (or resume) each named config in runs_dir/<name>; returns name -> summary.
+
+    Evaluation episodes are capped by each config's `eval_max_steps`.
+    """
     from mdpt.experiments.runner import Run
 
     summaries = {}
-    with episode_cap(max_steps):
-        for i, (name, config) in enumerate(configs.items(), 1):
-            log(f"[{i}/{len(configs)}] training {name} ({config.algo or config.resolved_guidance_kind}, "
-                f"{config.mode if config.algo else 'guidance'}, {config.steps} steps, {config.seeds} seed(s))")
-            run = Run(runs_dir / name, config, resume=True, progress=progress, log=log, dataset=dataset)
-            summaries[name] = run.execute()
-            if dataset is None:
-                dataset = getattr(run, "dataset", None)
+    for i, (name, config) in enumerate(configs.items(), 1):
+        log(f"[{i}/{len(configs)}] training {name} ({config.algo or config.resolved_guidance_kind}, "
+            f"{config.mode if config.algo else 'guidance'}, {config.steps} steps, {config.seeds} seed(s))")
+        run = Run(runs_dir / name, config, resume=True, progress=progress, log=log, dataset=dataset)
+        summaries[name] = run.execute()
+        if dataset is None:
+            dataset = getattr(run, "dataset", None)
     return summaries
 
 
@@ -129,13 +104,15 @@ class StudyOptions:
     eval_episodes: int = 10
     overrides: dict | None = None  # base RunConfig keys (e.g. from a YAML file)
     sets: tuple[str, ...] = ()
-    eval_max_steps: int | None = None
+    eval_max_steps: int | None = None  # RunConfig.eval_max_steps of every run, and the transfer cap
     allow_data_mismatch: bool = False
     progress: bool = True
 
 
 def _budget(o: StudyOptions, **extra) -> dict:
     d = {"steps": o.steps, "seeds": o.seeds, "eval_every": o.eval_every, "eval_episodes": o.eval_episodes}
+    if o.eval_max_steps is not None:  # else a base config's eval_max_steps (if any) stays
+        d["eval_max_steps"] = o.eval_max_steps
     return {**d, **extra}
 
 
@@ -147,7 +124,7 @@ def study_necessity(o: StudyOptions, log: Callable = print) -> Path:
                 o, algo=algo, mode=mode, eval_variants=["guided", "unguided", "random-guidance"]),
                 o.overrides, list(o.sets))
     log(f"necessity study: {len(configs)} runs x 3 evaluation variants on {o.dataset}")
-    run_all(configs, o.out / "runs", log, o.progress, o.eval_max_steps)
+    run_all(configs, o.out / "runs", log, o.progress)
     return _report([o.out / "runs" / n for n in configs], o.out, log)
 
 
@@ -158,7 +135,7 @@ def study_gfdt_vs_joint(o: StudyOptions, log: Callable = print) -> Path:
             configs[f"{algo}-{mode}"] = make_config(o.dataset, _budget(o, algo=algo, mode=mode),
                                                     o.overrides, list(o.sets))
     log(f"gfdt-vs-joint study: {len(configs)} runs on {o.dataset} (guidance-first trains its guidance first)")
-    summaries = run_all(configs, o.out / "runs", log, o.progress, o.eval_max_steps)
+    summaries = run_all(configs, o.out / "runs", log, o.progress)
     for name, s in summaries.items():
         g = s.get("final", {}).get("guided")
         sps = s.get("seconds_per_step")
@@ -171,14 +148,14 @@ def study_transfer(o: StudyOptions, log: Callable = print) -> Path:
     configs = {f"{algo}-joint": make_config(o.dataset, _budget(o, algo=algo, mode="joint"), o.overrides,
                                             list(o.sets)) for algo in o.algos}
     log(f"transfer study: training {len(configs)} joint runs with {o.seeds} seeds each on {o.dataset}")
-    run_all(configs, o.out / "runs", log, o.progress, o.eval_max_steps)
+    run_all(configs, o.out / "runs", log, o.progress)
     first = next(iter(configs.values()))
     sources = [TransferSource(name.split("-")[0], o.out / "runs" / name / "policy",
                               _guidance_label(o.out / "runs" / name / "guidance"),
                               o.out / "runs" / name / "guidance") for name in configs]
     log("evaluating the policy x guidance matrix")
     transfer_dir = write_transfer(sources, o.out / "transfer", first, episodes=o.eval_episodes,
-                                  max_steps=o.eval_max_steps, allow_mismatch=o.allow_data_mismatch, log=log)
+                                  max_steps=first.eval_max_steps, allow_mismatch=o.allow_data_mismatch, log=log)
     return _report([o.out / "runs" / n for n in configs] + [transfer_dir], o.out, log)
 
 
@@ -229,14 +206,9 @@ def _own_guidance(policy_meta: dict) -> Path | None:
 def evaluate_scores(agent, env, episodes: int, seed: int, max_steps: int | None, reference: str,
                     attrs: dict | None):
     """(EvalResult, scores (S, E)) of an agent for all its policy seeds at once."""
-    from mdpt.evaluation.rollout import evaluate
+    from mdpt.experiments.runner import evaluate_agent
 
-    key = jax.random.PRNGKey(seed)
-
-    def act_fn(obs, t):
-        return agent.act(obs, jax.random.fold_in(key, t))
-
-    result = evaluate(act_fn, env, agent.num_seeds, episodes, seed=seed, max_steps=max_steps)
+    result = evaluate_agent(agent, env, episodes, seed=seed, max_steps=max_steps)
     return result, result.scores(reference, attrs)
 
 
@@ -274,9 +246,13 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
             if g_art.num_seeds not in (1, p_art.num_seeds):
                 raise MDPTError(f"guidance {g_art.path} holds {g_art.num_seeds} seeds, policy {p_art.path} "
                                 f"{p_art.num_seeds}; they cannot be paired seed by seed")
+            agent = None
             for k in shifts:
                 done += 1
-                agent = Agent(p_art, _roll_seeds(g_art, k), selector, allow_mismatch)
+                rolled = _roll_seeds(g_art, k)
+                # one compiled agent per (policy, guidance) pair; a seed shift only swaps parameters
+                agent = Agent(p_art, rolled, selector, allow_mismatch) if agent is None \
+                    else agent.with_params(p_art.params, rolled.params)
                 result, scores = evaluate_scores(agent, env, episodes, seed, max_steps, reference, attrs)
                 log(f"  [{done}/{total}] policy {p_lab} x guidance {g_lab} (seed shift {k}): "
                     f"mean score {scores.mean():.1f}")

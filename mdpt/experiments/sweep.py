@@ -10,7 +10,9 @@ The YAML file::
       algo: [dql, idql]
       mode: [joint, guidance-first]
       policy.eta: [0.5, 1.0]   # dotted keys reach into nested settings
-    eval_max_steps: 200        # optional: cap evaluation episodes at this many env steps
+
+To cap evaluation episodes, set `eval_max_steps: 200` in `base:` (a RunConfig setting). A
+top-level `eval_max_steps:` (the older form) is still read and goes into `base:`.
 
 Every trial's config is validated before any trial starts. Trial i runs in
 `out/trial-<iii>-<short name>`; `out/sweep.json` lists trials, their configs and summaries.
@@ -62,6 +64,11 @@ def expand(spec: dict) -> list[dict]:
     grid = spec.get("grid") or {}
     if not isinstance(base, dict) or not isinstance(grid, dict):
         raise MDPTError("sweep file: `base` and `grid` must be mappings")
+    if spec.get("eval_max_steps") is not None:  # the older top-level form
+        cap = spec["eval_max_steps"]
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            raise MDPTError(f"sweep file: eval_max_steps must be an integer >= 1, got {cap!r}")
+        base = {**base, "eval_max_steps": base.get("eval_max_steps", cap)}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise MDPTError(f"sweep grid {key!r}: expected a non-empty list of values")
@@ -80,16 +87,14 @@ def expand(spec: dict) -> list[dict]:
     return trials
 
 
-def run_trial(run_dir: str, config: dict, eval_max_steps: int | None = None) -> dict:
+def run_trial(run_dir: str, config: dict) -> dict:
     """One trial (a Run), in whatever process runs it; never raises for an MDPTError."""
     from mdpt.experiments.config import RunConfig
     from mdpt.experiments.runner import Run
-    from mdpt.experiments.studies import episode_cap
 
     try:
-        with episode_cap(eval_max_steps):
-            summary = Run(run_dir, RunConfig.from_dict(config), resume=True, progress=False,
-                          log=lambda msg: print(f"[{Path(run_dir).name}] {msg}", flush=True)).execute()
+        summary = Run(run_dir, RunConfig.from_dict(config), resume=True, progress=False,
+                      log=lambda msg: print(f"[{Path(run_dir).name}] {msg}", flush=True)).execute()
         return {"status": "ok", "summary": summary}
     except MDPTError as e:
         return {"status": "failed", "error": str(e)}
@@ -106,19 +111,16 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: st
         raise MDPTError(f"--workers must be >= 1, got {workers}")
     spec = load_yaml(spec_path)
     trials = expand(spec)
-    cap = spec.get("eval_max_steps")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-        raise MDPTError(f"sweep file: eval_max_steps must be an integer >= 1, got {cap!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"sweep: {len(trials)} trial(s), validated; launcher {launcher}, {workers} worker(s); out {out}")
-    jobs = [(str((out / t["name"]).resolve()), t["config"], cap) for t in trials]
+    jobs = [(str((out / t["name"]).resolve()), t["config"]) for t in trials]
     if launcher == "ray":
         results = _run_ray(jobs, address, workers, log)
     else:
         results = _run_local(jobs, workers, log)
     records = []
-    for t, (run_dir, _, _), r in zip(trials, jobs, results, strict=True):
+    for t, (run_dir, _), r in zip(trials, jobs, results, strict=True):
         records.append({**t, "run_dir": run_dir, **r})
     path = out / "sweep.json"
     write_json_atomic(path, {"spec": spec, "launcher": launcher, "trials": records})
