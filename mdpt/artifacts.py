@@ -167,8 +167,16 @@ def _check_meta_fields(where: Path, meta: dict) -> None:
         raise MDPTError(f"{where}: invalid or missing metadata field {bad[0]!r}; the artifact is corrupt")
 
 
-def _load(path: str | os.PathLike, expected_type: str, build) -> Artifact:
+def resolve_artifact_dir(path: str | os.PathLike, expected_type: str) -> Path:
+    """Accept the artifact directory itself or a run directory holding it (`RUN/policy`, `RUN/guidance`)."""
     path = Path(path)
+    if not (path / META_FILE).exists() and (path / expected_type / META_FILE).exists():
+        return path / expected_type
+    return path
+
+
+def _load(path: str | os.PathLike, expected_type: str, build) -> Artifact:
+    path = resolve_artifact_dir(path, expected_type)
     meta = read_meta(path, expected_type)
     try:
         module = build(meta)

@@ -172,7 +172,7 @@ def test_write_report_end_to_end(runs, tmp_path):
     assert "`d4rl` reference for hopper: min 20.06, max 1441.81" in md
     assert "### Final scores (last iterate)" in md and "### Best-checkpoint scores" in md
     assert "| dql-joint | dql | joint | bullet-hopper-medium-v0 | iql | 12.00 | 900 MiB |" in md
-    assert "| dql | bullet-hopper-medium-v0 | iql | -33.3% | -37.8% |" in md  # gfdt vs joint
+    assert "| dql | bullet-hopper-medium-v0 | iql / iql | -33.3% | -37.8% |" in md  # gfdt vs joint
     assert "67%" in md  # 3.0 of 4.5 s of evaluation in the simulator
     assert "## Guidance transfer" in md and "Relative IQR change, swapped vs own guidance" in md
     # the halfcheetah run had no final/best in summary.json: derived and marked

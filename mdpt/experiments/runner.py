@@ -412,7 +412,7 @@ def c_seed(config: RunConfig, index: int) -> int:
 def _bc_policy_config():
     from mdpt.policies.module import PolicyConfig
 
-    return PolicyConfig(algo="idql")
+    return PolicyConfig(algo="idql", net="mlp")  # a light BC sampler: it only supplies next actions
 
 
 def variant_agent(variant: str, policy: Artifact, guidance: Artifact | None, selector: SelectorConfig,
