@@ -100,13 +100,9 @@ def apply_override(d: dict, item: str) -> None:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         raise MDPTError(f"--set {item!r}: value is not valid YAML") from None
-    node = d
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise MDPTError(f"--set {item!r}: {p} is not a mapping")
-    node[leaf] = value
+    from mdpt.experiments.config import set_dotted
+
+    set_dotted(d, key, value, f"--set {item!r}")
 
 
 def run_guidance(args) -> int:

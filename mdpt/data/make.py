@@ -16,16 +16,15 @@ every checkpoint also cuts the training episode (marked as a timeout) and starts
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mdpt.data import envs
 from mdpt.data.registry import EnvSpec, parse_dataset_id
 from mdpt.errors import MDPTError
 from mdpt.io import read_json, write_bytes_atomic, write_json_atomic
@@ -73,36 +72,9 @@ class MakeResult:
 # environment helpers
 
 
-@contextlib.contextmanager
-def quiet_stdout():
-    """Silence C-level prints on fd 1 (pybullet says `argv[0]=` and its build time)."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def make_env(spec: EnvSpec):
-    """A fresh Gymnasium env for `spec` (PyBullet, 1000-step time limit)."""
-    import gymnasium as gym
-
-    with quiet_stdout():
-        import pybullet_envs_gymnasium  # noqa: F401  (registers the bullet envs)
-
-        try:
-            return gym.make(spec.env_id)
-        except Exception as e:  # a missing or broken pybullet install
-            raise MDPTError(f"cannot create {spec.env_id} ({e.__class__.__name__}: {e}); "
-                            f"install pybullet and pybullet-envs-gymnasium") from None
+    """A fresh Gymnasium env for `spec` (PyBullet, 1000-step time limit), quiet."""
+    return envs.make_env(spec.env_id)
 
 
 def _seed(*parts: int) -> int:
@@ -110,42 +82,36 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def random_action_returns(spec: EnvSpec, episodes: int, seed: int) -> list[float]:
-    """Returns of uniform random actions, each episode in a freshly reset env."""
+def _episode_returns(spec: EnvSpec, seeds: list[int], act) -> list[float]:
+    """Undiscounted return of one episode per reset seed, actions from `act(obs)`."""
     env = make_env(spec)
-    rng = np.random.default_rng(_seed(seed, 7))
     out = []
     try:
-        for ep in range(episodes):
-            env.reset(seed=_seed(seed, 7, ep))
+        for seed in seeds:
+            obs, _ = env.reset(seed=seed)
             total, done = 0.0, False
             while not done:
-                _, r, term, trunc, _ = env.step(rng.uniform(-1, 1, spec.act_dim).astype(np.float32))
+                obs, r, term, trunc, _ = env.step(act(obs))
                 total += float(r)
                 done = term or trunc
             out.append(total)
     finally:
         env.close()
     return out
+
+
+def random_action_returns(spec: EnvSpec, episodes: int, seed: int) -> list[float]:
+    """Returns of uniform random actions, each episode in a freshly reset env."""
+    rng = np.random.default_rng(_seed(seed, 7))
+    return _episode_returns(spec, [_seed(seed, 7, ep) for ep in range(episodes)],
+                            lambda obs: rng.uniform(-1, 1, spec.act_dim).astype(np.float32))
 
 
 def evaluate(sac, actor_params, spec: EnvSpec, episodes: int, seed: int) -> list[float]:
     """Returns of the deterministic policy (tanh of the mean action)."""
-    env = make_env(spec)
-    out = []
-    try:
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=_seed(seed, ep))
-            total, done = 0.0, False
-            while not done:
-                act = np.asarray(sac.deterministic_action(actor_params, obs[None].astype(np.float32))[0])
-                obs, r, term, trunc, _ = env.step(act)
-                total += float(r)
-                done = term or trunc
-            out.append(total)
-    finally:
-        env.close()
-    return out
+    return _episode_returns(
+        spec, [_seed(seed, ep) for ep in range(episodes)],
+        lambda obs: np.asarray(sac.deterministic_action(actor_params, obs[None].astype(np.float32))[0]))
 
 
 def rollout(sac, actor_params, spec: EnvSpec, transitions: int, seed: int, desc: str = "rollout",

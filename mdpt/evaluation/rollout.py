@@ -23,17 +23,15 @@ numpy, which waits for JAX's asynchronous dispatch) and ``total_seconds``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 
+from mdpt.data.envs import make_env, quiet_stdout
 from mdpt.data.registry import EnvSpec, env_spec_for, normalized_score
 from mdpt.errors import MDPTError
 
@@ -41,70 +39,8 @@ ActFn = Callable[[np.ndarray, int], object]
 VECTOR_KINDS = ("sync", "async")
 
 
-def _c_fflush() -> None:
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-
-
-@contextlib.contextmanager
-def quiet_stdout(enabled: bool = True, stderr: bool = False) -> Iterator[None]:
-    """Silence file descriptor 1 (and 2 with ``stderr``) for C code that prints.
-
-    PyBullet prints 'argv[0]=' to stdout when it connects and its build time to stderr when it
-    is imported. Whatever any thread writes to a silenced descriptor meanwhile is dropped.
-    """
-    if not enabled:
-        yield
-        return
-    streams = [(sys.stdout, 1)] + ([(sys.stderr, 2)] if stderr else [])
-    saved: list[tuple[int, int]] = []
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for stream, default_fd in streams:
-            with contextlib.suppress(Exception):
-                stream.flush()
-            fd = default_fd  # C code writes to fds 1/2 whatever Python's sys.stdout is
-            _c_fflush()
-            saved.append((fd, os.dup(fd)))
-            os.dup2(devnull, fd)
-        yield
-    finally:
-        for stream, _ in streams:
-            with contextlib.suppress(Exception):
-                stream.flush()
-        _c_fflush()  # C-level printf output is buffered; drop it before the fds come back
-        for fd, copy in reversed(saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)
-
-
-class _QuietReset(gym.Wrapper):
-    """PyBullet connects (and prints) on an env's first reset, which may run in a worker process."""
-
-    def __init__(self, env, quiet: bool):
-        super().__init__(env)
-        self._quiet = quiet
-
-    def reset(self, **kwargs):
-        with quiet_stdout(self._quiet):
-            return self.env.reset(**kwargs)
-
-
-def _make_env(env_id: str, quiet: bool = True):
-    """Build one environment (top level, so AsyncVectorEnv can pickle it for 'spawn' workers)."""
-    with quiet_stdout(quiet, stderr=quiet and "pybullet" not in sys.modules):
-        import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
-
-    with quiet_stdout(quiet):
-        # The passive checker only re-validates spaces on every step; skip its overhead.
-        return _QuietReset(gym.make(env_id, disable_env_checker=True), quiet)
-
-
 def _vector_env(env_id: str, n: int, vector: str, quiet: bool, mp_context: str):
-    fns = [functools.partial(_make_env, env_id, quiet) for _ in range(n)]
+    fns = [functools.partial(make_env, env_id, quiet) for _ in range(n)]
     if vector == "sync":
         return gym.vector.SyncVectorEnv(fns)
     try:

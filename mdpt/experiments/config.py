@@ -183,6 +183,17 @@ def _coerce(value, hint, where: str):
     return value
 
 
+def set_dotted(d: dict, key: str, value, where: str) -> None:
+    """d['a']['b'] = value for key 'a.b', creating mappings on the way."""
+    node = d
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise MDPTError(f"{where}: {p} is not a mapping")
+    node[leaf] = value
+
+
 def load_yaml(path: str | Path) -> dict:
     import yaml
 

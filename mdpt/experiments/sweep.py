@@ -32,16 +32,6 @@ LAUNCHERS = ("local", "ray")
 TOP_KEYS = ("base", "grid", "eval_max_steps")
 
 
-def _set(d: dict, key: str, value) -> None:
-    node = d
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise MDPTError(f"sweep grid key {key!r}: {p} is not a mapping")
-    node[leaf] = value
-
-
 def _short(value) -> str:
     text = str(value)
     if os.sep in text or text.endswith((".hdf5", ".h5")):
@@ -53,7 +43,7 @@ def expand(spec: dict) -> list[dict]:
     """[{name, config (dict), grid (values)}] for every trial of a sweep spec; validated."""
     import copy
 
-    from mdpt.experiments.config import RunConfig
+    from mdpt.experiments.config import RunConfig, set_dotted
 
     if not isinstance(spec, dict):
         raise MDPTError("sweep file: expected a mapping with `base:` and `grid:`")
@@ -77,7 +67,7 @@ def expand(spec: dict) -> list[dict]:
     for i, combo in enumerate(itertools.product(*(grid[k] for k in keys))):
         d = copy.deepcopy(base)
         for k, v in zip(keys, combo, strict=True):
-            _set(d, k, v)
+            set_dotted(d, k, v, f"sweep grid key {k!r}")
         name = f"trial-{i:03d}" + ("-" + "-".join(_short(v) for v in combo) if combo else "")
         try:
             config = RunConfig.from_dict(d)
