@@ -77,9 +77,9 @@ class Trainer:
     def _policy_sample_params(self, state, frozen):
         return state["policy"]["ema"] if self.policy_role == "train" else frozen["policy"]
 
-    def step(self, state: dict, frozen: dict) -> tuple[dict, dict]:
+    def step(self, state: dict, frozen: dict, arrays: dict) -> tuple[dict, dict]:
         key, k_batch, k_next, k_policy = jax.random.split(state["key"], 4)
-        batch = sample_batch(self.arrays, k_batch, self.batch_size)
+        batch = sample_batch(arrays, k_batch, self.batch_size)
         state = {**state, "key": key}
         metrics = {}
         if self.guidance_role == "train":
@@ -109,9 +109,9 @@ class Trainer:
         return state, metrics
 
     # ----- chunks -----
-    def _chunk(self, state, frozen, steps: int):
+    def _chunk(self, state, frozen, arrays, steps: int):
         def body(carry, _):
-            return self.step(carry, frozen)
+            return self.step(carry, frozen, arrays)
 
         state, metrics = jax.lax.scan(body, state, None, length=steps)
         summary = {k: v.mean() for k, v in metrics.items()}
@@ -120,16 +120,22 @@ class Trainer:
         summary["nonfinite_at"] = jnp.where(finite.all(), -1, jnp.argmin(finite))
         return state, summary
 
+    @property
+    def dataset_bytes(self) -> int:
+        return int(sum(x.nbytes for x in self.arrays.values()))
+
     def compiled(self, state: dict, steps: int):
         """The seed-vmapped chunk of `steps` steps, compiled ahead of time once per length; the same
         executable serves training and XLA's cost/memory analysis."""
         cache_key = (steps, state["key"].shape[0])
         if cache_key not in self._compiled:
-            fn = jax.vmap(lambda s, f: self._chunk(s, f, steps), in_axes=(0, self._frozen_in_axes))
+            # The dataset is an argument shared by all seeds (a closed-over array would be baked
+            # into the executable as a constant).
+            fn = jax.vmap(lambda s, f, a: self._chunk(s, f, a, steps), in_axes=(0, self._frozen_in_axes, None))
             jitted = jax.jit(fn, donate_argnums=(0,))
-            self._compiled[cache_key] = jitted.lower(state, self._frozen_args).compile()
+            self._compiled[cache_key] = jitted.lower(state, self._frozen_args, self.arrays).compile()
         return self._compiled[cache_key]
 
     def run(self, state: dict, steps: int) -> tuple[dict, dict]:
         """Advance every seed by `steps` steps; metrics are chunk means (and '@last'), per seed."""
-        return self.compiled(state, steps)(state, self._frozen_args)
+        return self.compiled(state, steps)(state, self._frozen_args, self.arrays)
