@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     e.add_argument("--policy-seed", type=int, help="evaluate only this seed index of the policy")
     e.add_argument("--guidance-seed", type=int, help="use this seed index of the guidance for every policy seed")
     e.add_argument("--selector", choices=["softmax", "argmax", "none"],
-                   help="default: argmax over the candidates with --guidance, none without")
+                   help="default: softmax (beta 1) over the candidates with --guidance, none without")
     e.add_argument("--beta", type=float, default=1.0)
     e.add_argument("--candidates", type=int, default=50)
     e.add_argument("--temperature", type=float, default=0.5)
@@ -100,7 +100,7 @@ def run_evaluate(args) -> int:
         raise MDPTError(f"--episodes must be >= 1, got {args.episodes}")
     policy = load_policy(args.policy, args.policy_seed)
     guidance = load_guidance(args.guidance, args.guidance_seed) if args.guidance else None
-    selector = args.selector or ("argmax" if guidance is not None else "none")
+    selector = args.selector or ("softmax" if guidance is not None else "none")
     if selector == "none" and guidance is not None:
         guidance = None
     sel = SelectorConfig(selector, args.beta, args.candidates if guidance is not None else 1, args.temperature,

@@ -43,7 +43,7 @@ class RunConfig:
     eval_episodes: int = 10
     eval_max_steps: int | None = None  # cap evaluation episodes at this many env steps (None: the env's limit)
     eval_variants: tuple[str, ...] = ("guided",)
-    selector: str = "argmax"
+    selector: str = "softmax"
     beta: float = 1.0
     candidates: int = 50
     temperature: float = 0.5

@@ -38,7 +38,7 @@ class Budget:
     eval_max_steps: int | None = 500
     candidates: int = 16
     # dataset made when none is found (a tiny SAC budget: a weak "medium" policy)
-    sac_steps: int = 6000
+    sac_steps: int = 12000
     transitions: int = 20_000
 
 
