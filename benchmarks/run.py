@@ -256,8 +256,8 @@ def report(info: dict, res: dict, cmd: str) -> str:
                      + ("" if r["finite"] else " (non-finite metrics!)"))
         L += ["", "FLOPs are XLA's cost analysis of the compiled chunk (which counts the scan body once, i.e. one "
               "step for all seeds). Peak memory is XLA's memory analysis of the compiled chunk: arguments "
-              "(train state) + outputs + temporaries - donated (aliased) bytes; the dataset is a constant "
-              "outside it.", ""]
+              "(train state) + outputs + temporaries - donated (aliased) bytes, less the resident dataset "
+              "(an argument every mode shares).", ""]
 
     mem_rows = []
     s1 = {r["name"]: r for r in rows if r["seeds"] == 1}

@@ -275,3 +275,15 @@ def test_policy_config_rejects_impossible_values():
         with pytest.raises(MDPTError):
             PolicyConfig(**bad).resolved()
     assert dataclasses.replace(PolicyConfig(), algo="idql").resolved().net == "lnresnet"
+
+
+def test_fast_mish_equals_textbook_mish_and_its_gradient():
+    from mdpt.nets.modules import mish
+
+    x = jnp.linspace(-60.0, 60.0, 20001)
+    reference = x * jnp.tanh(jax.nn.softplus(x))
+    np.testing.assert_allclose(mish(x), reference, atol=1e-5, rtol=1e-5)
+    grad = jax.vmap(jax.grad(mish))(x)
+    grad_ref = jax.vmap(jax.grad(lambda v: v * jnp.tanh(jax.nn.softplus(v))))(x)
+    np.testing.assert_allclose(grad, grad_ref, atol=1e-4)
+    assert np.all(np.isfinite(np.asarray(grad)))

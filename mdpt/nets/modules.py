@@ -6,11 +6,30 @@ import math
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
+@jax.custom_jvp
 def mish(x):
-    return x * jnp.tanh(nn.softplus(x))
+    """x * tanh(softplus(x)), with one exp: tanh(log(1 + e^x)) = n / (n + 2), n = e^x (e^x + 2).
+
+    Faster than the textbook form on CPU, and its custom derivative keeps one array per activation
+    for the backward pass instead of the forward's intermediates (equal to the textbook form and
+    its gradient to 1e-5, tested)."""
+    e = jnp.exp(jnp.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    return jnp.where(x > 20.0, x, x * n / (n + 2.0))
+
+
+@mish.defjvp
+def _mish_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    e = jnp.exp(jnp.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    d = n + 2.0
+    slope = jnp.where(x > 20.0, 1.0, n / d + x * 4.0 * e * (e + 1.0) / (d * d))
+    return jnp.where(x > 20.0, x, x * n / d), slope * t
 
 
 ACTIVATIONS: dict[str, Callable] = {"mish": mish, "relu": nn.relu, "swish": nn.swish, "gelu": nn.gelu}
