@@ -257,7 +257,7 @@ class Run:
                         and not np.isfinite(np.asarray(v)[seed])]
             name = bad_keys[0] if bad_keys else "loss"
             value = float(np.asarray(m[name])[seed]) if bad_keys else float("nan")
-            raise MDPTError(f"non-finite {name} ({value}) at step {at} (seed {c_seed(self.config, seed)}); "
+            raise MDPTError(f"non-finite {name} ({value}) at step {at} (seed {self.config.seed_list[seed]}); "
                             f"training stopped: {self._kept_checkpoint()}")
 
     def _check_finite_state(self, state, step: int) -> None:
@@ -405,10 +405,6 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
                     p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
-
-
-def c_seed(config: RunConfig, index: int) -> int:
-    return config.seed_list[index]
 
 
 def _bc_policy_config():
