@@ -240,7 +240,3 @@ def check_compatible(policy: Artifact, guidance: Artifact, allow_mismatch: bool 
                         f"{policy.path} on {policy.fingerprint}; pass --allow-data-mismatch to combine them anyway")
     return {"guidance": str(guidance.path), "guidance_fingerprint": guidance.fingerprint,
             "mismatch_override": not same}
-
-
-def stack_params(param_list: list[dict]) -> dict:
-    return jax.tree.map(lambda *xs: np.stack(xs), *param_list)

@@ -43,11 +43,7 @@ def as_numeric(source: str, key: str, value, ndim: tuple[int, ...]) -> np.ndarra
 
 
 def as_flags(source: str, key: str, value) -> np.ndarray:
-    arr = as_numeric(source, key, value, (1, 2))
-    if arr.ndim == 2:
-        if arr.shape[1] != 1:
-            raise MDPTError(f"{source}: {key!r} has shape {arr.shape} (expected (N,)); {REMAKE}")
-        arr = arr[:, 0]
+    arr = as_vector(source, key, value)
     if arr.dtype.kind == "b":
         return arr.astype(bool)
     bad = ~np.isin(arr, (0, 1))

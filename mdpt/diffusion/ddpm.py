@@ -21,18 +21,6 @@ EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 class Schedule:
     betas: np.ndarray
 
-    @property
-    def T(self) -> int:
-        return len(self.betas)
-
-    @property
-    def alphas_cumprod(self) -> np.ndarray:
-        return np.cumprod(1.0 - self.betas)
-
-    @property
-    def alphas_cumprod_prev(self) -> np.ndarray:
-        return np.concatenate([[1.0], self.alphas_cumprod[:-1]])
-
     def table(self) -> dict[str, jax.Array]:
         """Per-step constants as float32 device arrays (computed in float64 first)."""
         b = self.betas.astype(np.float64)
@@ -58,10 +46,6 @@ def vp_schedule(T: int = 5, beta_min: float = 0.1, beta_max: float = 10.0) -> Sc
     t = np.arange(1, T + 1, dtype=np.float64)
     alpha = np.exp(-beta_min / T - 0.5 * (beta_max - beta_min) * (2 * t - 1) / T**2)
     return Schedule(1.0 - alpha)
-
-
-def linear_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Schedule:
-    return Schedule(np.linspace(beta_start, beta_end, T))
 
 
 def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:

@@ -1,8 +1,6 @@
-"""XLA cost and memory analysis of compiled functions, and device memory statistics."""
+"""XLA cost and memory analysis of compiled functions."""
 
 from __future__ import annotations
-
-import jax
 
 
 def compiled_peak_bytes(compiled) -> int | None:
@@ -18,16 +16,6 @@ def compiled_flops(compiled) -> float | None:
     if isinstance(cost, list):
         cost = cost[0] if cost else None
     return float(cost["flops"]) if cost and "flops" in cost else None
-
-
-def device_memory_stats() -> dict | None:
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        return None
-    try:
-        return dev.memory_stats()
-    except Exception:
-        return None
 
 
 def compiled_memory_bytes(compiled) -> dict | None:
