@@ -200,6 +200,8 @@ def _check_shapes(path: Path, module, params: dict, num_seeds: int) -> None:
     except Exception as e:  # a config the code cannot build: corrupt metadata, not a crash
         raise MDPTError(f"{path / META_FILE}: the recorded architecture cannot be built ({e.__class__.__name__}); "
                         "the artifact is corrupt or from another version") from None
+    if isinstance(module, GuidanceModule) and "target_q" in params:  # saved since format 1.1
+        template = {**template, "target_q": template["q"]}
     want = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in flatten_tree(template).items()}
     got = {k: (tuple(v.shape[1:]), v.dtype) for k, v in flatten_tree(params).items()}
     if want != got:
@@ -213,7 +215,7 @@ def _check_shapes(path: Path, module, params: dict, num_seeds: int) -> None:
 
 def load_guidance(path: str | os.PathLike, seed_index: int | None = None) -> Artifact:
     def build(meta):
-        return GuidanceModule(GuidanceConfig(**meta["config"]), meta["obs_dim"], meta["act_dim"])
+        return GuidanceModule(GuidanceConfig.from_json(meta["config"]), meta["obs_dim"], meta["act_dim"])
 
     return _load(path, "guidance", build).select(seed_index)
 

@@ -154,3 +154,23 @@ def load_params(path: str | os.PathLike, expected_sha256: str | None = None) -> 
         return unflatten_tree(load(data))
     except Exception as e:  # safetensors raises its own error types; it never runs code from the file
         raise MDPTError(f"{path}: not a valid safetensors file ({e.__class__.__name__})") from None
+
+
+def versions() -> dict:
+    """Versions of mdpt and the packages whose behaviour its results depend on, and the backend."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("mdpt", "jax", "jaxlib", "flax", "optax", "numpy", "h5py", "gymnasium", "pybullet",
+                "pybullet-envs-gymnasium"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    try:
+        import jax
+
+        out["backend"] = jax.default_backend()
+    except Exception:  # no usable JAX backend: the record says so rather than failing
+        out["backend"] = "unavailable"
+    return out

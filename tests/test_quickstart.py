@@ -25,7 +25,7 @@ def test_quickstart_tiny(tiny_data_dir, tmp_path, run_cli):
     rows = [json.loads(x) for x in (out / "runs" / "dql-joint" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["phase"] == "eval"]
     assert {r["variant"] for r in evals} == {"guided", "unguided"} and all("sim_s" in r for r in evals)
-    assert json.loads((out / "runs" / "dql-joint" / "config.json").read_text())["eval_max_steps"] == 3
+    assert json.loads((out / "runs" / "dql-joint" / "config.json").read_text())["eval"]["max_steps"] == 3
     report = (out / "report" / "report.md").read_text()
     assert "Guidance transfer" in report and "bullet-hopper-medium-v0" in report
     assert list((out / "report").glob("*.png"))

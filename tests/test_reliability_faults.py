@@ -61,7 +61,7 @@ def test_nan_reward_from_the_start_stops_at_step_1(tiny_dataset, tmp_path, monke
     out = tmp_path / "run"
     code, stdout, err = run_cli(*guidance_argv("any.hdf5", out))
     FAULTS.append("NaN rewards from step 1")
-    assert code == 2
+    assert code == 3  # RunStopped: its own exit code
     msg = one_line(err)
     assert "non-finite guidance/" in msg and "loss" in msg and "at step 1 " in msg
     assert "no checkpoint had been written" in msg
@@ -76,12 +76,11 @@ def test_nan_batch_mid_run_keeps_last_good_checkpoint(tiny_dataset, tmp_path, mo
     calls = []
     original = Trainer.run
 
-    def poisoned(self, state, steps):
+    def poisoned(self, state, steps, start=0):
         calls.append(steps)
         if len(calls) == 3:
             self.arrays = {**self.arrays, "rew": self.arrays["rew"] * np.float32(np.nan)}
-            self._compiled.clear()  # the arrays are compile-time constants of the step
-        return original(self, state, steps)
+        return original(self, state, steps, start)
 
     monkeypatch.setattr(Trainer, "run", poisoned)
     config = RunConfig.from_dict({"dataset": "tiny", "steps": 20, "chunk": 5, "checkpoint_every": 5, **SMALL})
@@ -146,10 +145,10 @@ def test_unwritable_output_is_refused_before_training(tiny_hopper_hdf5, tmp_path
 
 
 def test_full_disk_is_refused_before_training(tiny_hopper_hdf5, tmp_path, monkeypatch, run_cli):
-    import mdpt.experiments.runner as runner
+    import mdpt.experiments.rundir as rundir
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(runner.shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
     out = tmp_path / "run"
     code, _, err = run_cli(*guidance_argv(tiny_hopper_hdf5, out))
     FAULTS.append("full disk before start")

@@ -170,7 +170,7 @@ def test_necessity_study(studies):
     assert Path(path).is_absolute() and Path(path) == (out_dir / "runs" / "dql-guidance-first" / "guidance-run"
                                                        / "guidance").resolve()
     config = json.loads((out_dir / "runs" / "dql-joint" / "config.json").read_text())
-    assert config["eval_max_steps"] == 3
+    assert config["eval"]["max_steps"] == 3
     # running it again resumed: finished runs were not retrained
     code, out, err = studies["necessity_again"]
     assert code == 0, err
@@ -184,7 +184,7 @@ def test_study_options_and_errors(tmp_path, data_file, run_cli):
 
     c = make_config(str(data_file), {"algo": "idql", "mode": "guidance-first", "steps": 5}, {"seeds": 2},
                     ["policy.hidden=16"])
-    assert c.guidance_kind == "iql" and c.seeds == 2 and c.policy == {"hidden": 16}
+    assert c.guidance_kind == "iql" and c.seeds == 2 and c.policy.hidden == 16 and c.policy.net == "lnresnet"
     assert make_config(str(data_file), {"algo": "dql"}).guidance_kind == "dql-critic"
     code, _, err = run_cli("study", "necessity", "--dataset", data_file, "--algos", "dqn", "--out", tmp_path)
     assert code == 2 and "unknown algo 'dqn'" in err

@@ -33,12 +33,13 @@ def test_expand_grid(tmp_path):
     trials = expand(spec)
     assert [t["name"] for t in trials] == ["trial-000-dql-joint-0.5", "trial-001-dql-guidance-first-0.5",
                                            "trial-002-idql-joint-0.5", "trial-003-idql-guidance-first-0.5"]
-    assert trials[1]["config"]["policy"] == {"hidden": 8, "depth": 1, "eta": 0.5}
-    assert trials[3]["config"]["seeds"] == 2 and trials[3]["config"]["eval_max_steps"] == 2
+    policy = trials[1]["config"]["policy"]
+    assert {k: policy[k] for k in ("hidden", "depth", "eta", "algo")} == {"hidden": 8, "depth": 1, "eta": 0.5, "algo": "dql"}
+    assert trials[3]["config"]["seeds"] == 2 and trials[3]["config"]["eval"]["max_steps"] == 2
     # the older top-level eval_max_steps goes into base; base's own value wins
     base = {k: v for k, v in spec["base"].items() if k != "eval_max_steps"}
-    assert expand({"base": base, "grid": {"algo": ["dql"]}, "eval_max_steps": 7})[0]["config"]["eval_max_steps"] == 7
-    assert expand({**spec, "eval_max_steps": 7})[0]["config"]["eval_max_steps"] == 2
+    assert expand({"base": base, "grid": {"algo": ["dql"]}, "eval_max_steps": 7})[0]["config"]["eval"]["max_steps"] == 7
+    assert expand({**spec, "eval_max_steps": 7})[0]["config"]["eval"]["max_steps"] == 2
 
 
 def test_sweep_validates_every_trial_first(tmp_path, run_cli):

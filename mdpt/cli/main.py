@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except MDPTError as e:
         print(f"mdpt: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except OSError as e:  # full disk, permissions: the environment, not a bug
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"mdpt: error: {e.strerror or e}{where}", file=sys.stderr)

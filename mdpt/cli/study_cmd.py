@@ -9,17 +9,24 @@ from mdpt.errors import MDPTError
 
 
 def register(subparsers) -> None:
-    e = subparsers.add_parser("evaluate", help="evaluate a saved policy (all seeds in parallel), with or without guidance")
-    e.add_argument("--policy", required=True, help="policy directory")
-    e.add_argument("--guidance", help="guidance module directory (omit for plain diffusion sampling)")
+    e = subparsers.add_parser("evaluate", help="evaluate a saved policy (all seeds in parallel), with or without guidance",
+                              description="Unset selection settings come from the modules: the guidance's own rule "
+                                          "and beta, the policy's own candidate count and temperature (presets).")
+    e.add_argument("--policy", required=True, help="policy directory (or a run directory holding policy/)")
+    e.add_argument("--guidance", nargs="+", metavar="DIR",
+                   help="guidance module directory; several: an ensemble (see --guidance-ensemble)")
     e.add_argument("--policy-seed", type=int, help="evaluate only this seed index of the policy")
     e.add_argument("--guidance-seed", type=int, help="use this seed index of the guidance for every policy seed")
     e.add_argument("--selector", choices=["softmax", "argmax", "none"],
-                   help="default: softmax (beta 1) over the candidates with --guidance, none without")
-    e.add_argument("--beta", type=float, default=1.0)
-    e.add_argument("--candidates", type=int, default=50)
-    e.add_argument("--temperature", type=float, default=0.5)
-    e.add_argument("--cfg-weight", type=float, default=1.0)
+                   help="default: the guidance's own rule (softmax) with --guidance, none without")
+    e.add_argument("--beta", help="softmax inverse temperature (default: the guidance's own)")
+    e.add_argument("--candidates", help="candidate actions per state (default: the policy's own)")
+    e.add_argument("--temperature", help="sampling temperature (default: the policy's own)")
+    e.add_argument("--cfg-weight", default="1.0", help="cfg policies: guidance weight (default: 1.0)")
+    e.add_argument("--critic", choices=["target", "online"], default="target",
+                   help="score candidates with the target (Polyak) critic or the online one (default: target)")
+    e.add_argument("--guidance-ensemble", choices=["mean", "min"], default="mean",
+                   help="several guidance modules: combine their min-Q by mean or min (default: mean)")
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=0, help="env seeds are SEED..SEED+E-1")
     e.add_argument("--max-steps", type=int, help="cap each episode at this many env steps (default: the env's limit)")
@@ -87,53 +94,74 @@ def _dataset_attrs(meta: dict) -> dict:
                     "it was not found: set MDPT_DATA_DIR, or use --reference d4rl")
 
 
+def _selector_from_args(args):
+    from mdpt.agent import SelectorConfig
+    from mdpt.settings import coerce
+
+    def number(name, kind):
+        raw = getattr(args, name)
+        if raw is None:
+            return None
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise MDPTError(f"--{name.replace('_', '-')}: expected a number, got {raw!r}") from None
+        return coerce(value, kind, f"--{name.replace('_', '-')}")
+
+    return SelectorConfig(args.selector, number("beta", float), number("candidates", int),
+                          number("temperature", float), number("cfg_weight", float), args.critic,
+                          args.guidance_ensemble)
+
+
 def run_evaluate(args) -> int:
     import numpy as np
 
-    from mdpt.agent import Agent, SelectorConfig
     from mdpt.artifacts import load_guidance, load_policy
-    from mdpt.data.registry import env_spec_for
-    from mdpt.evaluation import stats
-    from mdpt.experiments.studies import evaluate_scores
+    from mdpt.evaluation.api import evaluate
 
     if args.episodes < 1:
         raise MDPTError(f"--episodes must be >= 1, got {args.episodes}")
+    selector = _selector_from_args(args)
     policy = load_policy(args.policy, args.policy_seed)
-    guidance = load_guidance(args.guidance, args.guidance_seed) if args.guidance else None
-    selector = args.selector or ("softmax" if guidance is not None else "none")
-    if selector == "none" and guidance is not None:
-        guidance = None
-    sel = SelectorConfig(selector, args.beta, args.candidates if guidance is not None else 1, args.temperature,
-                         args.cfg_weight)
-    agent = Agent(policy, guidance, sel, args.allow_data_mismatch)
-    env_id = (policy.meta.get("dataset") or {}).get("env_id")
-    if not env_id:
-        raise MDPTError(f"{args.policy}: metadata records no dataset env_id")
-    env = env_spec_for(env_id)
+    guidance = [load_guidance(g, args.guidance_seed) for g in args.guidance or []]
+    if selector.selector == "none":
+        guidance = []
     attrs = _dataset_attrs(policy.meta) if args.reference == "dataset" else None
-    result, scores = evaluate_scores(agent, env, args.episodes, args.seed, args.max_steps, args.reference, attrs)
-    summary = stats.summarize(scores)
+    ev = evaluate(policy, guidance or None, selector=selector, episodes=args.episodes, seed=args.seed,
+                  max_steps=args.max_steps, reference=args.reference, dataset_attrs=attrs,
+                  allow_mismatch=args.allow_data_mismatch)
+    result, scores, summary, rec = ev.result, ev.scores, ev.summary(), ev.record
     seeds = policy.meta.get("seeds", list(range(policy.num_seeds)))
-    mismatch = bool(agent.record.get("mismatch_override"))
+    mismatch = bool(rec.get("mismatch_override"))
     if args.json:
-        print(json.dumps({"policy": str(policy.path), "guidance": str(guidance.path) if guidance else None,
-                          "policy_seeds": seeds, "guidance_seeds": guidance.meta.get("seeds") if guidance else None,
-                          "env": env.env_id, "selector": sel.__dict__, "reference": args.reference,
+        print(json.dumps({"policy": str(policy.path), "guidance": [str(g.path) for g in guidance] or None,
+                          "policy_seeds": seeds, "guidance_seeds": [g.meta.get("seeds") for g in guidance] or None,
+                          "env": result.env.env_id, "selector": rec["selector"], "selector_sources": rec["selector_sources"],
+                          "critic": rec.get("critic"), "reference": args.reference,
                           "mismatch_override": mismatch, "episodes": args.episodes, "seed": args.seed,
                           "max_steps": args.max_steps, "returns": result.returns.tolist(),
                           "scores": scores.tolist(), "lengths": result.lengths.tolist(),
                           "per_seed_mean": scores.mean(axis=1).tolist(), "summary": summary}))
         return 0
-    what = f"guidance {guidance.path} ({selector})" if guidance else "no guidance (plain diffusion sampling)"
-    print(f"policy {policy.path} with {what} on {env.env_id}: {args.episodes} episode(s) per seed"
+    from mdpt.agent import SelectorConfig
+
+    sel = SelectorConfig(**rec["selector"])
+    if guidance:
+        names = ", ".join(str(g.path) for g in guidance)
+        what = f"guidance {names}" + (f" (ensemble: {sel.ensemble})" if len(guidance) > 1 else "")
+    else:
+        what = "no guidance (plain diffusion sampling)"
+    print(f"policy {policy.path} with {what} on {result.env.env_id}: {args.episodes} episode(s) per seed"
           + (" [guidance trained on other data: --allow-data-mismatch]" if mismatch else ""))
-    for s, row in zip(seeds, scores, strict=True):
-        print(f"  seed {s}: mean normalized score {row.mean():.1f} (mean return "
-              f"{result.returns[seeds.index(s)].mean():.1f})")
+    src = rec["selector_sources"]
+    print(f"preset: {sel.describe()}" + (f" [critic: {rec['critic']}]" if guidance else "")
+          + f" (rule/beta: {src['selector']}; candidates/temperature: {src['candidates']})")
+    for i, (s, row) in enumerate(zip(seeds, scores, strict=True)):
+        print(f"  seed {s}: mean normalized score {row.mean():.1f} (mean return {result.returns[i].mean():.1f})")
     print(f"all seeds: mean {summary['mean']:.1f} [{summary['mean_ci_low']:.1f}, {summary['mean_ci_high']:.1f}], "
           f"IQM {summary['iqm']:.1f}, median {summary['median']:.1f}, IQR {summary['iqr']:.1f}, "
           f"seed std {summary['seed_std']:.1f} (95% bootstrap CI over {summary['ci_method']}; "
-          f"reference {args.reference})")
+          f"reference {args.reference}; {len(seeds)} seeds x {args.episodes} episodes)")
     if not np.all(result.finished):
         print(f"note: {int((~result.finished).sum())} episode(s) were cut at --max-steps {args.max_steps}")
     return 0

@@ -1,117 +1,97 @@
-"""`mdpt train-guidance` and `mdpt train-policy`."""
+"""`mdpt train-guidance`, `mdpt train-policy` and `mdpt config show`: flags from the settings tree."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from mdpt.cli.flags import add_config_flags, config_from_flags
 from mdpt.errors import MDPTError
 
-# CLI flag -> RunConfig key, for flags shared by both commands.
-COMMON = {
-    "dataset": str, "env": str, "steps": int, "seeds": int, "seed": int, "batch_size": int, "chunk": int,
-    "checkpoint_every": int,
-}
-POLICY_ONLY = {
-    "algo": str, "mode": str, "guidance_path": str, "guidance_seed": int, "guidance_kind": str,
-    "guidance_steps": int, "eval_every": int, "eval_episodes": int, "eval_max_steps": int, "selector": str, "beta": float,
-    "candidates": int, "temperature": float, "cfg_weight": float, "reference": str,
-}
+TOP = {"dataset", "env", "steps", "seeds", "seed", "batch_size", "chunk", "checkpoint_every"}
+
+
+def _guidance_only(name: str) -> bool:
+    return name in TOP or name.split(".")[0] in ("guidance", "divergence", "log") or name == "stage1.next_actions"
+
+
+def _file_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of settings (nested keys or flat aliases); flags override it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set policy.eta=0.5 (value parsed as YAML); wins over flags")
 
 
 def register(subparsers) -> None:
-    g = subparsers.add_parser("train-guidance", help="train a guidance module (value estimator) from a dataset")
-    g.add_argument("--kind", dest="guidance_kind", choices=["iql", "sarsa", "dql-critic"])
-    g.add_argument("--policy", dest="policy_path", help="dql-critic: a trained policy giving the next actions")
-    _common(g)
+    g = subparsers.add_parser("train-guidance", help="train a guidance module (value estimator) from a dataset",
+                              description="Train a guidance module alone. Defaults: the guidance kind's preset "
+                                          "(mdpt config show --kind KIND).")
+    add_config_flags(g, _guidance_only)
+    g.add_argument("--kind", dest="cfg:guidance.kind", default=argparse.SUPPRESS,
+                   help="value estimator: iql | sarsa | dql-critic (same as --guidance.kind)")
+    _file_flags(g)
+    _run_flags(g)
     g.set_defaults(func=run_guidance)
 
-    p = subparsers.add_parser("train-policy", help="train a diffusion policy, jointly or guidance-first")
-    p.add_argument("--algo", choices=["dql", "idql", "edp", "cfg"])
-    p.add_argument("--mode", choices=["joint", "guidance-first"])
-    p.add_argument("--guidance", dest="guidance_path", help="guidance module directory (guidance-first)")
-    p.add_argument("--guidance-seed", type=int, help="use this seed index of the guidance module for all seeds")
-    p.add_argument("--guidance-kind", choices=["iql", "sarsa", "dql-critic"],
-                   help="guidance trained in the loop (joint) or first (guidance-first without --guidance)")
-    p.add_argument("--guidance-steps", type=int, help="steps for the guidance trained first (default --steps)")
-    p.add_argument("--eval-every", type=int, help="evaluate every K steps (0: only at the end)")
-    p.add_argument("--no-eval", action="store_true", help="skip evaluation")
-    p.add_argument("--eval-variants", help="comma-separated: guided,unguided,random-guidance")
-    p.add_argument("--eval-episodes", type=int)
-    p.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
-    p.add_argument("--selector", choices=["softmax", "argmax", "none"])
-    p.add_argument("--beta", type=float)
-    p.add_argument("--candidates", type=int)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--cfg-weight", type=float)
-    p.add_argument("--reference", choices=["d4rl", "dataset"])
-    p.add_argument("--allow-data-mismatch", action="store_true", default=None,
-                   help="use a guidance module trained on other data (recorded in the results)")
-    _common(p)
+    p = subparsers.add_parser("train-policy", help="train a diffusion policy, jointly or guidance-first",
+                              description="Train a diffusion policy. Defaults: the published preset of the algorithm "
+                                          "and, where one exists, the task (mdpt config show --algo A --dataset D).")
+    add_config_flags(p)
+    p.add_argument("--no-eval", action="store_true", help="skip evaluation (same as --eval.variants '[]')")
+    _file_flags(p)
+    _run_flags(p)
     p.set_defaults(func=run_policy)
 
+    c = subparsers.add_parser("config", help="show the resolved settings of a run (presets applied)")
+    csub = c.add_subparsers(dest="config_command", metavar="ACTION", parser_class=c.__class__)
+    csub.required = True
+    show = csub.add_parser("show", help="print every setting and where it comes from (default, preset, given)",
+                           description="Print the resolved settings for the given algo/dataset/flags.")
+    add_config_flags(show)
+    show.add_argument("--kind", dest="cfg:guidance.kind", default=argparse.SUPPRESS, help="guidance kind")
+    _file_flags(show)
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.add_argument("--yaml", action="store_true", help="the resolved settings as a YAML file for --config")
+    show.set_defaults(func=run_config_show)
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="dataset id (e.g. bullet-hopper-medium-v0) or HDF5 path")
-    p.add_argument("--env", help="environment for a dataset path without env_id in its attrs")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seeds", type=int, help="number of seeds, trained vmapped in one program")
-    p.add_argument("--seed", type=int, help="first seed (seeds are SEED..SEED+S-1)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--chunk", type=int, help="steps per jitted call (metrics come back once per chunk)")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--config", help="YAML file of settings; flags override it")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set policy.eta=0.5 (value parsed as YAML)")
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-progress", action="store_true")
 
 
-def build_config(args, keys: dict, fixed: dict | None = None):
-    from mdpt.experiments.config import RunConfig, load_yaml
+def user_settings(args) -> dict:
+    """The nested settings a user gave: --config file < flags < --set items."""
+    from mdpt import presets
+    from mdpt.experiments.config import RunConfig, apply_overrides, load_yaml
+    from mdpt.settings import unalias
 
-    d = load_yaml(args.config) if args.config else {}
-    for key in keys:
-        value = getattr(args, key, None)
-        if value is not None:
-            d[key] = value
+    d = unalias(RunConfig, load_yaml(args.config)) if getattr(args, "config", None) else {}
+    d = presets.merge(d, config_from_flags(args))
     if getattr(args, "no_eval", False):
-        d["eval_variants"] = []
-    elif getattr(args, "eval_variants", None):
-        d["eval_variants"] = [v.strip() for v in args.eval_variants.split(",") if v.strip()]
-    if getattr(args, "allow_data_mismatch", None):
-        d["allow_data_mismatch"] = True
-    for item in args.set:
-        apply_override(d, item)
+        d = presets.merge(d, {"eval": {"variants": []}})
+    sets: dict = {}
+    apply_overrides(sets, getattr(args, "set", []))
+    return presets.merge(d, unalias(RunConfig, sets))
+
+
+def build_config(args, fixed: dict | None = None):
+    from mdpt.experiments.config import resolve_config
+
+    d = user_settings(args)
     d.update(fixed or {})
-    if "dataset" not in d:
+    if not d.get("dataset"):
         raise MDPTError("no dataset: pass --dataset ID or set `dataset:` in --config")
-    return RunConfig.from_dict(d)
-
-
-def apply_override(d: dict, item: str) -> None:
-    import yaml
-
-    if "=" not in item:
-        raise MDPTError(f"--set {item!r}: expected KEY=VALUE")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise MDPTError(f"--set {item!r}: value is not valid YAML") from None
-    from mdpt.experiments.config import set_dotted
-
-    set_dotted(d, key, value, f"--set {item!r}")
+    return resolve_config(d)
 
 
 def run_guidance(args) -> int:
-    config = build_config(args, {**COMMON, "guidance_kind": str, "policy_path": str}, {"algo": None})
+    config = build_config(args, {"algo": None})
     return _execute(args, config)
 
 
 def run_policy(args) -> int:
-    config = build_config(args, {**COMMON, **POLICY_ONLY})
+    config = build_config(args)
     if config.algo is None:
         raise MDPTError("no algorithm: pass --algo dql|idql|edp|cfg")
     return _execute(args, config)
@@ -122,9 +102,47 @@ def _execute(args, config) -> int:
 
     summary = Run(args.out, config, resume=args.resume, progress=not args.no_progress).execute()
     print(json.dumps({k: summary[k] for k in ("name", "algo", "mode", "guidance_kind", "steps", "seconds_per_step")}))
+    print(f"preset: {', '.join(summary['preset']['layers'])}; evaluation: {summary['preset']['selector']}")
     for variant, row in summary["final"].items():
         print(f"final {variant}: normalized score {row['mean']:.1f} at step {row['step']} "
               f"(best {summary['best'][variant]['mean']:.1f} at step {summary['best'][variant]['step']}; "
-              f"reference {summary['reference']}; dataset mean {summary['dataset_mean_score']:.1f})")
+              f"reference {summary['reference']}; {len(summary['seeds'])} seeds x {summary['episodes']} episodes; "
+              f"dataset mean {summary['dataset_mean_score']:.1f})")
+    vc = summary.get("value_check")
+    if vc:
+        state = "within its bound" if vc["within_bound"] else f"PAST its bound from step {vc['first_exceeded_step']}"
+        print(f"value check: max |Q| {vc['max_abs_q']:.3g}, bound {vc['bound']:.3g}: {state}")
     print(f"artifacts in {args.out}")
+    return 0
+
+
+def run_config_show(args) -> int:
+    import yaml
+
+    from mdpt import presets
+    from mdpt.experiments.config import provenance, resolve_config
+    from mdpt.settings import flatten
+
+    d = user_settings(args)
+    if not d.get("dataset"):
+        d["dataset"] = "bullet-hopper-medium-v0"
+        print("# no --dataset given: showing bullet-hopper-medium-v0")
+    config = resolve_config(d)
+    resolved = config.to_json()
+    if args.json:
+        print(json.dumps(resolved, indent=2))
+        return 0
+    if args.yaml:
+        print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        return 0
+    source = provenance(d)
+    print(f"# preset layers: {', '.join(config.preset) or 'none'}")
+    note = presets.task_note(config.algo, config.guidance_kind, config.dataset)
+    if note:
+        print(f"# note: {note}")
+    width = max(len(k) for k in flatten(resolved))
+    for key, value in flatten(resolved).items():
+        if key == "preset":
+            continue
+        print(f"{key:<{width}}  {json.dumps(value):<24} {source.get(key, 'default')}")
     return 0

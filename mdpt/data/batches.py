@@ -9,7 +9,7 @@ import numpy as np
 from mdpt.data.dataset import Dataset
 from mdpt.data.normalizer import Normalizer
 
-Batch = dict  # {'obs','act','rew','mask','next_obs','next_act'} -> arrays with a leading batch axis
+Batch = dict  # {'obs','act','rew','mask','next_obs','next_act','next_valid'} -> arrays with a leading batch axis
 
 
 def device_arrays(data: Dataset, normalizer: Normalizer) -> Batch:
@@ -21,6 +21,7 @@ def device_arrays(data: Dataset, normalizer: Normalizer) -> Batch:
         "mask": data.masks,
         "next_obs": normalizer.normalize_obs(data.next_observations),
         "next_act": data.next_actions,
+        "next_valid": data.next_action_valid,
     }
     return {k: jnp.asarray(np.asarray(v, np.float32)) for k, v in arrays.items()}
 

@@ -77,6 +77,12 @@ class Dataset:
         nxt[self.episode_ends] = self.actions[self.episode_ends]
         return nxt
 
+    @property
+    def next_action_valid(self) -> np.ndarray:
+        """0 at a time-limit cut (an episode end that is not a terminal): the file records no next
+        action there, yet the target bootstraps. 1 elsewhere (after a terminal nothing bootstraps)."""
+        return (~(self.episode_ends & ~self.terminals)).astype(np.float32)
+
     def returns_to_go(self, discount: float = 0.99) -> np.ndarray:
         """Discounted return from each transition to the end of its episode (no bootstrap)."""
         rtg = np.zeros(len(self), dtype=np.float64)

@@ -27,7 +27,7 @@ import numpy as np
 from mdpt.data import envs
 from mdpt.data.registry import EnvSpec, parse_dataset_id
 from mdpt.errors import MDPTError
-from mdpt.io import read_json, write_bytes_atomic, write_json_atomic
+from mdpt.io import read_json, versions, write_bytes_atomic, write_json_atomic
 
 FORMAT_VERSION = 1
 QUALITY_FILES = {  # requested quality -> qualities written
@@ -187,19 +187,6 @@ class _Run:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ValueError(f"{name}: checksum mismatch")
         return load(data)
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("mdpt", "jax", "jaxlib", "flax", "optax", "numpy", "h5py", "gymnasium", "pybullet",
-                "pybullet-envs-gymnasium"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def train_sac(cfg: MakeConfig, work_dir: Path, progress: bool = True,
@@ -425,7 +412,7 @@ def make_dataset(
                    f"medium ckpt step {medium['step']} ret {medium['ret']:.1f}; expert ckpt step "
                    f"{expert['step']} ret {expert['ret']:.1f}; rollouts of the stochastic policy"),
         "recipe_json": recipe,
-        "versions": _versions(),
+        "versions": versions(),
         "seed": seed,
         "ref_min_score": ref_min,
         "ref_max_score": ref_max,

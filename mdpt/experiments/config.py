@@ -1,197 +1,242 @@
-"""Run configuration: one validated dataclass, from YAML files and CLI overrides.
+"""The run configuration: one typed tree, resolved from presets, YAML, flags and `--set` items.
 
-Every config is validated before any work starts: unknown keys, wrong types and impossible
-values are one-line `MDPTError`s.
+    RunConfig
+      dataset, env, algo, mode, steps, seeds, seed, batch_size, chunk, checkpoint_every, ...
+      policy:     PolicyConfig      (mdpt.policies.module)
+      guidance:   GuidanceConfig    (mdpt.guidance.module)
+      stage1:     Stage1Config      where a guidance-first run's frozen guidance comes from
+      selector:   SelectorConfig    (mdpt.agent) how evaluation picks among candidate actions
+      eval:       EvalConfig        when and how the run evaluates itself
+      divergence: DivergenceConfig  the value check of every run
+      log:        LogConfig         where metrics go
+
+`resolve_config(settings)` is the one loader: presets for (algo, mode, guidance kind, dataset)
+(mdpt.presets) under the user's settings; every key and value is validated before any work
+starts, with a one-line `MDPTError`. Flat aliases (`eval_every`, `beta`, `guidance_kind`, ...)
+are accepted wherever a nested key is.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from mdpt import presets
+from mdpt.agent import SelectorConfig
 from mdpt.errors import MDPTError
-from mdpt.guidance.module import GUIDANCE_KINDS, GuidanceConfig
+from mdpt.guidance.module import GuidanceConfig
 from mdpt.policies.module import POLICY_ALGOS, PolicyConfig
+from mdpt.settings import build, flatten, set_dotted, setting, to_dict, unalias
 
 MODES = ("joint", "guidance-first")
 EVAL_VARIANTS = ("guided", "unguided", "random-guidance")
-# The guidance a joint run trains with each policy, as published.
-JOINT_GUIDANCE = {"dql": "dql-critic", "edp": "dql-critic", "idql": "iql", "cfg": "iql"}
+REFERENCES = ("d4rl", "dataset")
+MODEL_SELECTION = ("online", "bc-loss")
+DIVERGENCE_ACTIONS = ("stop", "warn", "off")
+LOGGERS = ("jsonl", "tensorboard", "wandb")
+MAX_STEPS = 100_000_000  # the step counters are int32; no run of this field needs more
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Where the guidance of a guidance-first run comes from, and when it is unfrozen."""
+
+    guidance_path: str | None = setting(None, "a trained guidance module to freeze (None: train one first in "
+                                        "RUN/guidance-run)", alias=("guidance", "guidance_path"))
+    guidance_seed: int | None = setting(None, "use this seed index of the guidance module for every policy seed",
+                                        alias="guidance_seed")
+    guidance_steps: int | None = setting(None, "steps of the guidance trained first (None: --steps)",
+                                         alias="guidance_steps")
+    next_actions: str = setting("bc", "dql-critic trained alone: next actions from a behaviour-cloned diffusion "
+                                "policy trained alongside (bc), an untrained actor with a frozen target critic "
+                                "(untrained: the paper's script), or a trained policy directory",
+                                alias=("policy", "policy_path"))
+    unfreeze_at: int | None = setting(None, "policy step at which the frozen guidance starts training jointly "
+                                      "(the authors' scripts: 100000; None: never)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = setting(0, "evaluate every K steps (0: at the end only)", alias="eval_every")
+    episodes: int = setting(10, "episodes per seed and evaluation", alias="eval_episodes")
+    max_steps: int | None = setting(None, "cap evaluation episodes at this many env steps (None: the env's limit)",
+                                    alias="eval_max_steps")
+    variants: tuple[str, ...] = setting(("guided",), "guided, unguided (plain sampling), random-guidance",
+                                        alias="eval_variants", choices=EVAL_VARIANTS)
+    reference: str = setting("d4rl", "normalized-score reference: d4rl (D4RL's bullet constants) or dataset "
+                             "(the file's own)", alias="reference", choices=REFERENCES)
+    model_selection: str = setting("online", "which checkpoint the summary calls selected: online (best score) or "
+                                   "bc-loss (lowest training BC loss, Diffusion-QL's offline selection)",
+                                   choices=MODEL_SELECTION)
+
+
+@dataclass(frozen=True)
+class DivergenceConfig:
+    """|Q| past max |r| / (1 - gamma) times `margin` is a diverging critic, not a result."""
+
+    action: str = setting("stop", "stop (keep the last good checkpoint), warn, or off", choices=DIVERGENCE_ACTIONS)
+    margin: float = setting(1.5, "tolerance factor on the bound max |r| / (1 - gamma)")
+    patience: int = setting(2, "chunks past the bound, still growing, before a stop")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    backends: tuple[str, ...] = setting(("jsonl",), "metrics sinks: jsonl (always), tensorboard, wandb",
+                                        choices=LOGGERS)
+    wandb_project: str = setting("mdpt", "Weights & Biases project")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    dataset: str
-    algo: str | None = None  # None: a guidance module alone
-    mode: str = "joint"
-    guidance_kind: str | None = None
-    guidance_path: str | None = None
-    guidance_seed: int | None = None
-    guidance_steps: int | None = None
-    policy_path: str | None = None
-    env: str | None = None
-    steps: int = 100_000
-    seeds: int = 1
-    seed: int = 0
-    batch_size: int = 256
-    chunk: int = 1000
-    checkpoint_every: int = 0  # steps; 0 = at every evaluation and at the end
-    eval_every: int = 0
-    eval_episodes: int = 10
-    eval_max_steps: int | None = None  # cap evaluation episodes at this many env steps (None: the env's limit)
-    eval_variants: tuple[str, ...] = ("guided",)
-    selector: str = "softmax"
-    beta: float = 1.0
-    candidates: int = 50
-    temperature: float = 0.5
-    cfg_weight: float = 1.0
-    reference: str = "d4rl"
-    allow_data_mismatch: bool = False
-    policy: dict = field(default_factory=dict)
-    guidance: dict = field(default_factory=dict)
+    dataset: str = setting(None, "dataset id (bullet-{env}-{quality}-v0) or an HDF5 path")
+    algo: str | None = setting(None, "dql | idql | edp | cfg; none trains a guidance module alone", choices=POLICY_ALGOS)
+    mode: str = setting("joint", "joint (as published) or guidance-first (frozen guidance)", choices=MODES)
+    env: str | None = setting(None, "environment for a dataset path without env_id in its attrs")
+    steps: int = setting(100_000, "gradient steps")
+    seeds: int = setting(1, "seeds, trained vmapped in one program")
+    seed: int = setting(0, "first seed (seeds are SEED..SEED+S-1)")
+    batch_size: int = setting(256, "minibatch size")
+    chunk: int = setting(1000, "steps per compiled call (metrics come back once per chunk)")
+    checkpoint_every: int = setting(0, "steps between checkpoints (0: at every evaluation and at the end)")
+    allow_data_mismatch: bool = setting(False, "use a guidance module trained on other data (recorded)")
+    policy: PolicyConfig = setting(help="the diffusion policy", factory=PolicyConfig)
+    guidance: GuidanceConfig = setting(help="the guidance module (value estimator)", factory=GuidanceConfig)
+    stage1: Stage1Config = setting(help="guidance-first: the frozen guidance", factory=Stage1Config)
+    selector: SelectorConfig = setting(help="selection among candidate actions at evaluation", factory=SelectorConfig)
+    eval: EvalConfig = setting(help="evaluation during and after training", factory=EvalConfig)
+    divergence: DivergenceConfig = setting(help="the critic's value check", factory=DivergenceConfig)
+    log: LogConfig = setting(help="metrics sinks", factory=LogConfig)
+    preset: tuple[str, ...] = setting((), "the preset layers applied (filled by the loader)")
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
 
     @property
-    def resolved_guidance_kind(self) -> str:
-        if self.guidance_kind:
-            return self.guidance_kind
-        if self.algo is None or self.mode == "guidance-first":
-            return "iql"
-        return JOINT_GUIDANCE[self.algo]
+    def guidance_kind(self) -> str:
+        return self.guidance.kind
 
     def policy_config(self) -> PolicyConfig:
-        return _build(PolicyConfig, {"algo": self.algo, **self.policy}, "policy").resolved()
+        return dataclasses.replace(self.policy, algo=self.algo).resolved()
 
     def guidance_config(self) -> GuidanceConfig:
-        return _build(GuidanceConfig, {"kind": self.resolved_guidance_kind, **self.guidance}, "guidance").resolved()
+        return self.guidance.resolved()
 
     def validate(self) -> RunConfig:
-        from mdpt.data.registry import REFERENCES
-
+        if not self.dataset:
+            raise MDPTError("no dataset: pass --dataset ID or set `dataset:` in --config")
         positive = {"steps": self.steps, "seeds": self.seeds, "batch_size": self.batch_size, "chunk": self.chunk,
-                    "eval_episodes": self.eval_episodes, "candidates": self.candidates}
+                    "eval.episodes": self.eval.episodes}
         for name, value in positive.items():
             if value < 1:
                 raise MDPTError(f"{name} must be >= 1, got {value}")
-        if self.eval_max_steps is not None and self.eval_max_steps < 1:
-            raise MDPTError(f"eval_max_steps must be >= 1, got {self.eval_max_steps}")
-        for name in ("eval_every", "checkpoint_every", "seed"):
-            if getattr(self, name) < 0:
-                raise MDPTError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.algo is not None and self.algo not in POLICY_ALGOS:
-            raise MDPTError(f"unknown algo {self.algo!r}; use one of: {', '.join(POLICY_ALGOS)}")
-        if self.mode not in MODES:
-            raise MDPTError(f"unknown mode {self.mode!r}; use one of: {', '.join(MODES)}")
-        if self.guidance_kind is not None and self.guidance_kind not in GUIDANCE_KINDS:
-            raise MDPTError(f"unknown guidance kind {self.guidance_kind!r}; use one of: {', '.join(GUIDANCE_KINDS)}")
-        if self.reference not in REFERENCES:
-            raise MDPTError(f"unknown score reference {self.reference!r}; use one of: {', '.join(REFERENCES)}")
-        bad = [v for v in self.eval_variants if v not in EVAL_VARIANTS]
-        if bad:
-            raise MDPTError(f"unknown eval variant {bad[0]!r}; use any of: {', '.join(EVAL_VARIANTS)}")
-        if self.mode == "guidance-first" and self.guidance_kind == "dql-critic" and not self.guidance_path:
+        if self.steps > MAX_STEPS:
+            raise MDPTError(f"steps {self.steps} is beyond what a run can count ({MAX_STEPS}); split it into runs")
+        if self.eval.max_steps is not None and self.eval.max_steps < 1:
+            raise MDPTError(f"eval.max_steps must be >= 1, got {self.eval.max_steps}")
+        for name, value in (("eval.every", self.eval.every), ("checkpoint_every", self.checkpoint_every),
+                            ("seed", self.seed)):
+            if value < 0:
+                raise MDPTError(f"{name} must be >= 0, got {value}")
+        if self.seed + self.seeds > 2**31 - 1:
+            raise MDPTError(f"seeds {self.seed}..{self.seed + self.seeds - 1} exceed the 32-bit seed range")
+        s1 = self.stage1
+        if s1.unfreeze_at is not None and s1.unfreeze_at < 1:
+            raise MDPTError(f"stage1.unfreeze_at must be >= 1, got {s1.unfreeze_at}")
+        if s1.guidance_steps is not None and not 1 <= s1.guidance_steps <= MAX_STEPS:
+            raise MDPTError(f"stage1.guidance_steps must be in 1..{MAX_STEPS}, got {s1.guidance_steps}")
+        if self.mode == "guidance-first" and self.guidance.kind == "dql-critic" and not s1.guidance_path:
             raise MDPTError("guidance-first training needs a trained dql-critic via --guidance DIR, "
                             "or a policy-independent kind (iql, sarsa)")
-        if self.guidance_path and self.mode == "joint" and self.algo is not None:
+        if s1.guidance_path and self.mode == "joint" and self.algo is not None:
             raise MDPTError("--guidance DIR is for --mode guidance-first; joint training trains its own guidance")
-        from mdpt.agent import SelectorConfig
-
-        SelectorConfig(self.selector, self.beta, self.candidates, self.temperature, self.cfg_weight).validate(True)
+        if self.divergence.margin <= 0 or self.divergence.patience < 1:
+            raise MDPTError("divergence.margin must be > 0 and divergence.patience >= 1")
+        self.selector.validate(True)
+        self.guidance_config()
         if self.algo is not None:
             pc = self.policy_config()
-            if pc.algo == "cfg" and self.resolved_guidance_kind == "dql-critic":
+            if pc.algo == "cfg" and self.guidance.kind == "dql-critic":
                 raise MDPTError("cfg policies need a guidance with V(s) for their labels: use iql or sarsa")
-        self.guidance_config()
         return self
 
     def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["eval_variants"] = list(self.eval_variants)
-        return d
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> RunConfig:
-        return _build(cls, d, where).validate()
+        return resolve_config(d, where)
 
 
-def _build(cls, d: dict, where: str):
-    """Instantiate a dataclass from a dict with strict key and type checks."""
-    if not isinstance(d, dict):
-        raise MDPTError(f"{where}: expected a mapping of settings, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in d if k not in fields]
-    if unknown:
-        raise MDPTError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in d.items():
-        values[key] = _coerce(value, hints[key], f"{where}.{key}")
-    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise MDPTError(f"{where}: missing required key {missing[0]!r}")
-    return cls(**values)
+def _guidance_kind(user: dict) -> str:
+    """The guidance kind a run uses: named, read from a given guidance module, or the preset's (a
+    kind that is not one is left for the builder to refuse; the presets use the default)."""
+    from mdpt.guidance.module import GUIDANCE_KINDS
+
+    kind = (user.get("guidance") or {}).get("kind")
+    if kind in GUIDANCE_KINDS:
+        return kind
+    path = (user.get("stage1") or {}).get("guidance_path")
+    if isinstance(path, str) and path and user.get("mode") == "guidance-first":
+        from mdpt.artifacts import read_meta, resolve_artifact_dir
+
+        try:
+            saved = read_meta(resolve_artifact_dir(path, "guidance"), "guidance").get("kind")
+            if saved in GUIDANCE_KINDS:
+                return saved
+        except MDPTError:
+            pass  # reported with its own message when the run loads it
+    algo, mode = user.get("algo"), user.get("mode", "joint")
+    if algo not in POLICY_ALGOS + (None,) or mode not in MODES:
+        return presets.STANDALONE_KIND  # refused below with the right message
+    return presets.guidance_kind_for(algo, mode)
 
 
-def _coerce(value, hint, where: str):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except MDPTError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise MDPTError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return tuple(_coerce(v, args[0], where) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise MDPTError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MDPTError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise MDPTError(f"{where}: expected a number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise MDPTError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise MDPTError(f"{where}: expected a string, got {value!r}")
-        return value
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise MDPTError(f"{where}: expected a mapping, got {value!r}")
-        return value
-    return value
+def resolve_config(settings: dict, where: str = "config") -> RunConfig:
+    """The resolved RunConfig: presets for (algo, mode, guidance kind, dataset) under `settings`
+    (a nested mapping, flat aliases allowed). Every value is checked before anything runs."""
+    if not isinstance(settings, dict):
+        raise MDPTError(f"{where}: expected a mapping of settings, got {type(settings).__name__}")
+    user = unalias(RunConfig, settings)
+    for section in ("guidance", "stage1", "policy", "selector", "eval", "divergence", "log"):
+        if user.get(section) is not None and not isinstance(user[section], dict):
+            raise MDPTError(f"{where}.{section}: expected a mapping of settings, got {user[section]!r}")
+    kind = _guidance_kind(user)
+    algo, mode, dataset = _preset_keys(user)
+    layers = presets.preset_layers(algo, mode, kind, dataset)
+    merged: dict = {}
+    for _, layer in layers:
+        merged = presets.merge(merged, layer)
+    merged = presets.merge(merged, user)
+    if (user.get("guidance") or {}).get("kind") is None:
+        set_dotted(merged, "guidance.kind", kind, where)
+    if algo is not None:
+        set_dotted(merged, "policy.algo", algo, where)
+    merged["preset"] = [name for name, _ in layers]
+    config = build(RunConfig, merged, where)
+    return config.validate()
 
 
-def set_dotted(d: dict, key: str, value, where: str) -> None:
-    """d['a']['b'] = value for key 'a.b', creating mappings on the way."""
-    node = d
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise MDPTError(f"{where}: {p} is not a mapping")
-    node[leaf] = value
+def _preset_keys(user: dict) -> tuple[str | None, str, str | None]:
+    """(algo, mode, dataset) for choosing presets; values that are not valid choose none (the
+    builder refuses them with their own message)."""
+    algo = user.get("algo") if user.get("algo") in POLICY_ALGOS else None
+    mode = user.get("mode") if user.get("mode") in MODES else "joint"
+    dataset = user.get("dataset") if isinstance(user.get("dataset"), str) else None
+    return algo, mode, dataset
+
+
+def provenance(settings: dict) -> dict[str, str]:
+    """Where each resolved setting comes from: 'default', a preset layer's name, or 'given'."""
+    user = unalias(RunConfig, settings)
+    kind = _guidance_kind(user)
+    source = {"guidance.kind": "preset", "policy.algo": "algo"}
+    for name, layer in presets.preset_layers(*_preset_keys(user)[:2], kind, _preset_keys(user)[2]):
+        for key in flatten(layer):
+            source[key] = name
+    source.update({k: "given" for k in flatten(user)})
+    return source
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -204,10 +249,51 @@ def load_yaml(path: str | Path) -> dict:
         raise MDPTError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise MDPTError(f"{path}: invalid YAML{where}") from None
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise MDPTError(f"{path}: invalid YAML{at}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MDPTError(f"{path}: cannot read the config file ({e.__class__.__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise MDPTError(f"{path}: expected a mapping of settings at the top level")
     return data
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """'a.b=VALUE' -> ('a.b', VALUE parsed as YAML)."""
+    import yaml
+
+    if "=" not in item:
+        raise MDPTError(f"--set {item!r}: expected KEY=VALUE")
+    key, raw = item.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise MDPTError(f"--set {item!r}: value is not valid YAML") from None
+
+
+def apply_overrides(d: dict, items) -> dict:
+    """`--set key=value` items applied to a nested mapping (dotted keys; flat aliases allowed)."""
+    for item in items or ():
+        key, value = parse_override(item)
+        set_dotted(d, key, value, f"--set {item!r}")
+    return d
+
+
+def load_config(config_file: str | Path | None = None, sets=(), base: dict | None = None, top: dict | None = None,
+                where: str = "config") -> RunConfig:
+    """base < YAML file < `--set` items < top, then presets under all of it (`resolve_config`)."""
+    d = presets.merge(base or {}, unalias(RunConfig, load_yaml(config_file))) if config_file else dict(base or {})
+    d = unalias(RunConfig, d)
+    for item in sets or ():
+        key, value = parse_override(item)
+        d = presets.merge(d, unalias(RunConfig, _nested(key, value, item)))
+    d = presets.merge(d, unalias(RunConfig, top or {}))
+    return resolve_config(d, where)
+
+
+def _nested(key: str, value, item: str) -> dict:
+    out: dict = {}
+    set_dotted(out, key, value, f"--set {item!r}")
+    return out

@@ -108,6 +108,14 @@ def load_run(run_dir: str | Path) -> dict:
     }
 
 
+def guidance_kind(config: dict) -> str | None:
+    """The guidance kind of a run config (nested since the settings tree; flat before)."""
+    nested = config.get("guidance")
+    if isinstance(nested, dict) and nested.get("kind"):
+        return str(nested["kind"])
+    return config.get("guidance_kind")
+
+
 def _require_object(obj, path: Path) -> None:
     if not isinstance(obj, dict):
         raise MDPTError(f"{path}: expected a JSON object, got {type(obj).__name__}")
@@ -506,7 +514,7 @@ def _mode_rank(mode: str):
 
 def _cost_key(run: dict):
     c = run["config"]
-    return (c["dataset"], c["algo"], str(c.get("guidance_kind", "")), _mode_rank(c["mode"]), run["name"])
+    return (c["dataset"], c["algo"], str(guidance_kind(c) or ""), _mode_rank(c["mode"]), run["name"])
 
 
 # ============================================================================ markdown
@@ -599,7 +607,7 @@ def _cost_section(runs: list[dict]) -> list[str]:
     for r in sorted(runs, key=_cost_key):
         s, c = r["summary"], r["config"]
         sps = s.get("seconds_per_step")
-        rows.append([r["name"], c["algo"], c["mode"], c["dataset"], c.get("guidance_kind", "n/a"),
+        rows.append([r["name"], c["algo"], c["mode"], c["dataset"], guidance_kind(c) or "n/a",
                      "n/a" if sps is None else f"{1e3 * float(sps):.2f}", _mib(s.get("peak_memory_bytes")),
                      _hms(_train_wall(r)), _sim_share(r)])
     lines = _table(("run", "algo", "mode", "dataset", "guidance", "ms / step", "peak memory",
@@ -614,7 +622,7 @@ def _cost_section(runs: list[dict]) -> list[str]:
     for (algo, dataset), by_mode in sorted(groups.items()):
         if "joint" in by_mode and "guidance-first" in by_mode:
             j, g = by_mode["joint"]["summary"], by_mode["guidance-first"]["summary"]
-            kinds = " / ".join(str(by_mode[m]["config"].get("guidance_kind") or "n/a")
+            kinds = " / ".join(str(guidance_kind(by_mode[m]["config"]) or "n/a")
                                for m in ("joint", "guidance-first"))
             pairs.append([algo, dataset, kinds,
                           _pct(_rel(j.get("seconds_per_step"), g.get("seconds_per_step"))),
@@ -691,7 +699,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, n_boot:
     md = ["# MDPT report", ""]
     md += _table(("run", "algo", "mode", "dataset", "guidance", "seeds", "steps", "reference", "directory"),
                  [[r["name"], r["config"]["algo"], r["config"]["mode"], r["config"]["dataset"],
-                   r["config"].get("guidance_kind", "n/a"), r["config"].get("seeds", "n/a"),
+                   guidance_kind(r["config"]) or "n/a", r["config"].get("seeds", "n/a"),
                    r["config"].get("steps", "n/a"), r["summary"].get("reference", "d4rl"), f"`{r['dir']}`"]
                   for r in runs])
     md += ["", "## Score reference", "",

@@ -1,115 +1,72 @@
 """A training run in a directory: config, metrics, checkpoints, artifacts, summary; resumable.
 
 run_dir/
-  config.json        resolved RunConfig (+ versions)
+  config.json        the resolved RunConfig (+ versions)
   metrics.jsonl      one row per chunk ("train") and per evaluation ("eval")
   checkpoints/       exact training state (see training/checkpoint.py)
   policy/, guidance/ artifacts (safetensors + meta.json)
-  summary.json       final (last-iterate) and best-checkpoint scores, time per step, peak memory
+  best/              the artifacts of the best evaluation the summary reports
+  guidance-run/      guidance-first without a given guidance: the guidance trained first
+  summary.json       last-iterate, best and offline-selected scores, value check, cost, preset
   .lock              held while a process works in the directory
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from mdpt import __version__
-from mdpt.agent import Agent, SelectorConfig
+from mdpt import presets
+from mdpt.agent import Agent
 from mdpt.artifacts import Artifact, dataset_record, load_guidance, load_policy, save_artifact
 from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
 from mdpt.data.registry import normalized_score
-from mdpt.errors import MDPTError
+from mdpt.errors import MDPTError, RunStopped
+from mdpt.evaluation.api import evaluate_agent, variant_agent
 from mdpt.experiments.config import RunConfig
+from mdpt.experiments.rundir import MetricsLog, RunLock, check_writable, remove_stale_temporaries
 from mdpt.guidance.module import GuidanceModule
-from mdpt.io import is_temp_name, read_json, write_bytes_atomic, write_json_atomic
-from mdpt.policies.module import DiffusionPolicy
+from mdpt.io import read_json, versions, write_json_atomic
+from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.trainer import Trainer
-
-MIN_FREE_BYTES = 64 << 20
-
-
-class RunLock:
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-        self.fd = None
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise MDPTError(f"{self.path.parent}: another mdpt process is using this run directory; "
-                            "wait for it or choose another --out") from None
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-
-
-def check_writable(run_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
-    """Fail before training if the output directory is unwritable or nearly full."""
-    run_dir = Path(run_dir)
-    probe = run_dir / f".probe-{os.getpid()}.tmp"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            probe.write_bytes(b"x")
-        finally:
-            probe.unlink(missing_ok=True)
-        free = shutil.disk_usage(run_dir).free
-    except OSError as e:
-        raise MDPTError(f"{run_dir}: output directory is not writable ({e.strerror or e.__class__.__name__}); "
-                        "choose another --out") from None
-    if free < need_bytes:
-        raise MDPTError(f"{run_dir}: only {free >> 20} MiB free, need about {need_bytes >> 20} MiB; "
-                        "free space or choose another --out")
-
-
-class MetricsLog:
-    """Append-only JSONL; on resume, rows past the checkpoint (or torn by a kill) are dropped."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def rows(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        rows = []
-        for line in self.path.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line torn by a kill: everything from here is redone
-            if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
-                break
-            rows.append(row)
-        return rows
-
-    def truncate_after(self, step: int) -> None:
-        kept = [r for r in self.rows() if r["step"] <= step]
-        write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-
-    def append(self, row: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def _to_list(x):
     return np.asarray(x).tolist()
+
+
+class ValueCheck:
+    """|Q| of a trained critic against max |r| / (1 - gamma): a critic past the bound (times a
+    margin) for `patience` chunks in a row while still growing is diverging."""
+
+    def __init__(self, bound: float, margin: float, patience: int):
+        self.bound, self.limit, self.patience = bound, bound * margin, patience
+        self.first_exceeded: int | None = None
+        self.max_abs_q = 0.0
+        self._streak, self._last = 0, None
+
+    def observe(self, step: int, abs_q_max: float) -> str | None:
+        """'ok', 'warn' (past the limit) or 'stop' (past it and growing for `patience` chunks)."""
+        self.max_abs_q = max(self.max_abs_q, abs_q_max)
+        if abs_q_max <= self.limit:
+            self._streak, self._last = 0, abs_q_max
+            return "ok"
+        if self.first_exceeded is None:
+            self.first_exceeded = step
+        growing = self._last is None or abs_q_max > self._last
+        self._streak = self._streak + 1 if growing else self._streak
+        self._last = abs_q_max
+        return "stop" if self._streak >= self.patience else "warn"
+
+    def record(self) -> dict:
+        return {"bound": self.bound, "limit": self.limit, "max_abs_q": self.max_abs_q,
+                "first_exceeded_step": self.first_exceeded, "within_bound": self.first_exceeded is None}
 
 
 class Run:
@@ -123,6 +80,8 @@ class Run:
         self._dataset = dataset
         self.metrics = MetricsLog(self.dir / "metrics.jsonl")
         self._agents: dict[str, Agent] = {}  # evaluation agents by variant, built once (see _variant_agent)
+        self.warnings: list[str] = []
+        self.value_check: ValueCheck | None = None
 
     # ----- set-up -----
     def _check_dir(self) -> None:
@@ -132,11 +91,11 @@ class Run:
             if not self.resume:
                 raise MDPTError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
             old = read_json(existing, "run config")
-            old_cfg = {k: v for k, v in old.items() if k != "versions"}
-            old_cfg.setdefault("eval_max_steps", None)  # runs started before the setting existed
+            old_cfg = {k: v for k, v in old.items() if k != "versions"} if isinstance(old, dict) else old
             if old_cfg != self.config.to_json():
-                raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with")
-        write_json_atomic(existing, {**self.config.to_json(), "versions": _versions()})
+                raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with "
+                                "(or one written by another mdpt version); start a new --out")
+        write_json_atomic(existing, {**self.config.to_json(), "versions": versions()})
 
     def _load_data(self):
         if self._dataset is None:
@@ -145,17 +104,23 @@ class Run:
             self._dataset = load_dataset(self.config.dataset, env=self.config.env)
         return self._dataset
 
-    def _frozen_guidance(self, data, normalizer) -> Artifact | None:
+    def _stage1_config(self) -> RunConfig:
+        c = self.config
+        d = {"dataset": c.dataset, "env": c.env, "guidance": c.guidance.to_json(),
+             "steps": c.stage1.guidance_steps or c.steps, "seeds": c.seeds, "seed": c.seed,
+             "batch_size": c.batch_size, "chunk": c.chunk, "divergence": c.to_json()["divergence"],
+             "stage1": {"next_actions": c.stage1.next_actions}}
+        return RunConfig.from_dict(d)
+
+    def _frozen_guidance(self, data) -> Artifact | None:
         c = self.config
         if c.algo is None or c.mode != "guidance-first":
             return None
-        if c.guidance_path:
-            art = load_guidance(c.guidance_path, c.guidance_seed)
+        if c.stage1.guidance_path:
+            art = load_guidance(c.stage1.guidance_path, c.stage1.guidance_seed)
         else:  # guidance-first with no module given: train one first, in this run directory
-            sub = RunConfig.from_dict({"dataset": c.dataset, "env": c.env, "guidance_kind": c.resolved_guidance_kind,
-                                       "steps": c.guidance_steps or c.steps, "seeds": c.seeds, "seed": c.seed,
-                                       "batch_size": c.batch_size, "chunk": c.chunk, "guidance": c.guidance})
-            self.log(f"guidance-first: training {sub.resolved_guidance_kind} guidance ({sub.steps} steps) first")
+            sub = self._stage1_config()
+            self.log(f"guidance-first: training {sub.guidance_kind} guidance ({sub.steps} steps) first")
             Run(self.dir / "guidance-run", sub, resume=True, progress=self.progress, log=self.log,
                 dataset=data).execute()
             art = load_guidance(self.dir / "guidance-run" / "guidance")
@@ -175,30 +140,76 @@ class Run:
         data = self._load_data()
         self.dataset = data
         self.normalizer = Normalizer.fit(data)
-        arrays = device_arrays(data, self.normalizer)
-        self.frozen_guidance = self._frozen_guidance(data, self.normalizer)
+        self.arrays = device_arrays(data, self.normalizer)
+        self.frozen_guidance = self._frozen_guidance(data)
+        note = presets.task_note(c.algo, c.guidance_kind, c.dataset)
+        if note:
+            self.log(f"note: {note}")
+        self.trainer = self._make_trainer(unfrozen=False)
+        if self.trainer.guidance_role == "train" and c.divergence.action != "off":
+            bound = float(np.abs(np.asarray(self.arrays["rew"])).max()) / (1.0 - self.trainer.guidance.config.discount)
+            self.value_check = ValueCheck(bound, c.divergence.margin, c.divergence.patience)
+        self._agents = {}
+        return self
+
+    def _make_trainer(self, unfrozen: bool) -> Trainer:
+        """The trainer of this run; `unfrozen`: a guidance-first run past `stage1.unfreeze_at`."""
+        c = self.config
+        data = self.dataset
         policy = DiffusionPolicy(c.policy_config(), data.obs_dim, data.act_dim, c.steps) if c.algo else None
         frozen, g_role, p_role = {}, "train", "train" if c.algo else None
         if self.frozen_guidance is not None:
-            guidance, g_role = self.frozen_guidance.module, "frozen"
-            frozen["guidance"] = self.frozen_guidance.params
-            g_norm = self.frozen_guidance.normalizer
-            if not g_norm.same_as(self.normalizer):  # map our normalized states into the guidance's
-                scale = self.normalizer.obs_std / g_norm.obs_std
-                shift = (self.normalizer.obs_mean - g_norm.obs_mean) / g_norm.obs_std
-                frozen["guidance_obs"] = (scale[None], shift[None])
+            guidance = self.frozen_guidance.module
+            if unfrozen:
+                guidance = GuidanceModule(self.frozen_guidance.module.config, data.obs_dim, data.act_dim, c.steps)
+            else:
+                g_role = "frozen"
+                frozen["guidance"] = self.frozen_guidance.params
+                g_norm = self.frozen_guidance.normalizer
+                if not g_norm.same_as(self.normalizer):  # map our normalized states into the guidance's
+                    scale = self.normalizer.obs_std / g_norm.obs_std
+                    shift = (self.normalizer.obs_mean - g_norm.obs_mean) / g_norm.obs_std
+                    frozen["guidance_obs"] = (scale[None], shift[None])
         else:
             guidance = GuidanceModule(c.guidance_config(), data.obs_dim, data.act_dim, c.steps)
         if c.algo is None and guidance.needs_next_actions:
-            if c.policy_path:
-                art = load_policy(c.policy_path)
-                frozen["policy"], p_role = art.params, "frozen"
-                policy = art.module
-            else:  # the critic of a behaviour-cloned diffusion policy (IDQL-style BC, sampled next actions)
-                policy, p_role = DiffusionPolicy(_bc_policy_config(), data.obs_dim, data.act_dim, c.steps), "train"
-        self.trainer = Trainer(arrays, policy, guidance, p_role, g_role, c.batch_size, frozen)
+            policy, p_role = self._next_action_policy(frozen)
+        return Trainer(self.arrays, policy, guidance, p_role, g_role, c.batch_size, frozen)
+
+    def _next_action_policy(self, frozen: dict):
+        """A dql-critic trained alone takes next actions from: a given policy (frozen), an untrained
+        actor (frozen at its initialization: the paper's script), or a BC policy trained alongside."""
+        c, data = self.config, self.dataset
+        source = c.stage1.next_actions
+        if source == "bc":  # IDQL-style BC sampler: it only supplies next actions
+            return DiffusionPolicy(PolicyConfig(algo="idql", net="mlp"), data.obs_dim, data.act_dim, c.steps), "train"
+        if source == "untrained":
+            policy = DiffusionPolicy(PolicyConfig(algo="dql"), data.obs_dim, data.act_dim, c.steps)
+            keys = jax.random.split(jax.random.PRNGKey(20_000 + c.seed), c.seeds)
+            frozen["policy"] = jax.vmap(lambda k: policy.init(k)["params"])(keys)
+            return policy, "frozen"
+        art = load_policy(source)
+        frozen["policy"] = art.params
+        return art.module, "frozen"
+
+    def _unfreeze(self, state):
+        """Past stage1.unfreeze_at: the frozen guidance joins the training state and trains on."""
+        c = self.config
+        if self.frozen_guidance is None or c.stage1.unfreeze_at is None or self.trainer.guidance_role == "train":
+            return state
+        if "guidance_obs" in self.trainer.frozen:
+            raise MDPTError("stage1.unfreeze_at: the frozen guidance was trained with other state statistics; "
+                            "unfreezing it is supported for guidance trained on this dataset only")
+        self.trainer = self._make_trainer(unfrozen=True)
+        params = self.frozen_guidance.params
+        if self.frozen_guidance.num_seeds != c.seeds:
+            params = jax.tree.map(lambda x: np.repeat(np.asarray(x), c.seeds, axis=0), params)
+        state = {**state, "guidance": jax.vmap(self.trainer.guidance.init_from)(params)}
+        if c.divergence.action != "off":
+            bound = float(np.abs(np.asarray(self.arrays["rew"])).max()) / (1.0 - self.trainer.guidance.config.discount)
+            self.value_check = ValueCheck(bound, c.divergence.margin, c.divergence.patience)
         self._agents = {}
-        return self
+        return state
 
     # ----- the loop -----
     def execute(self) -> dict:
@@ -209,36 +220,56 @@ class Run:
             self.build()
             return self._train()
 
+    def _initial_state(self):
+        """Fresh state, or the checkpoint's (in the trainer shape of its step)."""
+        c = self.config
+        ckpt = self.dir / "checkpoints"
+        index = read_json(ckpt / "checkpoint.json", "checkpoint index") if (ckpt / "checkpoint.json").exists() else None
+        state = self.trainer.init(c.seed_list)
+        if isinstance(index, dict) and c.stage1.unfreeze_at is not None and isinstance(index.get("step"), int) \
+                and index["step"] >= c.stage1.unfreeze_at:
+            state = self._unfreeze(state)
+        restored = load_checkpoint(ckpt, state)
+        if restored is None:
+            return state, 0
+        state, index = restored
+        prune_checkpoints(ckpt, keep=index["file"])
+        self.log(f"resuming {self.dir} from step {index['step']}")
+        return state, index["step"]
+
+    def _chunk_length(self, step: int) -> int:
+        c = self.config
+        n = min(c.chunk, c.steps - step)
+        if c.stage1.unfreeze_at is not None and step < c.stage1.unfreeze_at:
+            n = min(n, c.stage1.unfreeze_at - step)
+        return n
+
     def _train(self) -> dict:
         c = self.config
-        state = self.trainer.init(c.seed_list)
-        step = 0
-        restored = load_checkpoint(self.dir / "checkpoints", state)
-        if restored is not None:
-            state, index = restored
-            step = index["step"]
-            prune_checkpoints(self.dir / "checkpoints", keep=index["file"])
-            self.log(f"resuming {self.dir} from step {step}")
+        state, step = self._initial_state()
         self.metrics.truncate_after(step)
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
         timed_steps, timed_seconds, first = 0, 0.0, True
         while step < c.steps:
-            n = min(c.chunk, c.steps - step)
+            if c.stage1.unfreeze_at is not None and step >= c.stage1.unfreeze_at:
+                state = self._unfreeze(state)
+            n = self._chunk_length(step)
             t0 = time.perf_counter()
-            state, m = self.trainer.run(state, n)
+            state, m = self.trainer.run(state, n, start=step)
             jax.block_until_ready(state)
             dt = time.perf_counter() - t0
             if not first:
                 timed_steps, timed_seconds = timed_steps + n, timed_seconds + dt
             first = False
-            self._check_finite(m, step, n)
+            self._check_finite(m, step)
             step += n
             self.metrics.append({"phase": "train", "step": step, "wall_s": dt,
                                  **{k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}})
+            values_ok = self._check_values(m, step)
             evaluated = self._maybe_evaluate(state, step)
-            if evaluated or step >= c.steps or (c.checkpoint_every and step % c.checkpoint_every < n):
+            if values_ok and (evaluated or step >= c.steps or (c.checkpoint_every and step % c.checkpoint_every < n)):
                 self._check_finite_state(state, step)
                 save_checkpoint(self.dir / "checkpoints", state, step)
             if bar:
@@ -248,25 +279,52 @@ class Run:
         self.state = state
         return self._finish(state, timed_seconds / timed_steps if timed_steps else None)
 
-    def _check_finite(self, m: dict, step: int, n: int) -> None:
+    def _check_values(self, m: dict, step: int) -> bool:
+        """The value check. With divergence.action 'stop': False while the critic is past its bound
+        (no checkpoint is written then, so the kept one is the last good one), and a RunStopped
+        when it keeps growing; 'warn' only logs and records."""
+        if self.value_check is None or "guidance/q_abs_max" not in m:
+            return True
+        q = float(np.max(np.asarray(m["guidance/q_abs_max"])))
+        verdict = self.value_check.observe(step, q)
+        if verdict == "ok":
+            return True
+        vc = self.value_check
+        message = (f"critic |Q| reached {q:.3g} at step {step}, past its bound {vc.bound:.3g} = max |r| / (1 - gamma) "
+                   f"(x{self.config.divergence.margin:g})")
+        if vc.first_exceeded == step or verdict == "stop":
+            self.log(f"warning: {message}")
+            self.warnings.append(message)
+        if verdict == "stop" and self.config.divergence.action == "stop":
+            self._write_stopped_summary("diverged", message)
+            raise RunStopped(f"{message}, still growing: the critic is diverging; training stopped: "
+                             f"{self._kept_checkpoint()} (fixes: guidance.layer_norm=true, guidance.grad_clip, a "
+                             "lower lr; or divergence.action=warn to train on)")
+        return self.config.divergence.action != "stop"
+
+    def _write_stopped_summary(self, status: str, message: str) -> None:
+        write_json_atomic(self.dir / "summary.json", {**self._summary(None), "status": status, "stopped": message})
+
+    def _check_finite(self, m: dict, step: int) -> None:
         bad = np.asarray(m["nonfinite_at"])
         if (bad >= 0).any():
             seed = int(np.argmax(bad >= 0))
             at = step + int(bad[seed]) + 1
             bad_keys = [k for k, v in m.items() if "@" not in k and k != "nonfinite_at"
                         and not np.isfinite(np.asarray(v)[seed])]
+            bad_keys.sort(key=lambda k: "loss" not in k)  # a loss names the fault best
             name = bad_keys[0] if bad_keys else "loss"
             value = float(np.asarray(m[name])[seed]) if bad_keys else float("nan")
-            raise MDPTError(f"non-finite {name} ({value}) at step {at} (seed {self.config.seed_list[seed]}); "
-                            f"training stopped: {self._kept_checkpoint()}")
+            raise RunStopped(f"non-finite {name} ({value}) at step {at} (seed {self.config.seed_list[seed]}); "
+                             f"training stopped: {self._kept_checkpoint()}")
 
     def _check_finite_state(self, state, step: int) -> None:
         """Never checkpoint parameters that went non-finite even though every loss was finite."""
         for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(state)):
             x = np.asarray(leaf)
             if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-                raise MDPTError(f"non-finite values in {jax.tree_util.keystr(path)} after step {step}; "
-                                f"training stopped: {self._kept_checkpoint()}")
+                raise RunStopped(f"non-finite values in {jax.tree_util.keystr(path)} after step {step}; "
+                                 f"training stopped: {self._kept_checkpoint()}")
 
     def _kept_checkpoint(self) -> str:
         ckpt = self.dir / "checkpoints" / "checkpoint.json"
@@ -279,42 +337,57 @@ class Run:
         return f"the last good checkpoint (step {kept}) is kept in {ckpt.parent}"
 
     # ----- evaluation -----
+    def _meta(self) -> dict:
+        return {"dataset": dataset_record(self.dataset), "seeds": self.config.seed_list,
+                "selection": {"selector": self.config.selector.selector, "beta": self.config.selector.beta},
+                "sampling": {"candidates": self.config.selector.candidates,
+                             "temperature": self.config.selector.temperature}}
+
     def current_artifacts(self, state) -> tuple[Artifact | None, Artifact | None]:
-        rec = dataset_record(self.dataset)
-        meta = {"dataset": rec, "seeds": self.config.seed_list}
+        meta = self._meta()
         pol = gui = None
         if self.config.algo:
             pol = Artifact(self.trainer.policy, state["policy"]["ema"], self.normalizer, meta, self.dir / "policy")
         if self.trainer.guidance_role == "train":
-            gui = Artifact(self.trainer.guidance, state["guidance"]["params"], self.normalizer, meta, self.dir / "guidance")
+            gui = Artifact(self.trainer.guidance, GuidanceModule.saved_params(state["guidance"]), self.normalizer, meta,
+                           self.dir / "guidance")
         elif self.frozen_guidance is not None:
             gui = self.frozen_guidance
         return pol, gui
 
-    def selector(self) -> SelectorConfig:
-        c = self.config
-        return SelectorConfig(c.selector, c.beta, c.candidates, c.temperature, c.cfg_weight)
-
     def _maybe_evaluate(self, state, step: int) -> bool:
         c = self.config
-        due = step >= c.steps or (c.eval_every and step % c.eval_every == 0)
-        if not c.algo or not c.eval_variants or not due:
+        due = step >= c.steps or (c.eval.every and step % c.eval.every == 0)
+        if not c.algo or not c.eval.variants or not due:
             return False
         policy, guidance = self.current_artifacts(state)
-        for variant in c.eval_variants:
+        for variant in c.eval.variants:
             agent = self._variant_agent(variant, policy, guidance)
             t0 = time.perf_counter()
-            result = evaluate_agent(agent, self.dataset.env, c.eval_episodes, seed=1000 + c.seed,
-                                    max_steps=c.eval_max_steps)
-            returns = result.returns
-            scores = normalized_score(returns, self.dataset.env, c.reference, self.dataset.attrs)
-            self.metrics.append({"phase": "eval", "step": step, "variant": variant, "returns": _to_list(returns),
-                                 "scores": _to_list(scores), "reference": c.reference,
+            result = evaluate_agent(agent, self.dataset.env, c.eval.episodes, seed=1000 + c.seed,
+                                    max_steps=c.eval.max_steps)
+            scores = normalized_score(result.returns, self.dataset.env, c.eval.reference, self.dataset.attrs)
+            self.metrics.append({"phase": "eval", "step": step, "variant": variant, "returns": _to_list(result.returns),
+                                 "scores": _to_list(scores), "reference": c.eval.reference,
                                  "wall_s": time.perf_counter() - t0, "sim_s": result.sim_seconds,
                                  "policy_s": result.policy_seconds, "eval_s": result.total_seconds})
             self.log(f"step {step} {variant}: normalized score {np.mean(scores):.1f} "
-                     f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {c.reference})")
+                     f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {c.eval.reference})")
+            if variant == c.eval.variants[0]:
+                self._keep_if_best(state, step, float(np.mean(scores)))
         return True
+
+    def _keep_if_best(self, state, step: int, mean: float) -> None:
+        """The artifacts of the best evaluation so far, kept in best/ (the summary's `best`)."""
+        best_file = self.dir / "best" / "best.json"
+        try:
+            best = read_json(best_file, "best record") if best_file.exists() else None
+        except MDPTError:
+            best = None
+        if isinstance(best, dict) and isinstance(best.get("mean"), int | float) and best["mean"] >= mean:
+            return
+        self._save_artifacts(state, self.dir / "best", step)
+        write_json_atomic(best_file, {"step": step, "mean": mean, "variant": self.config.eval.variants[0]})
 
     def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None) -> Agent:
         """One Agent per variant for the whole run: later evaluations swap in the current parameters
@@ -322,56 +395,86 @@ class Run:
         c = self.config
         cache = self._agents
         if variant not in cache:
-            cache[variant] = variant_agent(variant, policy, guidance, self.selector(), c.allow_data_mismatch, c.seed)
+            cache[variant] = variant_agent(variant, policy, guidance, c.selector, c.allow_data_mismatch, c.seed)
             return cache[variant]
         guidance_params = guidance.params if variant == "guided" and guidance is not None else None
         return cache[variant].with_params(policy.params, guidance_params)
 
     # ----- the end -----
-    def _finish(self, state, seconds_per_step) -> dict:
+    def _save_artifacts(self, state, where: Path, step: int) -> None:
         c = self.config
-        policy, guidance = self.current_artifacts(state)
         rec = dataset_record(self.dataset)
-        common = {"mode": c.mode if c.algo else "guidance-only", "run_dir": str(self.dir)}
+        meta = self._meta()
+        common = {"mode": c.mode if c.algo else "guidance-only", "run_dir": str(self.dir), "preset": list(c.preset),
+                  "selection": meta["selection"]}
         if self.trainer.guidance_role == "train":
             extra = {**common}
             if self.trainer.guidance.needs_next_actions:
-                extra["next_action_source"] = c.policy_path or ("joint policy" if c.algo else "behaviour-cloned diffusion policy")
-            save_artifact(self.dir / "guidance", "guidance", self.trainer.guidance, state["guidance"]["params"],
-                          self.normalizer, rec, c.seed_list, c.steps, extra)
-        if policy is not None:
-            extra = {**common}
+                extra["next_action_source"] = "joint policy" if c.algo else {
+                    "bc": "behaviour-cloned diffusion policy", "untrained": "untrained actor (frozen target)"
+                }.get(c.stage1.next_actions, c.stage1.next_actions)
+            save_artifact(where / "guidance", "guidance", self.trainer.guidance,
+                          GuidanceModule.saved_params(state["guidance"]), self.normalizer, rec, c.seed_list, step, extra)
+        if c.algo:
+            extra = {**common, "sampling": meta["sampling"]}
             if self.frozen_guidance is not None:
                 extra["trained_with_guidance"] = {"path": str(Path(self.frozen_guidance.path).resolve()),
                                                   "kind": self.frozen_guidance.module.kind,
                                                   "fingerprint": self.frozen_guidance.fingerprint,
-                                                  "mismatch_override": self.frozen_guidance.fingerprint != rec["fingerprint"]}
+                                                  "mismatch_override": self.frozen_guidance.fingerprint != rec["fingerprint"],
+                                                  "unfrozen_at": c.stage1.unfreeze_at}
             else:
                 extra["trained_with_guidance"] = {"path": str((self.dir / "guidance").resolve()),
                                                   "kind": self.trainer.guidance.kind}
-            save_artifact(self.dir / "policy", "policy", self.trainer.policy, state["policy"]["ema"],
-                          self.normalizer, rec, c.seed_list, c.steps, extra)
+            save_artifact(where / "policy", "policy", self.trainer.policy, state["policy"]["ema"],
+                          self.normalizer, rec, c.seed_list, step, extra)
+
+    def _finish(self, state, seconds_per_step) -> dict:
+        self._save_artifacts(state, self.dir, self.config.steps)
         summary = self._summary(seconds_per_step)
         write_json_atomic(self.dir / "summary.json", summary)
         return summary
 
+    def _selected_offline(self, evals: list[dict], variant: str) -> dict | None:
+        """Diffusion-QL's offline model selection: per seed, the evaluation whose preceding chunk had
+        the lowest BC loss (no environment returns used to choose)."""
+        bc = {r["step"]: np.asarray(r["policy/bc_loss"]) for r in self.metrics.rows()
+              if r["phase"] == "train" and "policy/bc_loss" in r}
+        rows = [r for r in evals if r["variant"] == variant and r["step"] in bc]
+        if not rows:
+            return None
+        losses = np.stack([bc[r["step"]] for r in rows])  # (evals, seeds)
+        pick = losses.argmin(0)
+        scores = [rows[j]["scores"][i] for i, j in enumerate(pick)]
+        return {"steps": [rows[j]["step"] for j in pick], "scores": scores, "mean": float(np.mean(scores)),
+                "rule": "per seed, the evaluation after the chunk with the lowest BC loss"}
+
     def _summary(self, seconds_per_step) -> dict:
         c = self.config
         evals = [r for r in self.metrics.rows() if r["phase"] == "eval"]
-        final, best = {}, {}
+        final, best, selected = {}, {}, {}
         for r in evals:
             v = r["variant"]
             final[v] = {"step": r["step"], "scores": r["scores"], "mean": float(np.mean(r["scores"]))}
             if v not in best or np.mean(r["scores"]) > best[v]["mean"]:
                 best[v] = final[v]
+        for v in final:
+            picked = self._selected_offline(evals, v)
+            if picked:
+                selected[v] = picked
+        kind = self.frozen_guidance.module.kind if self.frozen_guidance else self.trainer.guidance.kind
         return {
-            "name": self.dir.name, "algo": c.algo, "mode": c.mode if c.algo else "guidance-only",
-            "guidance_kind": (self.frozen_guidance.module.kind if self.frozen_guidance else self.trainer.guidance.kind),
-            "dataset": c.dataset, "dataset_fingerprint": self.dataset.fingerprint, "reference": c.reference,
-            "seeds": c.seed_list, "steps": c.steps, "final": final, "best": best,
+            "name": self.dir.name, "status": "finished", "algo": c.algo, "mode": c.mode if c.algo else "guidance-only",
+            "guidance_kind": kind, "dataset": c.dataset, "dataset_fingerprint": self.dataset.fingerprint,
+            "reference": c.eval.reference, "seeds": c.seed_list, "steps": c.steps,
+            "final": final, "best": best, "selected_offline": selected, "model_selection": c.eval.model_selection,
+            "preset": {"layers": list(c.preset), "selector": c.selector.describe(),
+                       "note": presets.task_note(c.algo, c.guidance_kind, c.dataset)},
+            "episodes": c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
+            "warnings": self.warnings[:20],
             "seconds_per_step": seconds_per_step, "peak_memory_bytes": self.peak_memory_bytes(),
             "dataset_mean_score": float(np.mean(normalized_score(self.dataset.episode_returns, self.dataset.env,
-                                                                 c.reference, self.dataset.attrs))),
+                                                                 c.eval.reference, self.dataset.attrs))),
         }
 
     def peak_memory_bytes(self) -> int | None:
@@ -388,69 +491,9 @@ class Run:
             return None
 
 
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete temporaries a killed process left (`.NAME.XXXX.tmp` files and dirs, `.NAME.old-PID`).
-
-    Call only while holding the run lock: a live writer's temporaries look the same.
-    """
-    removed = []
-    for folder in (run_dir, run_dir / "checkpoints", run_dir / "policy", run_dir / "guidance"):
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            if is_temp_name(p.name):
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
-
-
-def _bc_policy_config():
-    from mdpt.policies.module import PolicyConfig
-
-    return PolicyConfig(algo="idql", net="mlp")  # a light BC sampler: it only supplies next actions
-
-
-def variant_agent(variant: str, policy: Artifact, guidance: Artifact | None, selector: SelectorConfig,
-                  allow_mismatch: bool, seed: int) -> Agent:
-    """guided: own guidance; unguided: plain sampling; random-guidance: an untrained guidance."""
-    if variant == "unguided" or guidance is None:
-        return Agent(policy, None, SelectorConfig("none", selector.beta, 1, selector.temperature, selector.cfg_weight))
-    if variant == "random-guidance":
-        module = guidance.module
-        keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), policy.num_seeds)
-        params = jax.vmap(lambda k: module.init(k)["params"])(keys)
-        guidance = Artifact(module, params, guidance.normalizer, {**guidance.meta}, None)
-        guidance.meta["dataset"] = policy.meta.get("dataset", {})
-    return Agent(policy, guidance, selector, allow_mismatch)
-
-
-def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: int | None = None):
-    """The EvalResult (returns (seeds, episodes), lengths, sim/policy/total seconds) of an agent for all
-    its policy seeds at once; one batched agent call per env step."""
-    from mdpt.evaluation.rollout import evaluate
-
-    key = jax.random.PRNGKey(seed)
-
-    def act_fn(obs, t):
-        return agent.act(obs, jax.random.fold_in(key, t))
-
-    return evaluate(act_fn, env, agent.num_seeds, episodes, seed=seed, max_steps=max_steps)
-
-
 def _progress(total: int, initial: int, enabled: bool, desc: str):
     if not enabled:
         return None
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step", mininterval=2.0)
-
-
-def _versions() -> dict:
-    import flax
-    import optax
-
-    return {"mdpt": __version__, "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "backend": jax.default_backend()}

@@ -20,6 +20,7 @@ Every Run is started with resume=True: re-running a study continues it and skips
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,20 +38,10 @@ STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
 
 
 def make_config(dataset: str, settings: dict, overrides: dict | None = None, sets: list[str] | None = None):
-    """RunConfig from study settings, a base mapping (e.g. --config) and `--set key=value` items."""
-    from mdpt.cli.train_cmd import apply_override
-    from mdpt.experiments.config import RunConfig
+    """RunConfig from study settings over a base mapping (e.g. --config) and `--set key=value` items."""
+    from mdpt.experiments.config import load_config
 
-    d = {"dataset": dataset, **(overrides or {})}
-    for item in sets or []:
-        apply_override(d, item)
-    d.update(settings)
-    config = RunConfig.from_dict(d)
-    if config.algo and config.guidance_kind is None:  # name the guidance in config.json and the report
-        import dataclasses
-
-        config = dataclasses.replace(config, guidance_kind=config.resolved_guidance_kind).validate()
-    return config
+    return load_config(sets=sets, base={"dataset": dataset, **(overrides or {})}, top=settings)
 
 
 def run_all(configs: dict[str, object], runs_dir: Path, log: Callable = print, progress: bool = True,
@@ -63,7 +54,7 @@ def run_all(configs: dict[str, object], runs_dir: Path, log: Callable = print, p
 
     summaries = {}
     for i, (name, config) in enumerate(configs.items(), 1):
-        log(f"[{i}/{len(configs)}] training {name} ({config.algo or config.resolved_guidance_kind}, "
+        log(f"[{i}/{len(configs)}] training {name} ({config.algo or config.guidance_kind}, "
             f"{config.mode if config.algo else 'guidance'}, {config.steps} steps, {config.seeds} seed(s))")
         run = Run(runs_dir / name, config, resume=True, progress=progress, log=log, dataset=dataset)
         summaries[name] = run.execute()
@@ -110,10 +101,12 @@ class StudyOptions:
 
 
 def _budget(o: StudyOptions, **extra) -> dict:
-    d = {"steps": o.steps, "seeds": o.seeds, "eval_every": o.eval_every, "eval_episodes": o.eval_episodes}
-    if o.eval_max_steps is not None:  # else a base config's eval_max_steps (if any) stays
-        d["eval_max_steps"] = o.eval_max_steps
-    return {**d, **extra}
+    ev = {"every": o.eval_every, "episodes": o.eval_episodes}
+    if o.eval_max_steps is not None:  # else a base config's eval.max_steps (if any) stays
+        ev["max_steps"] = o.eval_max_steps
+    if "eval_variants" in extra:
+        ev["variants"] = extra.pop("eval_variants")
+    return {"steps": o.steps, "seeds": o.seeds, "eval": ev, **extra}
 
 
 def study_necessity(o: StudyOptions, log: Callable = print) -> Path:
@@ -155,7 +148,7 @@ def study_transfer(o: StudyOptions, log: Callable = print) -> Path:
                               o.out / "runs" / name / "guidance") for name in configs]
     log("evaluating the policy x guidance matrix")
     transfer_dir = write_transfer(sources, o.out / "transfer", first, episodes=o.eval_episodes,
-                                  max_steps=first.eval_max_steps, allow_mismatch=o.allow_data_mismatch, log=log)
+                                  max_steps=first.eval.max_steps, allow_mismatch=o.allow_data_mismatch, log=log)
     return _report([o.out / "runs" / n for n in configs] + [transfer_dir], o.out, log)
 
 
@@ -206,7 +199,7 @@ def _own_guidance(policy_meta: dict) -> Path | None:
 def evaluate_scores(agent, env, episodes: int, seed: int, max_steps: int | None, reference: str,
                     attrs: dict | None):
     """(EvalResult, scores (S, E)) of an agent for all its policy seeds at once."""
-    from mdpt.experiments.runner import evaluate_agent
+    from mdpt.evaluation.api import evaluate_agent
 
     result = evaluate_agent(agent, env, episodes, seed=seed, max_steps=max_steps)
     return result, result.scores(reference, attrs)
@@ -237,6 +230,7 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
     cells: dict[tuple[str, str], list] = {}
     returns: dict[tuple[str, str], list] = {}
     diagonal, mismatched = [], []
+    selectors: dict[str, str] = {}
     total = sum(1 if g.num_seeds == 1 else g.num_seeds for _, p in pols for _, g in guis)
     done = 0
     for p_lab, p_art in pols:
@@ -253,6 +247,7 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
                 # one compiled agent per (policy, guidance) pair; a seed shift only swaps parameters
                 agent = Agent(p_art, rolled, selector, allow_mismatch) if agent is None \
                     else agent.with_params(p_art.params, rolled.params)
+                selectors[f"{p_lab} x {g_lab}"] = f"{agent.selector.describe()} ({agent.critic_used} critic)"
                 result, scores = evaluate_scores(agent, env, episodes, seed, max_steps, reference, attrs)
                 log(f"  [{done}/{total}] policy {p_lab} x guidance {g_lab} (seed shift {k}): "
                     f"mean score {scores.mean():.1f}")
@@ -310,7 +305,7 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
             "reference": reference, "policies": p_names, "guidances": g_names, "scores": matrix,
             "returns": [[returns[(pn, gn)] for gn in g_names] for pn in p_names],
             "diagonal": diagonal, "mismatched": mismatched, "episodes": episodes, "max_steps": max_steps,
-            "selector": selector.__dict__.copy(), "summary": summary,
+            "selector": {"given": dataclasses.asdict(selector), "resolved": selectors}, "summary": summary,
             "policy_dirs": {lab: str(a.path) for lab, a in pols}, "guidance_dirs": {lab: str(a.path) for lab, a in guis}}
 
 
@@ -330,16 +325,16 @@ def write_transfer(sources: list[TransferSource], out_dir: Path, config, episode
     from mdpt.agent import SelectorConfig
     from mdpt.io import write_bytes_atomic, write_json_atomic
 
-    selector = SelectorConfig(config.selector, config.beta, config.candidates, config.temperature,
-                              config.cfg_weight)
+    # each guidance scores with its own rule and beta, each policy samples with its own candidates
+    selector = SelectorConfig(cfg_weight=config.selector.cfg_weight, critic=config.selector.critic)
     attrs = None
-    if config.reference == "dataset":
+    if config.eval.reference == "dataset":
         from mdpt.data.load import load_dataset
 
         attrs = load_dataset(config.dataset, env=config.env).attrs
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    t = transfer_matrix(sources, selector, config.reference, episodes, 1000 + config.seed, max_steps,
+    t = transfer_matrix(sources, selector, config.eval.reference, episodes, 1000 + config.seed, max_steps,
                         allow_mismatch or config.allow_data_mismatch, attrs, log)
     t["dataset"] = config.dataset
     write_json_atomic(out_dir / "transfer.json", t)
@@ -348,7 +343,7 @@ def write_transfer(sources: list[TransferSource], out_dir: Path, config, episode
                                                 "guidance_kind": "mixed", "seeds": config.seeds,
                                                 "steps": config.steps})
     write_json_atomic(out_dir / "summary.json", {"name": out_dir.name, "algo": "transfer", "mode": "joint",
-                                                 "dataset": config.dataset, "reference": config.reference,
+                                                 "dataset": config.dataset, "reference": config.eval.reference,
                                                  "final": {}, "best": {}, "seconds_per_step": None,
                                                  "peak_memory_bytes": None})
     write_bytes_atomic(out_dir / "metrics.jsonl", b"")

@@ -20,60 +20,85 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mdpt import presets
 from mdpt.errors import MDPTError
 from mdpt.nets.averaging import polyak
 from mdpt.nets.modules import ACTIVATIONS, TwinQ, ValueNet
-from mdpt.nets.optim import adam
+from mdpt.nets.optim import make_optimizer
+from mdpt.settings import setting
 
 GUIDANCE_KINDS = ("iql", "sarsa", "dql-critic")
-
-# Published architectures: IQL/IDQL critics 2 x 256 ReLU with LayerNorm; DQL critics 3 x 256 Mish.
-_KIND_DEFAULTS = {
-    "iql": {"depth": 2, "activation": "relu", "layer_norm": True},
-    "sarsa": {"depth": 2, "activation": "relu", "layer_norm": True},
-    "dql-critic": {"depth": 3, "activation": "mish", "layer_norm": False},
-}
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    kind: str = "iql"
-    hidden: int = 256
-    depth: int | None = None
-    activation: str | None = None
-    layer_norm: bool | None = None
-    expectile: float = 0.7
-    discount: float = 0.99
-    tau: float = 0.005
-    lr: float = 3e-4
-    lr_schedule: str = "constant"
-    grad_clip: float | None = None
+    """A value estimator's architecture and training settings (None: from mdpt.presets)."""
+
+    kind: str | None = setting(None, "value estimator: iql | sarsa | dql-critic (default: the algorithm's)",
+                               alias="guidance_kind", choices=GUIDANCE_KINDS, preset=True)
+    hidden: int | None = setting(None, "width of every hidden layer", preset=True)
+    depth: int | None = setting(None, "number of hidden layers", preset=True)
+    activation: str | None = setting(None, "hidden activation", choices=tuple(ACTIVATIONS), preset=True)
+    first_activation: str | None = setting(None, "activation of the first hidden layer (None: as the others)",
+                                           choices=tuple(ACTIVATIONS), preset=True)
+    layer_norm: bool | None = setting(None, "LayerNorm after every hidden Linear (bounds the critic's features)",
+                                      preset=True)
+    expectile: float | None = setting(None, "IQL expectile tau of the V loss", preset=True)
+    discount: float | None = setting(None, "discount gamma of the TD targets", preset=True)
+    tau: float | None = setting(None, "Polyak rate of the target critic (online weight)", preset=True)
+    lr: float | None = setting(None, "learning rate", preset=True)
+    lr_schedule: str | None = setting(None, "constant | cosine", choices=LR_SCHEDULES, preset=True)
+    lr_decay_steps: int | None = setting(None, "cosine decay horizon in steps (None: the run's length)", preset=True)
+    grad_clip: float | None = setting(None, "global gradient-norm clip (None: no clipping)", preset=True)
+    weight_decay: float | None = setting(None, "AdamW weight decay (0: Adam)", preset=True)
+    update_every: int | None = setting(None, "train the critic every k-th step of a joint run", preset=True)
+    max_q_backup: bool | None = setting(None, "dql-critic: back up the max over sampled next actions", preset=True)
+    backup_samples: int | None = setting(None, "next actions sampled per state for max_q_backup", preset=True)
 
     def resolved(self) -> GuidanceConfig:
-        self.validate()
-        filled = {k: v for k, v in _KIND_DEFAULTS[self.kind].items() if getattr(self, k) is None}
-        return dataclasses.replace(self, **filled)
+        """Every None filled from the kind's preset (mdpt.presets)."""
+        if self.kind is not None and self.kind not in GUIDANCE_KINDS:
+            raise MDPTError(f"unknown guidance kind {self.kind!r}; use one of: {', '.join(GUIDANCE_KINDS)}")
+        kind = self.kind or presets.STANDALONE_KIND
+        defaults = {**presets.GUIDANCE_COMMON, **presets.GUIDANCE[kind]}
+        preset_keys = {f.name for f in dataclasses.fields(self) if f.metadata.get("preset")}
+        filled = {k: defaults[k] for k in preset_keys - {"kind"} if getattr(self, k) is None and k in defaults}
+        out = dataclasses.replace(self, kind=kind, **filled)
+        out.validate()
+        return out
 
     def validate(self) -> None:
-        if self.kind not in GUIDANCE_KINDS:
-            raise MDPTError(f"unknown guidance kind {self.kind!r}; use one of: {', '.join(GUIDANCE_KINDS)}")
-        if not 0.0 < self.expectile < 1.0:
-            raise MDPTError(f"expectile must be in (0, 1), got {self.expectile}")
-        if not 0.0 <= self.discount < 1.0:
-            raise MDPTError(f"discount must be in [0, 1), got {self.discount}")
-        if not 0.0 < self.tau <= 1.0:
-            raise MDPTError(f"target update rate tau must be in (0, 1], got {self.tau}")
-        if self.hidden < 1 or (self.depth is not None and self.depth < 1):
-            raise MDPTError("guidance hidden width and depth must be positive")
-        if self.lr <= 0:
-            raise MDPTError(f"learning rate must be positive, got {self.lr}")
-        if self.activation is not None and self.activation not in ACTIVATIONS:
-            raise MDPTError(f"unknown activation {self.activation!r}; use one of: {', '.join(ACTIVATIONS)}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise MDPTError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        checks = [
+            (0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}"),
+            (0.0 <= self.discount < 1.0, f"discount must be in [0, 1), got {self.discount}"),
+            (0.0 < self.tau <= 1.0, f"target update rate tau must be in (0, 1], got {self.tau}"),
+            (self.hidden >= 1 and self.depth >= 1, "guidance hidden width and depth must be positive"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"),
+            (self.lr_decay_steps is None or self.lr_decay_steps >= 1, "lr_decay_steps must be >= 1"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.update_every >= 1, f"update_every must be >= 1, got {self.update_every}"),
+            (self.backup_samples >= 1, f"backup_samples must be >= 1, got {self.backup_samples}"),
+            (self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
+            (self.first_activation is None or self.first_activation in ACTIVATIONS,
+             f"unknown activation {self.first_activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MDPTError(message)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> GuidanceConfig:
+        """A saved config; keys added after it was written take the values that reproduce it
+        (LayerNorm and activations were always recorded; the rest defaulted to these)."""
+        old = {"first_activation": None, "lr_decay_steps": None, "weight_decay": 0.0, "update_every": 1,
+               "max_q_backup": False, "backup_samples": 10}
+        return cls(**{**old, **d})
 
 
 def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
@@ -87,9 +112,10 @@ class GuidanceModule:
         self.config = config.resolved()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         c = self.config
-        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm)
-        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm) if self.has_v else None
-        self.optimizer = adam(c.lr, c.lr_schedule, total_steps, c.grad_clip)
+        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm, c.first_activation)
+        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm, c.first_activation) if self.has_v else None
+        self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps, c.grad_clip,
+                                        c.weight_decay)
 
     @property
     def kind(self) -> str:
@@ -103,7 +129,12 @@ class GuidanceModule:
     def needs_next_actions(self) -> bool:
         return self.config.kind == "dql-critic"
 
-    # ----- evaluation functions (params are the online parameters {'q': ..., 'v': ...}) -----
+    @property
+    def next_action_samples(self) -> int:
+        """Next actions a dql-critic update wants per next state (max-Q backup samples several)."""
+        return self.config.backup_samples if self.config.max_q_backup else 1
+
+    # ----- evaluation functions (params are {'q': ..., 'v': ...}, optionally 'target_q') -----
     def q(self, params, obs, act) -> jax.Array:
         """Both heads, shape (2, ...)."""
         return self.q_net.apply(params["q"], obs, act)
@@ -130,6 +161,13 @@ class GuidanceModule:
     def action_grad(self, params, obs, act) -> jax.Array:
         return jax.grad(lambda a: self.q_min(params, obs, a).sum())(act)
 
+    @staticmethod
+    def scoring_params(params: dict, critic: str = "target") -> dict:
+        """Parameters to score actions with: the target (Polyak) critic when saved and asked for."""
+        if critic == "target" and "target_q" in params:
+            return {**params, "q": params["target_q"]}
+        return params
+
     # ----- training -----
     def init(self, key: jax.Array) -> dict:
         kq, kv = jax.random.split(key)
@@ -140,13 +178,41 @@ class GuidanceModule:
         opt = {k: self.optimizer.init(p) for k, p in params.items()}
         return {"params": params, "target_q": params["q"], "opt": opt}
 
+    def init_from(self, params: dict) -> dict:
+        """Training state that continues from saved parameters (a frozen guidance unfrozen)."""
+        online = {k: v for k, v in params.items() if k != "target_q"}
+        opt = {k: self.optimizer.init(p) for k, p in online.items()}
+        return {"params": online, "target_q": params.get("target_q", online["q"]), "opt": opt}
+
+    @staticmethod
+    def saved_params(state: dict) -> dict:
+        """What an artifact stores: online parameters and the target critic."""
+        return {**state["params"], "target_q": state["target_q"]}
+
     def _apply_grads(self, state: dict, name: str, grads) -> dict:
         updates, opt = self.optimizer.update(grads, state["opt"][name], state["params"][name])
         params = {**state["params"], name: optax.apply_updates(state["params"][name], updates)}
         return {**state, "params": params, "opt": {**state["opt"], name: opt}}
 
+    def _next_value(self, state: dict, batch: dict, next_actions) -> jax.Array:
+        c = self.config
+        if c.kind == "iql":
+            return self.v_net.apply(state["params"]["v"], batch["next_obs"])
+        if c.kind == "sarsa":
+            return self.q_net.apply(state["target_q"], batch["next_obs"], batch["next_act"]).min(0)
+        if next_actions is None:
+            raise ValueError("dql-critic guidance needs next actions from a policy")
+        if next_actions.ndim == batch["act"].ndim:
+            return self.q_net.apply(state["target_q"], batch["next_obs"], next_actions).min(0)
+        # max-Q backup (Diffusion-QL): per head the max over K sampled next actions, then the min.
+        k = next_actions.shape[0]
+        obs = jnp.broadcast_to(batch["next_obs"], (k,) + batch["next_obs"].shape)
+        qs = self.q_net.apply(state["target_q"], obs, next_actions)  # (2, K, B)
+        return qs.max(1).min(0)
+
     def update(self, state: dict, batch: dict, next_actions: jax.Array | None = None) -> tuple[dict, dict]:
-        """One gradient step on a batch. `next_actions` is required for `dql-critic` only."""
+        """One gradient step on a batch. `next_actions` (B, A), or (K, B, A) with max_q_backup, is
+        required for `dql-critic` only."""
         c = self.config
         metrics = {}
         if self.has_v:
@@ -161,24 +227,19 @@ class GuidanceModule:
             state = self._apply_grads(state, "v", g)
             metrics.update({"guidance/v_loss": lv, "guidance/v_mean": v.mean()})
 
-        if c.kind == "iql":
-            next_value = self.v_net.apply(state["params"]["v"], batch["next_obs"])
-        else:
-            if c.kind == "dql-critic":
-                if next_actions is None:
-                    raise ValueError("dql-critic guidance needs next actions from a policy")
-                a_next = next_actions
-            else:
-                a_next = batch["next_act"]
-            next_value = self.q_net.apply(state["target_q"], batch["next_obs"], a_next).min(0)
+        next_value = self._next_value(state, batch, next_actions)
         target = jax.lax.stop_gradient(batch["rew"] + c.discount * batch["mask"] * next_value)
+        # SARSA rows whose next action the file does not hold (a time-limit cut) carry no target.
+        weight = batch["next_valid"] if c.kind == "sarsa" else jnp.ones_like(target)
 
         def q_loss(qp):
             qs = self.q_net.apply(qp, batch["obs"], batch["act"])
-            return ((qs - target) ** 2).mean(-1).sum(), qs
+            per_row = ((qs - target) ** 2).sum(0)
+            return (weight * per_row).sum() / jnp.maximum(weight.sum(), 1.0), qs
 
         (lq, qs), g = jax.value_and_grad(q_loss, has_aux=True)(state["params"]["q"])
         state = self._apply_grads(state, "q", g)
         state = {**state, "target_q": polyak(state["target_q"], state["params"]["q"], c.tau)}
-        metrics.update({"guidance/q_loss": lq, "guidance/q_mean": qs.mean()})
+        metrics.update({"guidance/q_loss": lq, "guidance/q_mean": qs.mean(),
+                        "guidance/q_abs_max": jnp.abs(qs).max()})
         return state, metrics

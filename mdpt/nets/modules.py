@@ -32,7 +32,7 @@ def _mish_jvp(primals, tangents):
     return jnp.where(x > 20.0, x, x * n / d), slope * t
 
 
-ACTIVATIONS: dict[str, Callable] = {"mish": mish, "relu": nn.relu, "swish": nn.swish, "gelu": nn.gelu}
+ACTIVATIONS: dict[str, Callable] = {"mish": mish, "relu": nn.relu, "swish": nn.swish, "gelu": nn.gelu, "tanh": jnp.tanh}
 
 
 def activation(name: str) -> Callable:
@@ -127,20 +127,23 @@ class LNResNetNoiseNet(nn.Module):
 
 
 class MLP(nn.Module):
+    """depth x [Dense, LayerNorm (optional), activation] -> Dense(out_dim); the first hidden layer
+    may use its own activation (the authors' DQL critic: Tanh first, Mish after)."""
+
     hidden: int
     depth: int
     out_dim: int
     act_name: str = "relu"
     layer_norm: bool = False
+    first_act_name: str | None = None
 
     @nn.compact
     def __call__(self, h):
-        act = activation(self.act_name)
-        for _ in range(self.depth):
+        for i in range(self.depth):
             h = nn.Dense(self.hidden)(h)
             if self.layer_norm:
                 h = nn.LayerNorm()(h)
-            h = act(h)
+            h = activation(self.first_act_name if i == 0 and self.first_act_name else self.act_name)(h)
         return nn.Dense(self.out_dim)(h)
 
 
@@ -151,13 +154,14 @@ class TwinQ(nn.Module):
     depth: int = 2
     act_name: str = "relu"
     layer_norm: bool = False
+    first_act_name: str | None = None
 
     @nn.compact
     def __call__(self, obs, act):
         h = jnp.concatenate([obs, act], axis=-1)
         ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=2)
-        return ensemble(self.hidden, self.depth, 1, self.act_name, self.layer_norm)(h)[..., 0]
+        return ensemble(self.hidden, self.depth, 1, self.act_name, self.layer_norm, self.first_act_name)(h)[..., 0]
 
 
 class ValueNet(nn.Module):
@@ -165,7 +169,8 @@ class ValueNet(nn.Module):
     depth: int = 2
     act_name: str = "relu"
     layer_norm: bool = False
+    first_act_name: str | None = None
 
     @nn.compact
     def __call__(self, obs):
-        return MLP(self.hidden, self.depth, 1, self.act_name, self.layer_norm)(obs)[..., 0]
+        return MLP(self.hidden, self.depth, 1, self.act_name, self.layer_norm, self.first_act_name)(obs)[..., 0]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import optax
 
 
-def adam(lr: float, schedule: str = "constant", total_steps: int | None = None,
-         grad_clip: float | None = None, weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """Adam(W) with an optional cosine decay of the learning rate to 0 over `total_steps`."""
-    if schedule == "cosine" and total_steps:
-        lr = optax.cosine_decay_schedule(lr, max(int(total_steps), 1))
+def make_optimizer(lr: float, schedule: str = "constant", decay_steps: int | None = None,
+                   grad_clip: float | None = None, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """Adam, or AdamW with `weight_decay` > 0; an optional cosine decay of the learning rate to 0
+    over `decay_steps` (then held at 0) and global gradient-norm clipping before the update."""
+    if schedule == "cosine" and decay_steps:
+        lr = optax.cosine_decay_schedule(lr, max(int(decay_steps), 1))
     opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
     if grad_clip:
         opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)

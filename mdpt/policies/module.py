@@ -22,57 +22,52 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mdpt import presets
 from mdpt.diffusion import ddpm
 from mdpt.errors import MDPTError
 from mdpt.nets.averaging import polyak
 from mdpt.nets.modules import DQLNoiseNet, LNResNetNoiseNet
-from mdpt.nets.optim import adam
+from mdpt.nets.optim import make_optimizer
+from mdpt.settings import setting
 
 POLICY_ALGOS = ("dql", "idql", "edp", "cfg")
 NETS = ("mlp", "lnresnet")
 SAMPLERS = ("ddpm", "ddim")
-
-_ALGO_DEFAULTS = {
-    # Diffusion-QL: DQL MLP, T=5 VP, eta=1, cosine lr, EMA 0.995 every 5 steps after 1000.
-    "dql": {"net": "mlp", "T": 5, "eta": 1.0, "lr_schedule": "cosine", "ema_decay": 0.995,
-            "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5},
-    # IDQL: LN-ResNet, T=5, pure BC, cosine lr, EMA with tau 0.001 every step.
-    "idql": {"net": "lnresnet", "T": 5, "eta": 0.0, "lr_schedule": "cosine", "ema_decay": 0.999,
-             "ema_every": 1, "ema_start": 0, "sampler": "ddpm", "sample_steps": 5},
-    # EDP: T=50, one-step Q term, DDIM (first-order DPM-Solver) with 15 steps at inference.
-    "edp": {"net": "mlp", "T": 50, "eta": 1.0, "lr_schedule": "cosine", "ema_decay": 0.995,
-            "ema_every": 5, "ema_start": 1000, "sampler": "ddim", "sample_steps": 15},
-    "cfg": {"net": "mlp", "T": 5, "eta": 0.0, "lr_schedule": "cosine", "ema_decay": 0.995,
-            "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5},
-}
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    algo: str = "dql"
-    net: str | None = None
-    hidden: int = 256
-    depth: int = 3
-    dropout: float = 0.1
-    T: int | None = None
-    beta_min: float = 0.1
-    beta_max: float = 10.0
-    eta: float | None = None
-    lr: float = 3e-4
-    lr_schedule: str | None = None
-    grad_clip: float | None = None
-    ema_decay: float | None = None
-    ema_every: int | None = None
-    ema_start: int | None = None
-    sampler: str | None = None
-    sample_steps: int | None = None
-    cond_dropout: float = 0.1
-    cond_bins: tuple[float, ...] = ()
+    """A diffusion policy's network, diffusion and training settings (None: from mdpt.presets)."""
+
+    algo: str = setting("dql", "dql | idql | edp | cfg (set by the run's algo)", choices=POLICY_ALGOS)
+    net: str | None = setting(None, "noise network: mlp (Diffusion-QL) | lnresnet (IDQL)", choices=NETS, preset=True)
+    hidden: int = setting(256, "width of the noise network's hidden layers")
+    depth: int = setting(3, "hidden layers (mlp) or residual blocks (lnresnet)")
+    dropout: float = setting(0.1, "dropout in lnresnet blocks")
+    T: int | None = setting(None, "diffusion steps", preset=True)
+    beta_min: float = setting(0.1, "VP schedule beta_min")
+    beta_max: float = setting(10.0, "VP schedule beta_max")
+    eta: float | None = setting(None, "weight of the Q term in the policy loss (0: pure BC)", preset=True)
+    lr: float | None = setting(None, "learning rate", preset=True)
+    lr_schedule: str | None = setting(None, "constant | cosine", choices=LR_SCHEDULES, preset=True)
+    lr_decay_steps: int | None = setting(None, "cosine decay horizon in steps (None: the run's length)", preset=True)
+    grad_clip: float | None = setting(None, "global gradient-norm clip (None: no clipping)", preset=True)
+    weight_decay: float | None = setting(None, "AdamW weight decay (0: Adam)", preset=True)
+    ema_decay: float | None = setting(None, "EMA decay of the sampling copy", preset=True)
+    ema_every: int | None = setting(None, "EMA update every k steps", preset=True)
+    ema_start: int | None = setting(None, "EMA copy frozen at the initial parameters until this step", preset=True)
+    sampler: str | None = setting(None, "inference sampler: ddpm | ddim", choices=SAMPLERS, preset=True)
+    sample_steps: int | None = setting(None, "sampler steps at inference", preset=True)
+    cond_dropout: float = setting(0.1, "cfg: probability of dropping the condition in training")
+    cond_bins: tuple[float, ...] = setting((), "cfg: advantage bin edges (empty: the label 1[A >= 0])")
 
     def resolved(self) -> PolicyConfig:
+        """Every None filled from the algorithm's preset (mdpt.presets)."""
         if self.algo not in POLICY_ALGOS:
             raise MDPTError(f"unknown policy algo {self.algo!r}; use one of: {', '.join(POLICY_ALGOS)}")
-        filled = {k: v for k, v in _ALGO_DEFAULTS[self.algo].items() if getattr(self, k) is None}
+        defaults = presets.ALGORITHMS[self.algo]["policy"]
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         out = dataclasses.replace(self, **filled, cond_bins=tuple(float(b) for b in self.cond_bins))
         out.validate()
         return out
@@ -87,7 +82,10 @@ class PolicyConfig:
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.eta >= 0.0, f"eta must be >= 0, got {self.eta}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}"),
+            (self.lr_decay_steps is None or self.lr_decay_steps >= 1, "lr_decay_steps must be >= 1"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.ema_every >= 1 and self.ema_start >= 0, "ema_every must be >= 1 and ema_start >= 0"),
             (0.0 <= self.cond_dropout < 1.0, f"cond_dropout must be in [0, 1), got {self.cond_dropout}"),
@@ -109,7 +107,8 @@ class PolicyConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> PolicyConfig:
-        d = dict(d)
+        """A saved config; keys added after it was written take the values that reproduce it."""
+        d = {"lr_decay_steps": None, "weight_decay": 0.0, **d}
         d["cond_bins"] = tuple(d.get("cond_bins", ()))
         return cls(**d)
 
@@ -123,7 +122,7 @@ class DiffusionPolicy:
         else:
             self.net = LNResNetNoiseNet(act_dim, c.hidden, c.depth, c.dropout, num_classes=c.num_classes)
         self.tab = ddpm.vp_schedule(c.T, c.beta_min, c.beta_max).table()
-        self.optimizer = adam(c.lr, c.lr_schedule, total_steps, c.grad_clip)
+        self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps, c.grad_clip, c.weight_decay)
 
     @property
     def algo(self) -> str:

@@ -77,17 +77,45 @@ class Trainer:
     def _policy_sample_params(self, state, frozen):
         return state["policy"]["ema"] if self.policy_role == "train" else frozen["policy"]
 
-    def step(self, state: dict, frozen: dict, arrays: dict) -> tuple[dict, dict]:
+    def _next_actions(self, state, frozen, next_obs, key):
+        """Next actions for a dql-critic target from the policy's sampling copy: (B, A), or
+        (K, B, A) when the critic backs up the max over K samples."""
+        params = self._policy_sample_params(state, frozen)
+        k = self.guidance.next_action_samples
+        if k == 1:
+            return jax.lax.stop_gradient(self.policy.sample(params, next_obs, key))
+        many = jnp.broadcast_to(next_obs, (k,) + next_obs.shape)
+        return jax.lax.stop_gradient(self.policy.sample(params, many, key))
+
+    def _guidance_step(self, state, frozen, batch, key):
+        next_actions = None
+        if self.guidance.needs_next_actions:
+            next_actions = self._next_actions(state, frozen, batch["next_obs"], key)
+        return self.guidance.update(state["guidance"], batch, next_actions)
+
+    def _guidance_metric_template(self, state, frozen, batch, key):
+        return jax.eval_shape(lambda: self._guidance_step(state, frozen, batch, key)[1])
+
+    def step(self, state: dict, frozen: dict, arrays: dict, step_index=None) -> tuple[dict, dict]:
+        """One training step. `step_index` (not per seed) decides whether a critic trained every
+        k-th step (`guidance.update_every`) updates now; None: it always does."""
         key, k_batch, k_next, k_policy = jax.random.split(state["key"], 4)
         batch = sample_batch(arrays, k_batch, self.batch_size)
         state = {**state, "key": key}
         metrics = {}
         if self.guidance_role == "train":
-            next_actions = None
-            if self.guidance.needs_next_actions:
-                params = self._policy_sample_params(state, frozen)
-                next_actions = jax.lax.stop_gradient(self.policy.sample(params, batch["next_obs"], k_next))
-            state["guidance"], m = self.guidance.update(state["guidance"], batch, next_actions)
+            every = self.guidance.config.update_every
+            if every == 1 or step_index is None:
+                state["guidance"], m = self._guidance_step(state, frozen, batch, k_next)
+            else:
+                template = self._guidance_metric_template(state, frozen, batch, k_next)
+
+                def skip(st):
+                    return st["guidance"], jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), template)
+
+                state["guidance"], m = jax.lax.cond(step_index % every == 0,
+                                                    lambda st: self._guidance_step(st, frozen, batch, k_next),
+                                                    skip, state)
             metrics.update(m)
         if self.policy_role == "train":
             gparams, obs_map = self._guidance_params(state, frozen)
@@ -109,14 +137,24 @@ class Trainer:
         return state, metrics
 
     # ----- chunks -----
-    def _chunk(self, state, frozen, arrays, steps: int):
-        def body(carry, _):
-            return self.step(carry, frozen, arrays)
+    def _chunk(self, state, frozen, arrays, start, steps: int):
+        def body(carry, i):
+            return self.step(carry, frozen, arrays, start + i)
 
-        state, metrics = jax.lax.scan(body, state, None, length=steps)
-        summary = {k: v.mean() for k, v in metrics.items()}
-        summary.update({f"{k}@last": v[-1] for k, v in metrics.items()})
-        finite = jnp.stack([jnp.isfinite(v) for v in metrics.values()]).all(0)
+        index = jnp.arange(steps, dtype=jnp.int32)
+        state, metrics = jax.lax.scan(body, state, index)
+        every = self.guidance.config.update_every if self.guidance_role == "train" else 1
+        critic_ran = (start + index) % every == 0
+        summary, ran_of = {}, {}
+        for k, v in metrics.items():
+            ran = ran_of[k] = critic_ran if k.startswith("guidance/") else jnp.ones_like(critic_ran)
+            if k.endswith("_max"):
+                summary[k] = jnp.where(ran, v, -jnp.inf).max()
+            else:
+                summary[k] = jnp.where(ran, v, 0.0).sum() / jnp.maximum(ran.sum(), 1)
+            last = jnp.max(jnp.where(ran, jnp.arange(steps), -1))
+            summary[f"{k}@last"] = v[jnp.maximum(last, 0)]
+        finite = jnp.stack([jnp.isfinite(v) | ~ran_of[k] for k, v in metrics.items()]).all(0)
         summary["nonfinite_at"] = jnp.where(finite.all(), -1, jnp.argmin(finite))
         return state, summary
 
@@ -130,12 +168,14 @@ class Trainer:
         cache_key = (steps, state["key"].shape[0])
         if cache_key not in self._compiled:
             # The dataset is an argument shared by all seeds (a closed-over array would be baked
-            # into the executable as a constant).
-            fn = jax.vmap(lambda s, f, a: self._chunk(s, f, a, steps), in_axes=(0, self._frozen_in_axes, None))
+            # into the executable as a constant); so is the step counter `start`, which keeps a
+            # critic's every-k-th-step update a real branch rather than a per-seed select.
+            fn = jax.vmap(lambda s, f, a, t: self._chunk(s, f, a, t, steps), in_axes=(0, self._frozen_in_axes, None, None))
             jitted = jax.jit(fn, donate_argnums=(0,))
-            self._compiled[cache_key] = jitted.lower(state, self._frozen_args, self.arrays).compile()
+            self._compiled[cache_key] = jitted.lower(state, self._frozen_args, self.arrays, jnp.int32(0)).compile()
         return self._compiled[cache_key]
 
-    def run(self, state: dict, steps: int) -> tuple[dict, dict]:
-        """Advance every seed by `steps` steps; metrics are chunk means (and '@last'), per seed."""
-        return self.compiled(state, steps)(state, self._frozen_args, self.arrays)
+    def run(self, state: dict, steps: int, start: int = 0) -> tuple[dict, dict]:
+        """Advance every seed by `steps` steps from global step `start`; metrics are chunk means
+        (maxima for '*_max' keys) and '@last' values, per seed."""
+        return self.compiled(state, steps)(state, self._frozen_args, self.arrays, jnp.int32(start))

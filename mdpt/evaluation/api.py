@@ -1,0 +1,101 @@
+"""`mdpt.evaluate`: a policy (every seed at once) with any compatible guidance, in its bullet env.
+
+The one evaluation entry point: the command line, the runner, the studies and the reports all
+call `evaluate` or, with an agent already built, `evaluate_agent`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+
+from mdpt.agent import Agent, SelectorConfig
+from mdpt.artifacts import Artifact, load_guidance, load_policy
+from mdpt.errors import MDPTError
+
+VARIANTS = ("guided", "unguided", "random-guidance")
+
+
+@dataclass
+class Evaluation:
+    """Scores (seeds, episodes) of one evaluation, with what produced them."""
+
+    result: object  # evaluation.rollout.EvalResult
+    scores: np.ndarray
+    reference: str
+    record: dict = field(default_factory=dict)  # the agent's record: selector, its sources, critic, guidance
+
+    @property
+    def returns(self) -> np.ndarray:
+        return self.result.returns
+
+    def summary(self) -> dict:
+        from mdpt.evaluation import stats
+
+        return stats.summarize(self.scores)
+
+
+def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: int | None = None):
+    """The EvalResult (returns (seeds, episodes), lengths, timings) of an agent for all its policy
+    seeds at once; one batched agent call per env step."""
+    from mdpt.evaluation.rollout import evaluate as rollout
+
+    key = jax.random.PRNGKey(seed)
+
+    def act_fn(obs, t):
+        return agent.act(obs, jax.random.fold_in(key, t))
+
+    return rollout(act_fn, env, agent.num_seeds, episodes, seed=seed, max_steps=max_steps)
+
+
+def _as_policy(policy) -> Artifact:
+    return policy if isinstance(policy, Artifact) else load_policy(policy)
+
+
+def _as_guidance(guidance) -> list[Artifact]:
+    if guidance is None:
+        return []
+    items = guidance if isinstance(guidance, list | tuple) else [guidance]
+    return [g if isinstance(g, Artifact) else load_guidance(g) for g in items]
+
+
+def evaluate(policy: Artifact | str | os.PathLike, guidance=None, *, selector: SelectorConfig | None = None,
+             episodes: int = 10, seed: int = 0, max_steps: int | None = None, reference: str = "d4rl",
+             dataset_attrs: dict | None = None, allow_mismatch: bool = False) -> Evaluation:
+    """Evaluate every seed of `policy` (an artifact or its directory) with `guidance` (None, one
+    artifact or directory, or a list of them: an ensemble). Unset selector fields come from the
+    modules' own presets; `reference='dataset'` needs the dataset's attrs."""
+    from mdpt.data.registry import env_spec_for
+
+    if episodes < 1:
+        raise MDPTError(f"episodes must be >= 1, got {episodes}")
+    pol = _as_policy(policy)
+    guides = _as_guidance(guidance)
+    if selector is None:
+        selector = SelectorConfig() if guides else SelectorConfig("none")
+    agent = Agent(pol, guides or None, selector, allow_mismatch)
+    env_id = (pol.meta.get("dataset") or {}).get("env_id")
+    if not env_id:
+        raise MDPTError(f"{pol.path}: metadata records no dataset env_id")
+    env = env_spec_for(env_id)
+    result = evaluate_agent(agent, env, episodes, seed, max_steps)
+    return Evaluation(result, result.scores(reference, dataset_attrs), reference, dict(agent.record))
+
+
+def variant_agent(variant: str, policy: Artifact, guidance: Artifact | None, selector: SelectorConfig,
+                  allow_mismatch: bool, seed: int) -> Agent:
+    """guided: own guidance; unguided: plain sampling; random-guidance: an untrained guidance."""
+    if variant not in VARIANTS:
+        raise MDPTError(f"unknown evaluation variant {variant!r}; use one of: {', '.join(VARIANTS)}")
+    if variant == "unguided" or guidance is None:
+        return Agent(policy, None, SelectorConfig("none", selector.beta, 1, selector.temperature, selector.cfg_weight))
+    if variant == "random-guidance":
+        module = guidance.module
+        keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), policy.num_seeds)
+        params = jax.vmap(lambda k: module.init(k)["params"])(keys)
+        meta = {**guidance.meta, "dataset": policy.meta.get("dataset", {})}
+        guidance = Artifact(module, params, guidance.normalizer, meta, None)
+    return Agent(policy, guidance, selector, allow_mismatch)
