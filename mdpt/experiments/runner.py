@@ -303,7 +303,7 @@ class Run:
         return self.config.divergence.action != "stop"
 
     def _write_stopped_summary(self, status: str, message: str) -> None:
-        write_json_atomic(self.dir / "summary.json", {**self._summary(None), "status": status, "stopped": message})
+        write_json_atomic(self.dir / "summary.json", {**self._summary(None, None), "status": status, "stopped": message})
 
     def _check_finite(self, m: dict, step: int) -> None:
         bad = np.asarray(m["nonfinite_at"])
@@ -449,7 +449,7 @@ class Run:
         return {"steps": [rows[j]["step"] for j in pick], "scores": scores, "mean": float(np.mean(scores)),
                 "rule": "per seed, the evaluation after the chunk with the lowest BC loss"}
 
-    def _summary(self, seconds_per_step) -> dict:
+    def _summary(self, seconds_per_step, peak_memory: int | None | str = "measure") -> dict:
         c = self.config
         evals = [r for r in self.metrics.rows() if r["phase"] == "eval"]
         final, best, selected = {}, {}, {}
@@ -472,7 +472,8 @@ class Run:
                        "note": presets.task_note(c.algo, c.guidance_kind, c.dataset)},
             "episodes": c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
             "warnings": self.warnings[:20],
-            "seconds_per_step": seconds_per_step, "peak_memory_bytes": self.peak_memory_bytes(),
+            "seconds_per_step": seconds_per_step,
+            "peak_memory_bytes": self.peak_memory_bytes() if peak_memory == "measure" else peak_memory,
             "dataset_mean_score": float(np.mean(normalized_score(self.dataset.episode_returns, self.dataset.env,
                                                                  c.eval.reference, self.dataset.attrs))),
         }

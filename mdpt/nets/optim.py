@@ -13,5 +13,7 @@ def make_optimizer(lr: float, schedule: str = "constant", decay_steps: int | Non
         lr = optax.cosine_decay_schedule(lr, max(int(decay_steps), 1))
     opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
     if grad_clip:
-        opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
+        # the clip norm lives in the optimizer state, so that runs with different clip norms
+        # (Diffusion-QL's per-task values) can share one compiled program (experiments/group.py)
+        opt = optax.chain(optax.inject_hyperparams(optax.clip_by_global_norm)(max_norm=float(grad_clip)), opt)
     return opt

@@ -28,7 +28,12 @@ ROLES = ("train", "frozen", None)
 
 @dataclass
 class Trainer:
-    arrays: dict  # device arrays from data.batches.device_arrays
+    """Trains S seeds in one program; with `groups` = D, D datasets of one environment too (the
+    replicas of a program are then (D, S): `arrays` stacked by `data.batches.stack_arrays`, frozen
+    leaves and state with a leading dataset axis). A grouped program computes what D separate
+    runs with the same seeds would."""
+
+    arrays: dict  # device arrays from data.batches.device_arrays (or stacked: see `groups`)
     policy: DiffusionPolicy | None = None
     guidance: GuidanceModule | None = None
     policy_role: str | None = None
@@ -37,6 +42,7 @@ class Trainer:
     # Frozen parameters: {'guidance': params, 'policy': params, 'guidance_obs': (scale, shift)}.
     # Each leaf has a leading seed axis of size S, or of size 1 to share one module across seeds.
     frozen: dict = field(default_factory=dict)
+    groups: int | None = None  # D datasets stacked along a leading axis of arrays, frozen and state
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -47,15 +53,21 @@ class Trainer:
         if self.guidance_role == "train" and self.guidance.needs_next_actions and self.policy_role is None:
             raise ValueError("dql-critic guidance needs a policy for its next actions")
         # A leaf with a seed axis of size 1 is shared by every seed (vmapped with in_axes=None).
-        self._frozen_in_axes = {k: jax.tree.map(lambda x: 0 if x.shape[0] > 1 else None, v)
+        seed_axis = 1 if self.groups else 0
+        self._frozen_in_axes = {k: jax.tree.map(lambda x: 0 if x.shape[seed_axis] > 1 else None, v)
                                 for k, v in self.frozen.items()}
-        self._frozen_args = {k: jax.tree.map(lambda x: jnp.asarray(x if x.shape[0] > 1 else x[0]), v)
+        self._frozen_args = {k: jax.tree.map(lambda x: jnp.asarray(x if x.shape[seed_axis] > 1
+                                                                   else np.take(x, 0, axis=seed_axis)), v)
                              for k, v in self.frozen.items()}
 
     # ----- state -----
     def init(self, seeds: list[int] | np.ndarray) -> dict:
+        """Initial state of every seed (and dataset group: the same seeds start every group)."""
         keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-        return jax.jit(jax.vmap(self._init_one))(keys)
+        fn = jax.vmap(self._init_one)
+        if self.groups:
+            return jax.jit(lambda k: jax.tree.map(lambda x: jnp.stack([x] * self.groups), fn(k)))(keys)
+        return jax.jit(fn)(keys)
 
     def _init_one(self, key):
         k_pol, k_guid, k_train = jax.random.split(key, 3)
@@ -165,12 +177,14 @@ class Trainer:
     def compiled(self, state: dict, steps: int):
         """The seed-vmapped chunk of `steps` steps, compiled ahead of time once per length; the same
         executable serves training and XLA's cost/memory analysis."""
-        cache_key = (steps, state["key"].shape[0])
+        cache_key = (steps, state["key"].shape[:2] if self.groups else state["key"].shape[0])
         if cache_key not in self._compiled:
             # The dataset is an argument shared by all seeds (a closed-over array would be baked
             # into the executable as a constant); so is the step counter `start`, which keeps a
             # critic's every-k-th-step update a real branch rather than a per-seed select.
             fn = jax.vmap(lambda s, f, a, t: self._chunk(s, f, a, t, steps), in_axes=(0, self._frozen_in_axes, None, None))
+            if self.groups:
+                fn = jax.vmap(fn, in_axes=(0, 0, 0, None))
             jitted = jax.jit(fn, donate_argnums=(0,))
             self._compiled[cache_key] = jitted.lower(state, self._frozen_args, self.arrays, jnp.int32(0)).compile()
         return self._compiled[cache_key]

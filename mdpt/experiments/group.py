@@ -1,0 +1,178 @@
+"""Several runs that differ only in their dataset (one environment) trained as one program.
+
+On an accelerator a program with 5 seeds leaves the device mostly idle; stacking the datasets of
+one environment (their observation and action sizes agree) multiplies the replicas per program
+at almost no cost per step. Each run keeps its own directory, exactly as a `Run` writes it
+(config.json, metrics.jsonl, checkpoints/, artifacts, summary.json), and computes what it would
+have computed alone with the same seeds (tested). Group training does not evaluate: the summary
+says `status: trained` and `mdpt reproduce` (or `mdpt evaluate`) evaluates the artifacts later,
+on a machine with the simulator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mdpt.data.batches import stack_arrays
+from mdpt.errors import MDPTError
+from mdpt.experiments.config import RunConfig
+from mdpt.experiments.rundir import RunLock, remove_stale_temporaries
+from mdpt.experiments.runner import Run, _to_list
+from mdpt.io import read_json, write_json_atomic
+from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from mdpt.training.trainer import Trainer
+
+# settings that may differ between the runs of a group
+PER_RUN = ("dataset", "stage1")
+
+
+def _shared(config: RunConfig) -> dict:
+    """The settings that shape the program: all but the dataset, the stage-1 source, the selection
+    beta (not part of training) and clip norms (values in the optimizer state; set or not must agree)."""
+    d = config.to_json()
+    for key in PER_RUN + ("preset",):
+        d.pop(key)
+    d["selector"].pop("beta")
+    for section in ("policy", "guidance"):
+        d[section]["grad_clip"] = d[section]["grad_clip"] is not None
+    return d
+
+
+def check_groupable(configs: list[RunConfig]) -> None:
+    first = configs[0]
+    for c in configs[1:]:
+        if _shared(c) != _shared(first):
+            a, b = _shared(first), _shared(c)
+            differ = sorted(k for k in a if a[k] != b.get(k))
+            raise MDPTError(f"runs on {first.dataset} and {c.dataset} differ in {', '.join(differ)}; "
+                            "only their datasets may differ to train them as one program")
+
+
+def _stack(trees: list):
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def _index(tree, d: int):
+    return jax.tree.map(lambda x: x[d], tree)
+
+
+class GroupRun:
+    """Train `items` [(run_dir, config)] as one program; `deadline` (time.monotonic()) stops at the
+    first chunk boundary after it, with a checkpoint in every run, so that a later call resumes."""
+
+    def __init__(self, items: list[tuple[str | Path, RunConfig]], log: Callable = print,
+                 deadline: float | None = None, datasets: dict | None = None):
+        if not items:
+            raise MDPTError("a group needs at least one run")
+        self.runs = [Run(Path(d), c.validate(), resume=True, progress=False, log=log,
+                         dataset=(datasets or {}).get(c.dataset)) for d, c in items]
+        check_groupable([r.config for r in self.runs])
+        self.log = log
+        self.deadline = deadline
+
+    @property
+    def config(self) -> RunConfig:
+        return self.runs[0].config
+
+    def _build(self) -> Trainer:
+        for r in self.runs:
+            r._check_dir()
+            r.build()
+        t0 = self.runs[0].trainer
+        dims = {(r.dataset.obs_dim, r.dataset.act_dim) for r in self.runs}
+        if len(dims) > 1:
+            raise MDPTError(f"a group needs one environment; these datasets have obs/act sizes {sorted(dims)}")
+        frozen_keys = {tuple(sorted(r.trainer.frozen)) for r in self.runs}
+        if len(frozen_keys) > 1:
+            raise MDPTError("the runs of a group need frozen modules of the same kind (e.g. guidance trained on "
+                            "each run's own dataset)")
+        frozen = {k: _stack([r.trainer.frozen[k] for r in self.runs]) for k in t0.frozen}
+        return Trainer(stack_arrays([r.arrays for r in self.runs]), t0.policy, t0.guidance, t0.policy_role,
+                       t0.guidance_role, t0.batch_size, frozen, groups=len(self.runs))
+
+    def _restore(self):
+        """The stacked state: each run's checkpoint, or its own initial state (own clip norms)."""
+        steps, states = [], []
+        for r in self.runs:
+            initial = r.trainer.init(self.config.seed_list)
+            restored = load_checkpoint(r.dir / "checkpoints", initial)
+            steps.append(restored[1]["step"] if restored else 0)
+            states.append(restored[0] if restored else initial)
+            if restored:
+                prune_checkpoints(r.dir / "checkpoints", keep=restored[1]["file"])
+        if len(set(steps)) > 1:
+            raise MDPTError(f"the runs of this group stopped at different steps {steps}; resume them one by one")
+        return jax.tree.map(lambda *xs: jax.numpy.stack(xs), *states), steps[0]
+
+    def execute(self) -> list[dict]:
+        locks = [RunLock(r.dir) for r in self.runs]
+        for r in self.runs:
+            r.dir.mkdir(parents=True, exist_ok=True)
+        for lock in locks:
+            lock.__enter__()
+        try:
+            for r in self.runs:
+                remove_stale_temporaries(r.dir)
+            return self._train()
+        finally:
+            for lock in reversed(locks):
+                lock.__exit__(None, None, None)
+
+    def _train(self) -> list[dict]:
+        c = self.config
+        trainer = self._build()
+        state, step = self._restore()
+        for r in self.runs:
+            r.metrics.truncate_after(step)
+        if step >= c.steps and all((r.dir / "summary.json").exists() for r in self.runs):
+            return [read_json(r.dir / "summary.json") for r in self.runs]
+        self.log(f"group of {len(self.runs)} runs x {c.seeds} seeds ({', '.join(r.config.dataset for r in self.runs)}) "
+                 f"from step {step} to {c.steps}")
+        timed_steps, timed_seconds, first = 0, 0.0, True
+        while step < c.steps:
+            n = min(c.chunk, c.steps - step)
+            t0 = time.perf_counter()
+            state, m = trainer.run(state, n, start=step)
+            jax.block_until_ready(state)
+            dt = time.perf_counter() - t0
+            if not first:
+                timed_steps, timed_seconds = timed_steps + n, timed_seconds + dt
+            first = False
+            step += n
+            for d, r in enumerate(self.runs):
+                md = _index(m, d)
+                r._check_finite(md, step - n)
+                r.metrics.append({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs),
+                                  **{k: _to_list(v) for k, v in md.items() if "@" not in k and k != "nonfinite_at"}})
+                r._check_values(md, step)
+            out_of_time = self.deadline is not None and time.monotonic() > self.deadline and step < c.steps
+            if step >= c.steps or out_of_time or (c.checkpoint_every and step % c.checkpoint_every < n):
+                for d, r in enumerate(self.runs):
+                    save_checkpoint(r.dir / "checkpoints", _index(state, d), step)
+            if out_of_time:
+                self.log(f"group stopped at step {step} of {c.steps} (time limit); a later call resumes it")
+                return []
+        per_step = timed_seconds / timed_steps if timed_steps else None
+        from mdpt.experiments.profiling import compiled_peak_bytes
+
+        try:
+            peak = compiled_peak_bytes(trainer.compiled(state, min(c.chunk, c.steps))) - trainer.dataset_bytes
+        except Exception:  # best effort, as for a single run
+            peak = None
+        summaries = []
+        for d, r in enumerate(self.runs):
+            r.trainer = Trainer(r.arrays, trainer.policy, trainer.guidance, trainer.policy_role, trainer.guidance_role,
+                                trainer.batch_size, r.trainer.frozen)
+            sd = _index(state, d)
+            r._save_artifacts(sd, r.dir, c.steps)
+            summary = {**r._summary(per_step, peak), "status": "trained", "group": [x.config.dataset for x in self.runs],
+                       "cost_note": f"time per step and peak memory of one program for {len(self.runs)} datasets "
+                                    f"x {c.seeds} seeds"}
+            write_json_atomic(r.dir / "summary.json", summary)
+            summaries.append(summary)
+        return summaries
