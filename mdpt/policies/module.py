@@ -11,6 +11,19 @@ algos
 
 A policy never sees a guidance module: its update receives `q_fn(obs, act) -> (2, B)` and
 `label_fn(obs, act) -> int labels` closures.
+
+Diffusion settings (per-algo defaults in `_ALGO_DEFAULTS`, filled by `resolved()`):
+- `prediction`: the network predicts the noise ("eps") or the clean action ("x0"; BC loss is then
+  MSE on x0, as CleanDiffuser's predict_noise=False),
+- `noise_schedule`: "vp" (Diffusion-QL/IDQL, with beta_min/beta_max), "linear" (DDPM), "cosine"
+  (Nichol & Dhariwal),
+- `sampler`: "ddpm" (all T steps), "ddim" (eta 0) or "dpm-solver++" (2M), the last two with
+  `sample_steps` network calls,
+- `temperature_mode`: the selector's temperature scales every step's injected noise ("per-step")
+  or only the initial noise x_T ("initial-noise"); deterministic samplers scale x_T in both modes,
+- `clip_denoised`: clip every x0 prediction to the action box [-1, 1] while sampling,
+- `clip_one_step`: clip EDP's one-step x0 estimate (the Q term's action) to the box.
+Sampled actions are always clipped to the box at the end.
 """
 
 from __future__ import annotations
@@ -30,21 +43,36 @@ from mdpt.nets.optim import adam
 
 POLICY_ALGOS = ("dql", "idql", "edp", "cfg")
 NETS = ("mlp", "lnresnet")
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ddpm.SAMPLERS
 
+# Temperature: the paper's authors run every baseline through CleanDiffuser, whose sampler scales
+# only the initial noise (cleandiffuser/diffusion/diffusionsde.py:493 `xt = torch.randn_like(prior)
+# * temperature`; the DDPM step noise at :548 is unscaled), with temperature 0.5 at inference
+# (configs/{dql,idql,edp}/mujoco/mujoco.yaml). Original IDQL scales each step's noise instead
+# (jaxrl5/networks/diffusion.py:87-88); original Diffusion-QL has no temperature.
+_DIFFUSION_DQL = {"prediction": "eps", "noise_schedule": "vp", "sampler": "ddpm", "sample_steps": 5,
+                  "temperature_mode": "initial-noise", "clip_denoised": True, "clip_one_step": True}
 _ALGO_DEFAULTS = {
-    # Diffusion-QL: DQL MLP, T=5 VP, eta=1, cosine lr, EMA 0.995 every 5 steps after 1000.
+    # Diffusion-QL: DQL MLP, T=5 VP, eps, eta=1, cosine lr, EMA 0.995 every 5 steps after 1000.
     "dql": {"net": "mlp", "T": 5, "eta": 1.0, "lr_schedule": "cosine", "ema_decay": 0.995,
-            "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5},
+            "ema_every": 5, "ema_start": 1000, **_DIFFUSION_DQL},
     # IDQL: LN-ResNet, T=5, pure BC, cosine lr, EMA with tau 0.001 every step.
     "idql": {"net": "lnresnet", "T": 5, "eta": 0.0, "lr_schedule": "cosine", "ema_decay": 0.999,
-             "ema_every": 1, "ema_start": 0, "sampler": "ddpm", "sample_steps": 5},
-    # EDP: T=50, one-step Q term, DDIM (first-order DPM-Solver) with 15 steps at inference.
+             "ema_every": 1, "ema_start": 0, **_DIFFUSION_DQL},
+    # EDP as the paper's authors run it (CleanDiffuser pipelines/edp_d4rl_mujoco.py): x0-prediction
+    # (:48 predict_noise=False), an unclipped one-step x0 for the Q term (:100-108, the raw network
+    # output), sampling clipped to the box (:49-50 x_max/x_min), the default cosine schedule
+    # (diffusionsde.py:338), T=50 and DPM-Solver++(2M) with 15 steps (configs/edp/mujoco/mujoco.yaml).
     "edp": {"net": "mlp", "T": 50, "eta": 1.0, "lr_schedule": "cosine", "ema_decay": 0.995,
-            "ema_every": 5, "ema_start": 1000, "sampler": "ddim", "sample_steps": 15},
+            "ema_every": 5, "ema_start": 1000, "prediction": "x0", "noise_schedule": "cosine",
+            "sampler": "dpm-solver++", "sample_steps": 15, "temperature_mode": "initial-noise",
+            "clip_denoised": True, "clip_one_step": False},
     "cfg": {"net": "mlp", "T": 5, "eta": 0.0, "lr_schedule": "cosine", "ema_decay": 0.995,
-            "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5},
+            "ema_every": 5, "ema_start": 1000, **_DIFFUSION_DQL},
 }
+# What a config saved before these keys existed meant (its other keys were saved resolved).
+_BEFORE_DIFFUSION_SETTINGS = {"prediction": "eps", "noise_schedule": "vp", "temperature_mode": "per-step",
+                              "clip_denoised": True, "clip_one_step": True}
 
 
 @dataclass(frozen=True)
@@ -66,6 +94,11 @@ class PolicyConfig:
     ema_start: int | None = None
     sampler: str | None = None
     sample_steps: int | None = None
+    prediction: str | None = None
+    noise_schedule: str | None = None
+    temperature_mode: str | None = None
+    clip_denoised: bool | None = None
+    clip_one_step: bool | None = None
     cond_dropout: float = 0.1
     cond_bins: tuple[float, ...] = ()
 
@@ -81,6 +114,14 @@ class PolicyConfig:
         checks = [
             (self.net in NETS, f"unknown noise network {self.net!r}; use one of: {', '.join(NETS)}"),
             (self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; use one of: {', '.join(SAMPLERS)}"),
+            (self.prediction in ddpm.PREDICTIONS,
+             f"unknown prediction {self.prediction!r}; use one of: {', '.join(ddpm.PREDICTIONS)}"),
+            (self.noise_schedule in ddpm.NOISE_SCHEDULES,
+             f"unknown noise schedule {self.noise_schedule!r}; use one of: {', '.join(ddpm.NOISE_SCHEDULES)}"),
+            (self.temperature_mode in ddpm.TEMPERATURE_MODES,
+             f"unknown temperature mode {self.temperature_mode!r}; use one of: {', '.join(ddpm.TEMPERATURE_MODES)}"),
+            (isinstance(self.clip_denoised, bool) and isinstance(self.clip_one_step, bool),
+             "clip_denoised and clip_one_step must be true or false"),
             (self.T >= 1, f"diffusion steps T must be >= 1, got {self.T}"),
             (self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}"),
             (self.hidden >= 1 and self.depth >= 1, "policy hidden width and depth must be positive"),
@@ -109,7 +150,9 @@ class PolicyConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> PolicyConfig:
-        d = dict(d)
+        """A saved config; keys it lacks because it predates them get the values that reproduce
+        what it meant then (eps, vp, per-step temperature, clipping), not today's defaults."""
+        d = {**_BEFORE_DIFFUSION_SETTINGS, **d}
         d["cond_bins"] = tuple(d.get("cond_bins", ()))
         return cls(**d)
 
@@ -122,7 +165,7 @@ class DiffusionPolicy:
             self.net = DQLNoiseNet(act_dim, c.hidden, c.depth, num_classes=c.num_classes)
         else:
             self.net = LNResNetNoiseNet(act_dim, c.hidden, c.depth, c.dropout, num_classes=c.num_classes)
-        self.tab = ddpm.vp_schedule(c.T, c.beta_min, c.beta_max).table()
+        self.tab = ddpm.make_schedule(c.noise_schedule, c.T, c.beta_min, c.beta_max).table()
         self.optimizer = adam(c.lr, c.lr_schedule, total_steps, c.grad_clip)
 
     @property
@@ -151,7 +194,8 @@ class DiffusionPolicy:
         params = self.net.init(key, x, jnp.zeros((1,), jnp.int32), jnp.zeros((1, self.obs_dim)), cond)
         return {"params": params, "ema": params, "opt": self.optimizer.init(params), "step": jnp.int32(0)}
 
-    def eps_fn(self, params, obs, cond=None, dropout_key=None):
+    def model_fn(self, params, obs, cond=None, dropout_key=None):
+        """(x_t, t) -> the network's prediction (noise or clean action, per `config.prediction`)."""
         deterministic = dropout_key is None
         rngs = None if deterministic else {"dropout": dropout_key}
 
@@ -160,26 +204,29 @@ class DiffusionPolicy:
 
         return fn
 
-    def guided_eps_fn(self, params, obs, cfg_weight: float = 1.0):
-        """Sampling-time noise prediction; for `cfg`, conditioned on the best class with weight w."""
+    def guided_model_fn(self, params, obs, cfg_weight: float = 1.0):
+        """Sampling-time prediction; for `cfg`, conditioned on the best class with weight w."""
         if not self.config.num_classes:
-            return self.eps_fn(params, obs)
+            return self.model_fn(params, obs)
         batch = obs.shape[:-1]
         best = jnp.full(batch, self.best_class, jnp.int32)
-        cond_fn = self.eps_fn(params, obs, best)
+        cond_fn = self.model_fn(params, obs, best)
         if cfg_weight == 1.0:
             return cond_fn
-        uncond_fn = self.eps_fn(params, obs, jnp.full(batch, self.null_class, jnp.int32))
+        uncond_fn = self.model_fn(params, obs, jnp.full(batch, self.null_class, jnp.int32))
         return lambda x, t: ddpm.cfg_eps(cond_fn(x, t), uncond_fn(x, t), cfg_weight)
+
+    @property
+    def _clip(self) -> float | None:
+        return 1.0 if self.config.clip_denoised else None
 
     def sample(self, params, obs, key, temperature: float = 1.0, cfg_weight: float = 1.0) -> jax.Array:
         """Actions for a batch of (normalized) states with the inference sampler."""
         c = self.config
-        eps_fn = self.guided_eps_fn(params, obs, cfg_weight)
         shape = obs.shape[:-1] + (self.act_dim,)
-        if c.sampler == "ddim":
-            return ddpm.ddim_sample(eps_fn, self.tab, key, shape, c.T, c.sample_steps, eta=0.0)
-        return ddpm.ddpm_sample(eps_fn, self.tab, key, shape, c.T, temperature)
+        actions = ddpm.sample(c.sampler, self.guided_model_fn(params, obs, cfg_weight), self.tab, key, shape, c.T,
+                              c.sample_steps, temperature, c.temperature_mode, c.prediction, self._clip)
+        return jnp.clip(actions, -1.0, 1.0)
 
     def update(self, state: dict, batch: dict, key: jax.Array, q_fn=None, label_fn=None) -> tuple[dict, dict]:
         """One gradient step. `q_fn` is needed when `uses_q`, `label_fn` when `uses_label`."""
@@ -194,15 +241,18 @@ class DiffusionPolicy:
         dropout_key = k_dropout if c.net == "lnresnet" and c.dropout > 0 else None
 
         def loss_fn(params):
-            eps_fn = self.eps_fn(params, obs, cond, dropout_key)
-            bc = ddpm.bc_loss(eps_fn, self.tab, act, k_bc, c.T)
+            model_fn = self.model_fn(params, obs, cond, dropout_key)
+            bc = ddpm.bc_loss(model_fn, self.tab, act, k_bc, c.T, c.prediction)
             aux = {"policy/bc_loss": bc}
             if not self.uses_q:
                 return bc, aux
             if c.algo == "dql":
-                new_act = ddpm.ddpm_sample(eps_fn, self.tab, k_q, act.shape, c.T)
+                new_act = ddpm.ddpm_sample(model_fn, self.tab, k_q, act.shape, c.T, clip=self._clip,
+                                           prediction=c.prediction)
+                new_act = jnp.clip(new_act, -1.0, 1.0)
             else:
-                new_act = ddpm.one_step_x0(eps_fn, self.tab, act, k_q, c.T)
+                new_act = ddpm.one_step_x0(model_fn, self.tab, act, k_q, c.T, c.prediction,
+                                           1.0 if c.clip_one_step else None)
             qs = q_fn(obs, new_act)
             swap = jax.random.bernoulli(k_swap)
             q_a, q_b = jnp.where(swap, qs[1], qs[0]), jnp.where(swap, qs[0], qs[1])
