@@ -228,6 +228,15 @@ class DiffusionPolicy:
                               c.sample_steps, temperature, c.temperature_mode, c.prediction, self._clip)
         return jnp.clip(actions, -1.0, 1.0)
 
+    def q_action(self, model_fn, act: jax.Array, key: jax.Array) -> jax.Array:
+        """The action the Q term scores (differentiable): DQL's full reverse chain at temperature 1,
+        EDP's one-step estimate from the dataset action `act`."""
+        c = self.config
+        if c.algo == "dql":
+            chain = ddpm.ddpm_sample(model_fn, self.tab, key, act.shape, c.T, clip=self._clip, prediction=c.prediction)
+            return jnp.clip(chain, -1.0, 1.0)
+        return ddpm.one_step_x0(model_fn, self.tab, act, key, c.T, c.prediction, 1.0 if c.clip_one_step else None)
+
     def update(self, state: dict, batch: dict, key: jax.Array, q_fn=None, label_fn=None) -> tuple[dict, dict]:
         """One gradient step. `q_fn` is needed when `uses_q`, `label_fn` when `uses_label`."""
         c = self.config
@@ -246,14 +255,7 @@ class DiffusionPolicy:
             aux = {"policy/bc_loss": bc}
             if not self.uses_q:
                 return bc, aux
-            if c.algo == "dql":
-                new_act = ddpm.ddpm_sample(model_fn, self.tab, k_q, act.shape, c.T, clip=self._clip,
-                                           prediction=c.prediction)
-                new_act = jnp.clip(new_act, -1.0, 1.0)
-            else:
-                new_act = ddpm.one_step_x0(model_fn, self.tab, act, k_q, c.T, c.prediction,
-                                           1.0 if c.clip_one_step else None)
-            qs = q_fn(obs, new_act)
+            qs = q_fn(obs, self.q_action(model_fn, act, k_q))
             swap = jax.random.bernoulli(k_swap)
             q_a, q_b = jnp.where(swap, qs[1], qs[0]), jnp.where(swap, qs[0], qs[1])
             q_loss = -q_a.mean() / jax.lax.stop_gradient(jnp.abs(q_b).mean() + 1e-8)
