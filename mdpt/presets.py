@@ -46,13 +46,18 @@ SELECTION = {
 }
 
 # ---------------------------------------------------------------- diffusion policies
+# Diffusion of DQL, IDQL and CFG: eps-prediction on the VP schedule, clipped x0 at every step; the
+# temperature scales the initial noise only, as in the authors' CleanDiffuser sampler
+# (diffusionsde.py:493; original IDQL scales every step's noise, Diffusion-QL has no temperature).
+DIFFUSION_DQL = {"prediction": "eps", "noise_schedule": "vp", "temperature_mode": "initial-noise",
+                 "clip_denoised": True, "clip_one_step": True}
 ALGORITHMS = {
     # Diffusion-QL: DQL MLP, T = 5 VP, eta 1, EMA 0.995 every 5 steps after 1000, critic trained
     # jointly; the authors: actor AdamW (weight decay 0.01), actor and critic lr cosine over 200k.
     "dql": {
         "policy": {"net": "mlp", "T": 5, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
                    "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5,
-                   "weight_decay": 0.01},
+                   "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "dql-critic", "lr_schedule": "cosine", "lr_decay_steps": 200_000},
         "selector": {"candidates": 50, "temperature": 0.5},
     },
@@ -61,15 +66,18 @@ ALGORITHMS = {
     "idql": {
         "policy": {"net": "lnresnet", "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
                    "ema_decay": 0.9999, "ema_every": 1, "ema_start": 0, "sampler": "ddpm", "sample_steps": 5,
-                   "weight_decay": 0.01},
+                   "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "iql", "update_every": 2},
         "selector": {"candidates": 256, "temperature": 0.5},
     },
-    # EDP: T = 50, one-step action estimate for the Q term, DQL's critic; the authors' settings as DQL.
+    # EDP as the authors run it (CleanDiffuser pipelines/edp_d4rl_mujoco.py): x0-prediction (:48),
+    # an unclipped one-step x0 for the Q term (:100-108), sampling clipped to the box, the cosine
+    # schedule (diffusionsde.py:338), T = 50, DPM-Solver++(2M) with 15 steps; DQL's critic.
     "edp": {
         "policy": {"net": "mlp", "T": 50, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
-                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "sampler": "ddim", "sample_steps": 15,
-                   "weight_decay": 0.01},
+                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "weight_decay": 0.01,
+                   "prediction": "x0", "noise_schedule": "cosine", "sampler": "dpm-solver++", "sample_steps": 15,
+                   "temperature_mode": "initial-noise", "clip_denoised": True, "clip_one_step": False},
         "guidance": {"kind": "dql-critic", "lr_schedule": "cosine", "lr_decay_steps": 200_000},
         "selector": {"candidates": 50, "temperature": 0.5},
     },
@@ -77,7 +85,7 @@ ALGORITHMS = {
     "cfg": {
         "policy": {"net": "mlp", "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
                    "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5,
-                   "weight_decay": 0.01},
+                   "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "iql"},
         "selector": {"candidates": 50, "temperature": 0.5},
     },

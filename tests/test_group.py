@@ -11,10 +11,10 @@ from conftest import d4rl_arrays
 
 from mdpt.data.dataset import Dataset
 from mdpt.data.registry import env_spec_for
+from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.group import GroupRun
 from mdpt.experiments.runner import Run
-from mdpt.errors import MDPTError
 from mdpt.io import flatten_tree, load_params
 
 NETS = {"guidance": {"hidden": 16, "depth": 1}, "policy": {"hidden": 16, "depth": 1}}

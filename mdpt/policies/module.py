@@ -11,6 +11,19 @@ algos
 
 A policy never sees a guidance module: its update receives `q_fn(obs, act) -> (2, B)` and
 `label_fn(obs, act) -> int labels` closures.
+
+Diffusion settings (per-algo defaults in `mdpt.presets.ALGORITHMS`, filled by `resolved()`):
+- `prediction`: the network predicts the noise ("eps") or the clean action ("x0"; BC loss is then
+  MSE on x0, as CleanDiffuser's predict_noise=False),
+- `noise_schedule`: "vp" (Diffusion-QL/IDQL, with beta_min/beta_max), "linear" (DDPM), "cosine"
+  (Nichol & Dhariwal),
+- `sampler`: "ddpm" (all T steps), "ddim" (eta 0) or "dpm-solver++" (2M), the last two with
+  `sample_steps` network calls,
+- `temperature_mode`: the selector's temperature scales every step's injected noise ("per-step")
+  or only the initial noise x_T ("initial-noise"); deterministic samplers scale x_T in both modes,
+- `clip_denoised`: clip every x0 prediction to the action box [-1, 1] while sampling,
+- `clip_one_step`: clip EDP's one-step x0 estimate (the Q term's action) to the box.
+Sampled actions are always clipped to the box at the end.
 """
 
 from __future__ import annotations
@@ -32,8 +45,13 @@ from mdpt.settings import setting
 
 POLICY_ALGOS = ("dql", "idql", "edp", "cfg")
 NETS = ("mlp", "lnresnet")
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ddpm.SAMPLERS
 LR_SCHEDULES = ("constant", "cosine")
+
+
+# What a config saved before these keys existed meant (its other keys were saved resolved).
+_BEFORE_SETTINGS = {"prediction": "eps", "noise_schedule": "vp", "temperature_mode": "per-step",
+                    "clip_denoised": True, "clip_one_step": True, "lr_decay_steps": None, "weight_decay": 0.0}
 
 
 @dataclass(frozen=True)
@@ -57,8 +75,18 @@ class PolicyConfig:
     ema_decay: float | None = setting(None, "EMA decay of the sampling copy", preset=True)
     ema_every: int | None = setting(None, "EMA update every k steps", preset=True)
     ema_start: int | None = setting(None, "EMA copy frozen at the initial parameters until this step", preset=True)
-    sampler: str | None = setting(None, "inference sampler: ddpm | ddim", choices=SAMPLERS, preset=True)
-    sample_steps: int | None = setting(None, "sampler steps at inference", preset=True)
+    sampler: str | None = setting(None, "inference sampler: ddpm | ddim | dpm-solver++", choices=SAMPLERS, preset=True)
+    sample_steps: int | None = setting(None, "network calls of the ddim / dpm-solver++ sampler", preset=True)
+    prediction: str | None = setting(None, "the network predicts the noise (eps) or the clean action (x0)",
+                                     choices=ddpm.PREDICTIONS, preset=True)
+    noise_schedule: str | None = setting(None, "vp (beta_min/beta_max) | linear (DDPM) | cosine (Nichol & Dhariwal)",
+                                         choices=ddpm.NOISE_SCHEDULES, preset=True)
+    temperature_mode: str | None = setting(None, "the sampling temperature scales every step's noise (per-step) "
+                                           "or the initial noise only (initial-noise)",
+                                           choices=ddpm.TEMPERATURE_MODES, preset=True)
+    clip_denoised: bool | None = setting(None, "clip every x0 prediction to the action box while sampling",
+                                         preset=True)
+    clip_one_step: bool | None = setting(None, "edp: clip the one-step x0 estimate the Q term scores", preset=True)
     cond_dropout: float = setting(0.1, "cfg: probability of dropping the condition in training")
     cond_bins: tuple[float, ...] = setting((), "cfg: advantage bin edges (empty: the label 1[A >= 0])")
 
@@ -76,6 +104,14 @@ class PolicyConfig:
         checks = [
             (self.net in NETS, f"unknown noise network {self.net!r}; use one of: {', '.join(NETS)}"),
             (self.sampler in SAMPLERS, f"unknown sampler {self.sampler!r}; use one of: {', '.join(SAMPLERS)}"),
+            (self.prediction in ddpm.PREDICTIONS,
+             f"unknown prediction {self.prediction!r}; use one of: {', '.join(ddpm.PREDICTIONS)}"),
+            (self.noise_schedule in ddpm.NOISE_SCHEDULES,
+             f"unknown noise schedule {self.noise_schedule!r}; use one of: {', '.join(ddpm.NOISE_SCHEDULES)}"),
+            (self.temperature_mode in ddpm.TEMPERATURE_MODES,
+             f"unknown temperature mode {self.temperature_mode!r}; use one of: {', '.join(ddpm.TEMPERATURE_MODES)}"),
+            (isinstance(self.clip_denoised, bool) and isinstance(self.clip_one_step, bool),
+             "clip_denoised and clip_one_step must be true or false"),
             (self.T >= 1, f"diffusion steps T must be >= 1, got {self.T}"),
             (self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}"),
             (self.hidden >= 1 and self.depth >= 1, "policy hidden width and depth must be positive"),
@@ -107,8 +143,10 @@ class PolicyConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> PolicyConfig:
-        """A saved config; keys added after it was written take the values that reproduce it."""
-        d = {"lr_decay_steps": None, "weight_decay": 0.0, **d}
+        """A saved config; keys it lacks because it predates them get the values that reproduce
+        what it meant then (eps, vp, per-step temperature, clipping, no decay horizon, Adam), not
+        today's defaults."""
+        d = {**_BEFORE_SETTINGS, **d}
         d["cond_bins"] = tuple(d.get("cond_bins", ()))
         return cls(**d)
 
@@ -121,7 +159,7 @@ class DiffusionPolicy:
             self.net = DQLNoiseNet(act_dim, c.hidden, c.depth, num_classes=c.num_classes)
         else:
             self.net = LNResNetNoiseNet(act_dim, c.hidden, c.depth, c.dropout, num_classes=c.num_classes)
-        self.tab = ddpm.vp_schedule(c.T, c.beta_min, c.beta_max).table()
+        self.tab = ddpm.make_schedule(c.noise_schedule, c.T, c.beta_min, c.beta_max).table()
         self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps, c.grad_clip, c.weight_decay)
 
     @property
@@ -150,7 +188,8 @@ class DiffusionPolicy:
         params = self.net.init(key, x, jnp.zeros((1,), jnp.int32), jnp.zeros((1, self.obs_dim)), cond)
         return {"params": params, "ema": params, "opt": self.optimizer.init(params), "step": jnp.int32(0)}
 
-    def eps_fn(self, params, obs, cond=None, dropout_key=None):
+    def model_fn(self, params, obs, cond=None, dropout_key=None):
+        """(x_t, t) -> the network's prediction (noise or clean action, per `config.prediction`)."""
         deterministic = dropout_key is None
         rngs = None if deterministic else {"dropout": dropout_key}
 
@@ -159,26 +198,38 @@ class DiffusionPolicy:
 
         return fn
 
-    def guided_eps_fn(self, params, obs, cfg_weight: float = 1.0):
-        """Sampling-time noise prediction; for `cfg`, conditioned on the best class with weight w."""
+    def guided_model_fn(self, params, obs, cfg_weight: float = 1.0):
+        """Sampling-time prediction; for `cfg`, conditioned on the best class with weight w."""
         if not self.config.num_classes:
-            return self.eps_fn(params, obs)
+            return self.model_fn(params, obs)
         batch = obs.shape[:-1]
         best = jnp.full(batch, self.best_class, jnp.int32)
-        cond_fn = self.eps_fn(params, obs, best)
+        cond_fn = self.model_fn(params, obs, best)
         if cfg_weight == 1.0:
             return cond_fn
-        uncond_fn = self.eps_fn(params, obs, jnp.full(batch, self.null_class, jnp.int32))
+        uncond_fn = self.model_fn(params, obs, jnp.full(batch, self.null_class, jnp.int32))
         return lambda x, t: ddpm.cfg_eps(cond_fn(x, t), uncond_fn(x, t), cfg_weight)
+
+    @property
+    def _clip(self) -> float | None:
+        return 1.0 if self.config.clip_denoised else None
 
     def sample(self, params, obs, key, temperature: float = 1.0, cfg_weight: float = 1.0) -> jax.Array:
         """Actions for a batch of (normalized) states with the inference sampler."""
         c = self.config
-        eps_fn = self.guided_eps_fn(params, obs, cfg_weight)
         shape = obs.shape[:-1] + (self.act_dim,)
-        if c.sampler == "ddim":
-            return ddpm.ddim_sample(eps_fn, self.tab, key, shape, c.T, c.sample_steps, eta=0.0)
-        return ddpm.ddpm_sample(eps_fn, self.tab, key, shape, c.T, temperature)
+        actions = ddpm.sample(c.sampler, self.guided_model_fn(params, obs, cfg_weight), self.tab, key, shape, c.T,
+                              c.sample_steps, temperature, c.temperature_mode, c.prediction, self._clip)
+        return jnp.clip(actions, -1.0, 1.0)
+
+    def q_action(self, model_fn, act: jax.Array, key: jax.Array) -> jax.Array:
+        """The action the Q term scores (differentiable): DQL's full reverse chain at temperature 1,
+        EDP's one-step estimate from the dataset action `act`."""
+        c = self.config
+        if c.algo == "dql":
+            chain = ddpm.ddpm_sample(model_fn, self.tab, key, act.shape, c.T, clip=self._clip, prediction=c.prediction)
+            return jnp.clip(chain, -1.0, 1.0)
+        return ddpm.one_step_x0(model_fn, self.tab, act, key, c.T, c.prediction, 1.0 if c.clip_one_step else None)
 
     def update(self, state: dict, batch: dict, key: jax.Array, q_fn=None, label_fn=None) -> tuple[dict, dict]:
         """One gradient step. `q_fn` is needed when `uses_q`, `label_fn` when `uses_label`."""
@@ -193,16 +244,12 @@ class DiffusionPolicy:
         dropout_key = k_dropout if c.net == "lnresnet" and c.dropout > 0 else None
 
         def loss_fn(params):
-            eps_fn = self.eps_fn(params, obs, cond, dropout_key)
-            bc = ddpm.bc_loss(eps_fn, self.tab, act, k_bc, c.T)
+            model_fn = self.model_fn(params, obs, cond, dropout_key)
+            bc = ddpm.bc_loss(model_fn, self.tab, act, k_bc, c.T, c.prediction)
             aux = {"policy/bc_loss": bc}
             if not self.uses_q:
                 return bc, aux
-            if c.algo == "dql":
-                new_act = ddpm.ddpm_sample(eps_fn, self.tab, k_q, act.shape, c.T)
-            else:
-                new_act = ddpm.one_step_x0(eps_fn, self.tab, act, k_q, c.T)
-            qs = q_fn(obs, new_act)
+            qs = q_fn(obs, self.q_action(model_fn, act, k_q))
             swap = jax.random.bernoulli(k_swap)
             q_a, q_b = jnp.where(swap, qs[1], qs[0]), jnp.where(swap, qs[0], qs[1])
             q_loss = -q_a.mean() / jax.lax.stop_gradient(jnp.abs(q_b).mean() + 1e-8)

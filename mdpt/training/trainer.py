@@ -56,8 +56,8 @@ class Trainer:
         seed_axis = 1 if self.groups else 0
         self._frozen_in_axes = {k: jax.tree.map(lambda x: 0 if x.shape[seed_axis] > 1 else None, v)
                                 for k, v in self.frozen.items()}
-        self._frozen_args = {k: jax.tree.map(lambda x: jnp.asarray(x if x.shape[seed_axis] > 1
-                                                                   else np.take(x, 0, axis=seed_axis)), v)
+        self._frozen_args = {k: jax.tree.map(lambda x: jnp.asarray(x) if x.shape[seed_axis] > 1
+                                             else jnp.take(jnp.asarray(x), 0, axis=seed_axis), v)
                              for k, v in self.frozen.items()}
 
     # ----- state -----
