@@ -108,7 +108,7 @@ def compile_one(name: str, seeds: int, arrays, dims, chunk: int, precision: str 
     trainer = make_trainer(name, arrays, dims, 256)
     abstract = jax.eval_shape(lambda: trainer.init(list(range(seeds))))
     t0 = time.perf_counter()
-    with jax.default_matmul_precision(precision) if precision else _null():
+    with precision_scope(precision):
         compiled = trainer.compiled(abstract, chunk)
     compile_s = time.perf_counter() - t0
     try:
@@ -116,6 +116,12 @@ def compile_one(name: str, seeds: int, arrays, dims, chunk: int, precision: str 
     except Exception:
         peak = None
     return trainer, compiled, compile_s, peak
+
+
+def precision_scope(precision: str | None):
+    """jax.default_matmul_precision(precision), or nothing for the default."""
+    scope = getattr(jax, "default_matmul_precision", None)
+    return scope(precision) if precision and scope is not None else _null()
 
 
 class _null:
@@ -153,19 +159,22 @@ def throughput(data_dir: Path, out: Path, sizes, chunk: int, min_s: float, deadl
     result = {"data": f"bullet-hopper-medium-replay-v0 ({len(data)} transitions)", "batch": 256, "chunk": chunk,
               "rows": rows}
     compiled = {}
-    with cf.ThreadPoolExecutor(threads) as pool:
-        futures = {pool.submit(compile_one, n, s, arrays, dims, chunk, p): (n, s, p) for n, s, p in jobs}
-        for fut in cf.as_completed(futures):
-            try:
-                compiled[futures[fut]] = fut.result()
-            except Exception as e:
-                compiled[futures[fut]] = e
-    log(f"throughput: {len(jobs)} programs compiled")
+    pool = cf.ThreadPoolExecutor(threads)
+    futures = {pool.submit(compile_one, n, s, arrays, dims, chunk, p): (n, s, p) for n, s, p in jobs}
+    # compiling has its own share of the time: what is not compiled by then is skipped
+    finished, _ = cf.wait(futures, timeout=max(5.0, 0.6 * (deadline - time.monotonic())))
+    for fut in finished:
+        try:
+            compiled[futures[fut]] = fut.result()
+        except Exception as e:
+            compiled[futures[fut]] = e
+    pool.shutdown(wait=False, cancel_futures=True)
+    log(f"throughput: {len(compiled)} of {len(jobs)} programs compiled")
     for n, s, p in jobs:
         if time.monotonic() > deadline:
             log(f"throughput: deadline reached, skipping {n} S={s}")
             continue
-        entry = compiled.pop((n, s, p))
+        entry = compiled.pop((n, s, p), TimeoutError("not compiled within the time for the table"))
         try:
             if isinstance(entry, Exception):
                 raise entry
@@ -254,7 +263,7 @@ def train(data_dir: Path, work: Path, out: Path, deadline: float, steps: int, se
         t0 = time.monotonic()
         precision = "highest" if label.endswith("-highest") else None
         try:
-            with jax.default_matmul_precision(precision) if precision else _null():
+            with precision_scope(precision):
                 finished = GroupRun(items, log=log, deadline=deadline, datasets=datasets).execute()
         except Exception as e:
             log(f"training {env} {label} FAILED: {e.__class__.__name__}: {e}")
