@@ -148,14 +148,15 @@ def time_one(trainer, seeds: int, compiled, chunk: int, min_s: float) -> tuple[f
 
 
 def throughput(data_dir: Path, out: Path, sizes, chunk: int, min_s: float, deadline: float, threads: int,
-               bench_so_far: dict) -> dict:
+               bench_so_far: dict, jobs: list | None = None) -> dict:
     """Compile every program first (threads: XLA compiles in C++), then time them one at a time, so
     that compilation never competes with a measurement for the host."""
     data, arrays = hopper_arrays(data_dir)
     dims = (data.obs_dim, data.act_dim)
     rows = []
-    jobs = [(n, s, None) for s in sizes for n in UPDATES]
-    jobs += [("dql-joint", max(sizes), "highest")]  # the fp32 'highest' precision step beside the default
+    if not jobs:
+        jobs = [(n, s, None) for s in sizes for n in UPDATES]
+        jobs += [("dql-joint", max(sizes), "highest")]  # the fp32 'highest' precision step beside the default
     result = {"data": f"bullet-hopper-medium-replay-v0 ({len(data)} transitions)", "batch": 256, "chunk": chunk,
               "rows": rows}
     compiled = {}
@@ -323,6 +324,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=540.0, help="stop everything after this many seconds")
     ap.add_argument("--bench-s", type=float, default=170.0, help="time for the throughput table")
     ap.add_argument("--smoke", action="store_true", help="toy sizes, any machine")
+    ap.add_argument("--jobs", default="", help="throughput programs only, e.g. dql-joint:32,dql-joint:512:highest")
+    ap.add_argument("--threads", type=int, default=8, help="parallel compilations")
+    ap.add_argument("--no-train", action="store_true", help="the throughput table only")
     args = ap.parse_args(argv)
     out, data_dir, work = Path(args.out), Path(args.data), Path(args.work)
     if args.smoke:
@@ -336,16 +340,20 @@ def main(argv=None) -> int:
     chunk = 5 if args.smoke else 200
     torch_s = 3.0 if args.smoke else 20.0
     bench = {"environment": info}
-    bench["torch_eager_dql"] = torch_reference(data_dir, torch_s)
+    bench["torch_eager_dql"] = torch_reference(data_dir, torch_s) if not args.jobs else "measured in an earlier call"
     log(f"torch eager DQL: {bench['torch_eager_dql']}")
     write_json(out / "gpu_bench.json", bench)
     try:
+        jobs = [(j.split(":")[0], int(j.split(":")[1]), (j.split(":") + [None])[2]) for j in args.jobs.split(",") if j]
         bench["throughput"] = throughput(data_dir, out, sizes, chunk, 0.2 if args.smoke else 1.0,
-                                         min(deadline, START + args.bench_s), 2 if args.smoke else 8, bench)
+                                         min(deadline, START + args.bench_s), 2 if args.smoke else args.threads, bench,
+                                         jobs)
     except Exception as e:
         log(f"throughput FAILED: {e.__class__.__name__}: {e}")
         traceback.print_exc()
     write_json(out / "gpu_bench.json", bench)
+    if args.no_train:
+        return 0
     steps, seeds = (20, 2) if args.smoke else (100_000, 5)
     done = train(data_dir, work, out, deadline - 25, steps, seeds, 10 if args.smoke else 1000, args.smoke)
     log(f"finished runs: {len(done)}; total {time.monotonic() - START:.0f} s")
