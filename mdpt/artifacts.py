@@ -111,15 +111,7 @@ def meta_digest(meta: dict) -> str:
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-    mio.fsync_dir(dst.parent)
+    mio.replace_dir(src, dst)
 
 
 def read_meta(path: str | os.PathLike, expected_type: str) -> dict:

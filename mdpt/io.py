@@ -1,4 +1,4 @@
-"""Atomic file writes, JSON, and parameter trees stored as safetensors (never pickle)."""
+"""Atomic file and directory writes, JSON, and arrays / parameter trees stored as safetensors (never pickle)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,11 +76,51 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `path`; on success it replaces `path` (`replace_dir`),
+    else it is removed. The directory gets ordinary permissions (mkdtemp makes 0700)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename directory `src` to `dst`, replacing an existing `dst` with no moment without a copy.
+
+    The old `dst` is first renamed aside (`.NAME.old-PID`), then `src` renamed into place, then the
+    old copy removed; if the second rename fails the old copy is put back. A crash in between
+    leaves the old copy under the aside name (`is_temp_name` recognises it), never nothing.
+    """
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            os.replace(old, dst)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+    fsync_dir(dst.parent)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True, default=json_default) + "\n").encode())
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """`json.dumps(default=...)` for numpy scalars and arrays and paths; anything else is an error."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -87,6 +128,9 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+_json_default = json_default  # the name artifacts.py uses
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
@@ -129,31 +173,42 @@ def unflatten_tree(flat: dict[str, np.ndarray]) -> dict:
     return tree
 
 
-def save_params(path: str | os.PathLike, tree: Any) -> str:
-    """Save a parameter tree as safetensors atomically; return the file's sha256."""
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> str:
+    """Save flat named arrays as safetensors atomically; return the file's sha256."""
     from safetensors.numpy import save
 
-    flat = {k: np.ascontiguousarray(v) for k, v in flatten_tree(tree).items()}
-    data = save(flat)
+    data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
     write_bytes_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
-def load_params(path: str | os.PathLike, expected_sha256: str | None = None) -> dict:
-    """Load a safetensors parameter tree, verifying its checksum when one is given."""
+def load_arrays(path: str | os.PathLike, expected_sha256: str | None = None, what: str = "parameter file",
+                hint: str = "retrain or restore it") -> dict[str, np.ndarray]:
+    """Load flat named arrays from a safetensors file, verifying its checksum when one is given.
+    A missing, altered or unreadable file is a one-line MDPTError naming `what` it is and `hint`."""
     from safetensors.numpy import load
 
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise MDPTError(f"{path}: parameter file not found; the artifact is incomplete") from None
+        raise MDPTError(f"{path}: {what} not found; {hint}") from None
     if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise MDPTError(f"{path}: checksum mismatch; the file is truncated or was altered, retrain or restore it")
+        raise MDPTError(f"{path}: checksum mismatch; the {what} is truncated or was altered, {hint}")
     try:
-        return unflatten_tree(load(data))
+        return load(data)
     except Exception as e:  # safetensors raises its own error types; it never runs code from the file
-        raise MDPTError(f"{path}: not a valid safetensors file ({e.__class__.__name__})") from None
+        raise MDPTError(f"{path}: not a valid safetensors file ({e.__class__.__name__}); {hint}") from None
+
+
+def save_params(path: str | os.PathLike, tree: Any) -> str:
+    """Save a parameter tree as safetensors atomically; return the file's sha256."""
+    return save_arrays(path, flatten_tree(tree))
+
+
+def load_params(path: str | os.PathLike, expected_sha256: str | None = None) -> dict:
+    """Load a safetensors parameter tree, verifying its checksum when one is given."""
+    return unflatten_tree(load_arrays(path, expected_sha256, "parameter file"))
 
 
 def versions() -> dict:
