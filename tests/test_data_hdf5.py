@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 from conftest import d4rl_arrays, write_raw_hdf5
 
 from mdpt.data.checks import derive_timeouts
-from mdpt.data.hdf5 import convert_legacy_pybullet, is_legacy_layout, read_d4rl_hdf5, write_d4rl_hdf5
+from mdpt.data.hdf5 import read_d4rl_hdf5
+from mdpt.data.hdf5_write import write_d4rl_hdf5
+from mdpt.data.layout import convert_legacy_pybullet, is_legacy_layout
 from mdpt.data.registry import ENVS
 from mdpt.errors import MDPTError
 
@@ -45,6 +48,9 @@ def test_writer_round_trip_and_attrs(tmp_path, tiny_dataset):
     assert again.fingerprint == tiny_dataset.fingerprint
     assert again.attrs["checkpoint"] == {"step": 3, "ret": 1.5} and "skip" not in again.attrs
     assert again.attrs["recipe"] == "test" and again.attrs["env_id"] == "HopperBulletEnv-v0"
+    nested = write_d4rl_hdf5(tmp_path / "nested.hdf5", tiny_dataset,
+                             {"nested": {"x": np.float32(2.5), "a": np.arange(2), "p": Path("a/b")}})
+    assert read_d4rl_hdf5(nested).attrs["nested"] == {"x": 2.5, "a": [0, 1], "p": "a/b"}  # io.json_default
     with h5py.File(out, "r") as f:
         for key in ("observations", "actions", "rewards", "next_observations"):
             assert f[key].dtype == np.float32 and f[key].compression == "gzip"
@@ -163,3 +169,11 @@ def test_read_only_open_leaves_file_untouched(tiny_hopper_hdf5):
     before = (tiny_hopper_hdf5.read_bytes(), tiny_hopper_hdf5.stat().st_mtime_ns)
     read_d4rl_hdf5(tiny_hopper_hdf5)
     assert (tiny_hopper_hdf5.read_bytes(), tiny_hopper_hdf5.stat().st_mtime_ns) == before
+
+
+def test_format_names_importable_from_hdf5():
+    import mdpt.data.hdf5 as h
+
+    assert (h.write_d4rl_hdf5, h.convert_legacy_pybullet, h.is_legacy_layout) == (
+        write_d4rl_hdf5, convert_legacy_pybullet, is_legacy_layout)
+    assert set(h.__all__) <= set(dir(h))

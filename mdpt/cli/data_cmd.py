@@ -156,7 +156,7 @@ def cmd_convert(args) -> int:
     out = Path(args.out)
     fmt = args.to or ("d4rl" if out.suffix in (".hdf5", ".h5") else "minari")
     if fmt == "d4rl":
-        from mdpt.data.hdf5 import write_d4rl_hdf5
+        from mdpt.data.hdf5_write import write_d4rl_hdf5
 
         if out.exists() and not args.overwrite:
             raise MDPTError(f"{out}: already exists; pass --overwrite to replace it")

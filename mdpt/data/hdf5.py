@@ -1,9 +1,12 @@
-"""D4RL HDF5 files: read (read-only, checked, legacy d4rl-pybullet layout converted) and write (atomic).
+"""D4RL HDF5 files, read: read-only, checked, the legacy d4rl-pybullet layout converted (`layout.py`).
 
 Layout: `observations` (N, obs_dim), `actions` (N, act_dim), `rewards` (N,), `terminals` (N,),
 `timeouts` (N,), optional `next_observations` (N, obs_dim); file attrs such as `env_id`,
 `ref_min_score`, `ref_max_score`. Other datasets and groups (D4RL's `infos/...`, `metadata/...`) are
 ignored.
+
+Writing lives in `hdf5_write.py`; `write_d4rl_hdf5`, `convert_legacy_pybullet` and
+`is_legacy_layout` are importable from here too, so that this module names the whole format.
 """
 
 from __future__ import annotations
@@ -16,19 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mdpt.data.checks import (
-    REQUIRED_KEYS,
-    as_flags,
-    as_numeric,
-    as_vector,
-    build_dataset,
-    derive_timeouts,
-    missing_keys_error,
-)
+from mdpt.data.checks import build_dataset
 from mdpt.data.dataset import ARRAY_KEYS, Dataset
+from mdpt.data.hdf5_write import write_d4rl_hdf5
+from mdpt.data.layout import convert_legacy_pybullet, is_legacy_layout, normalize_layout
 from mdpt.data.registry import DATASET_IDS, ENVS, EnvSpec, env_spec_for, parse_dataset_id
 from mdpt.errors import MDPTError
-from mdpt.io import atomic_path
+
+__all__ = ["read_d4rl_hdf5", "read_raw_hdf5", "resolve_env", "write_d4rl_hdf5", "convert_legacy_pybullet",
+           "is_legacy_layout", "normalize_layout"]
 
 MAX_ELEMENTS = 4_000_000_000  # a header claiming more than this is corrupt, not a dataset
 LEGACY_NAME = re.compile(r"^(?P<env>[a-z0-9]+)-bullet-(?P<quality>[a-z-]+)-v\d+$")
@@ -173,195 +172,3 @@ def _dataset_id_from(attrs: Mapping, path: Path) -> str | None:
     if isinstance(did, str) and did:
         return did
     return path.stem if path.stem in DATASET_IDS else None
-
-
-# --------------------------------------------------------------------------------------------
-# layouts
-
-
-def is_legacy_layout(arrays: Mapping[str, np.ndarray]) -> bool:
-    """The d4rl-pybullet layout: no `timeouts`, and every terminal row has an all-zero action."""
-    if "timeouts" in arrays or not all(k in arrays for k in ("observations", "actions", "rewards", "terminals")):
-        return False
-    try:
-        _, act, _, term = _core_arrays("<arrays>", arrays)
-    except MDPTError:
-        return False
-    return bool(term.any()) and bool(np.all(act[term] == 0))
-
-
-def _core_arrays(source: str, arrays: Mapping[str, np.ndarray]):
-    obs = as_numeric(source, "observations", arrays["observations"], (2,))
-    act = as_numeric(source, "actions", arrays["actions"], (2,))
-    rew = as_vector(source, "rewards", arrays["rewards"])
-    term = as_flags(source, "terminals", arrays["terminals"])
-    lengths = {"observations": len(obs), "actions": len(act), "rewards": len(rew), "terminals": len(term)}
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{k} {v}" for k, v in lengths.items())
-        raise MDPTError(f"{source}: arrays have different lengths ({listed}); the file is inconsistent: "
-                        "fix the file or remake it (`mdpt data make ID`)")
-    return obs, act, rew, term
-
-
-def normalize_layout(source: str, arrays: dict[str, np.ndarray], env: EnvSpec) -> tuple[dict, list[str]]:
-    """Bring the arrays to the modern D4RL layout; return them with notes on what was done."""
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
-    if "timeouts" in arrays or len(missing) > 1:
-        if missing:
-            raise missing_keys_error(source, missing)
-        return arrays, []
-    obs, act, rew, term = _core_arrays(source, arrays)
-    core = {"observations": obs, "actions": act, "rewards": rew, "terminals": term}
-    if term.any() and np.all(act[term] == 0):
-        return convert_legacy_pybullet(core, env.max_episode_steps)
-    out = dict(arrays, **core)
-    out["timeouts"] = derive_timeouts(term, env.max_episode_steps)
-    return out, [f"no 'timeouts' in the file: episodes end at terminals or after {env.max_episode_steps} "
-                 f"steps ({int(out['timeouts'].sum())} timeout(s) derived)"]
-
-
-def convert_legacy_pybullet(arrays: Mapping[str, np.ndarray], max_steps: int = 1000) -> tuple[dict, list[str]]:
-    """Convert the d4rl-pybullet layout to D4RL's.
-
-    There, an episode with transitions (o_t, a_t, r_t, o_{t+1}), t < T, is stored as T + 1 rows:
-    row t holds o_t, a_t and the reward r_{t-1} of the transition *into* o_t (0 at t = 0); row T
-    holds o_T, a zero action, r_{T-1} and terminal = 1. Converted: rewards shifted back one row,
-    the closing rows dropped (their observation becomes the last next_observation), and the
-    episode end marked as a timeout if the episode ran `max_steps` transitions, else a terminal.
-    Rows after the last closing row (a cut episode) keep all but their last row, ending in a timeout.
-    """
-    obs = np.asarray(arrays["observations"])
-    act = np.asarray(arrays["actions"])
-    rew = np.asarray(arrays["rewards"])
-    if rew.ndim == 2:
-        rew = rew[:, 0]
-    term = np.asarray(arrays["terminals"]).astype(bool)
-    n = len(obs)
-    closing = np.flatnonzero(term)
-    starts = np.concatenate([[0], closing + 1])
-    stops = np.concatenate([closing, [n - 1]])  # exclusive of the closing row; a cut tail drops its last row
-    keep_idx, ends_term, ends_tout = [], [], []
-    episodes = timeouts = terminals = 0
-    cut = False
-    for k, (s, e) in enumerate(zip(starts, stops, strict=True)):
-        if e <= s:
-            continue
-        idx = np.arange(s, e)
-        keep_idx.append(idx)
-        length = e - s
-        episodes += 1
-        t = np.zeros(length, bool)
-        o = np.zeros(length, bool)
-        if k == len(closing):  # rows after the last closing row: cut by the end of the file
-            o[-1] = True
-            cut = True
-        elif length >= max_steps:
-            o[-1] = True
-            timeouts += 1
-        else:
-            t[-1] = True
-            terminals += 1
-        ends_term.append(t)
-        ends_tout.append(o)
-    if not keep_idx:
-        empty = {k: np.asarray(arrays[k])[:0] for k in ("observations", "actions", "rewards", "terminals")}
-        empty["timeouts"] = np.zeros(0, bool)
-        return empty, ["legacy d4rl-pybullet layout: no complete transition"]
-    idx = np.concatenate(keep_idx)
-    out = {
-        "observations": obs[idx],
-        "actions": act[idx],
-        "rewards": rew[idx + 1],
-        "next_observations": obs[idx + 1],
-        "terminals": np.concatenate(ends_term),
-        "timeouts": np.concatenate(ends_tout),
-    }
-    dropped = n - len(idx)
-    note = (f"converted the legacy d4rl-pybullet layout: rewards shifted back one step, {dropped} "
-            f"episode-closing row(s) dropped, next_observations taken from the following rows, "
-            f"{terminals} terminal(s) and {timeouts} timeout(s) derived from {max_steps}-step episode lengths")
-    if cut:
-        note += "; the final cut episode ends in a timeout"
-    return out, [note]
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-
-
-def write_d4rl_hdf5(
-    path: str | os.PathLike,
-    dataset_or_arrays: Dataset | Mapping[str, np.ndarray],
-    attrs: Mapping | None = None,
-) -> Path:
-    """Write a D4RL-layout file atomically (temp file + rename), gzip-compressed, float32 / bool.
-
-    A `Dataset`'s own attrs (and `env_id`, `dataset_id`) are written too; `attrs` override them.
-    Dict and list attribute values are stored as JSON strings, None values are skipped. The output
-    is deterministic: the same arrays and attrs give the same bytes.
-    """
-    import h5py
-
-    path = Path(path)
-    if isinstance(dataset_or_arrays, Dataset):
-        data = dataset_or_arrays
-        arrays = {k: getattr(data, k) for k in ARRAY_KEYS}
-        all_attrs = dict(data.attrs)
-        all_attrs["env_id"] = data.env.env_id
-        if data.dataset_id:
-            all_attrs["dataset_id"] = data.dataset_id
-    else:
-        arrays = dict(dataset_or_arrays)
-        all_attrs = {}
-    all_attrs.update(attrs or {})
-
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
-    if missing:
-        raise missing_keys_error(f"{path} (writing)", missing)
-    cast = {
-        "observations": np.float32, "actions": np.float32, "rewards": np.float32,
-        "terminals": bool, "timeouts": bool, "next_observations": np.float32,
-    }
-    out = {k: np.ascontiguousarray(np.asarray(arrays[k]).astype(cast[k])) for k in ARRAY_KEYS if k in arrays}
-    n = len(out["rewards"])
-    if n == 0:
-        raise MDPTError(f"{path}: refusing to write an empty dataset")
-    if any(len(v) != n for v in out.values()):
-        listed = ", ".join(f"{k} {len(v)}" for k, v in out.items())
-        raise MDPTError(f"{path}: refusing to write arrays of different lengths ({listed})")
-
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            for key in ARRAY_KEYS:
-                if key not in out:
-                    continue
-                arr = out[key]
-                chunks = (min(n, 16384),) + arr.shape[1:]
-                f.create_dataset(key, data=arr, chunks=chunks, compression="gzip", compression_opts=4,
-                                 shuffle=arr.dtype != bool, track_times=False)
-            for k in sorted(all_attrs):
-                v = _attr_value(all_attrs[k])
-                if v is not None:
-                    f.attrs[k] = v
-        os.chmod(tmp, 0o644)  # a data file, readable like any other (the temp file was private)
-    return path
-
-
-def _attr_value(v):
-    if v is None:
-        return None
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, sort_keys=True, default=_json_default)
-    if isinstance(v, (str, bool, int, float, np.ndarray)):
-        return v
-    return str(v)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
