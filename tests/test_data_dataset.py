@@ -93,3 +93,17 @@ def test_concatenation_marks_cut_episodes():
     cheetah = build_dataset(d4rl_arrays("halfcheetah"), ENVS["halfcheetah"])
     with pytest.raises(MDPTError, match="different environments"):
         concatenate_datasets([first, cheetah])
+
+
+def test_episode_returns_one_definition():
+    from mdpt.data.dataset import episode_returns
+
+    rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0], np.float32)
+    ends = np.array([False, True, False, False, False])  # the last transition closes an episode too
+    np.testing.assert_array_equal(episode_returns(rewards, ends), [3.0, 12.0])
+    ends[-1] = True
+    np.testing.assert_array_equal(episode_returns(rewards, ends), [3.0, 12.0])
+    assert episode_returns(rewards[:0], ends[:0]).shape == (0,)
+    data = build_dataset(d4rl_arrays(lengths=(2, 3), terminal=(True, False)), ENVS["hopper"])
+    loop = [float(data.rewards[s].sum(dtype=np.float64)) for s in data.episode_slices]
+    np.testing.assert_allclose(data.episode_returns, loop)

@@ -9,7 +9,8 @@ import pytest
 
 from mdpt.data.dataset import ARRAY_KEYS
 from mdpt.data.load import load_dataset
-from mdpt.data.make import make_dataset, select_checkpoints
+from mdpt.data.make import MakeConfig, make_dataset, select_checkpoints
+from mdpt.data.sac_run import train_sac
 from mdpt.errors import MDPTError
 
 DID = "bullet-hopper-medium-v0"
@@ -85,3 +86,18 @@ def test_tiny_make_same_seed_and_resume(tmp_path, run_cli):
     assert code == 0, err
     info = json.loads(out)
     assert info["normalized"]["reference"] == "dataset" and info["transitions"] == 500
+
+
+@pytest.mark.slow
+def test_damaged_work_file_starts_over(tmp_path):
+    """A work file that fails its sha256 (io.load_arrays raises MDPTError) restarts SAC from step 0."""
+    cfg = MakeConfig(env="hopper", sac_steps=200, transitions=10, eval_every=100, eval_episodes=1,
+                     learning_starts=50)
+    prog, resumed, done = train_sac(cfg, tmp_path, progress=False, stop_after=100)
+    assert (prog["step"], resumed, done) == (100, 0, False)
+    state = tmp_path / prog["state_file"]
+    state.write_bytes(state.read_bytes()[:-8] + b"\0" * 8)
+    prog, resumed, done = train_sac(cfg, tmp_path, progress=False, stop_after=100)
+    assert (prog["step"], resumed, done) == (100, 0, False)  # started over, not resumed from 100
+    prog, resumed, done = train_sac(cfg, tmp_path, progress=False)
+    assert (prog["step"], resumed, done) == (200, 100, True) and len(prog["checkpoints"]) == 2

@@ -13,6 +13,19 @@ from mdpt.data.registry import EnvSpec
 ARRAY_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
 
+def episode_returns(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Undiscounted return (float64) of each episode of D4RL-ordered `rewards`; `ends[i]` marks the
+    last transition of an episode (a terminal or a timeout), and the final transition ends one too."""
+    rewards = np.asarray(rewards)
+    if len(rewards) == 0:
+        return np.zeros(0)
+    stops = np.flatnonzero(np.asarray(ends, bool)[:-1]) + 1
+    stops = np.concatenate([stops, [len(rewards)]])
+    starts = np.concatenate([[0], stops[:-1]])
+    csum = np.concatenate([[0.0], np.cumsum(rewards, dtype=np.float64)])
+    return csum[stops] - csum[starts]
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Transitions in D4RL order. `terminals` are true ends (no bootstrap), `timeouts` time limits.
@@ -60,8 +73,8 @@ class Dataset:
 
     @cached_property
     def episode_returns(self) -> np.ndarray:
-        csum = np.concatenate([[0.0], np.cumsum(self.rewards, dtype=np.float64)])
-        return np.array([csum[s.stop] - csum[s.start] for s in self.episode_slices])
+        """Undiscounted return of each episode (float64), in order."""
+        return episode_returns(self.rewards, self.episode_ends)
 
     @property
     def masks(self) -> np.ndarray:
