@@ -65,40 +65,9 @@ def _load(args):
                         download=not getattr(args, "offline", False))
 
 
-def dataset_summary(data, reference: str = "d4rl") -> dict:
-    """The statistics `mdpt data info` prints, as a JSON-ready dict."""
-    from mdpt.data.registry import reference_bounds
-
-    stats = data.return_stats()
-    lo, hi = reference_bounds(data.env, reference, data.attrs)
-
-    def norm(x):
-        return 100.0 * (x - lo) / (hi - lo)
-
-    lengths = [s.stop - s.start for s in data.episode_slices]
-    attrs = {k: data.attrs[k] for k in ("recipe", "ref_min_score", "ref_max_score", "medium_checkpoint",
-                                        "expert_checkpoint", "concatenation_of") if k in data.attrs}
-    return {
-        "dataset_id": data.dataset_id,
-        "source": data.source,
-        "env_id": data.env.env_id,
-        "obs_dim": data.obs_dim,
-        "act_dim": data.act_dim,
-        "transitions": len(data),
-        "episodes": stats["episodes"],
-        "terminals": int(data.terminals.sum()),
-        "timeouts": int(data.timeouts.sum()),
-        "episode_length": {"mean": float(sum(lengths) / len(lengths)), "min": min(lengths), "max": max(lengths)},
-        "return": {k: stats[k] for k in ("mean", "std", "min", "max")},
-        "normalized": {"reference": reference, "min_score": lo, "max_score": hi,
-                       "mean": norm(stats["mean"]), "min": norm(stats["min"]), "max": norm(stats["max"])},
-        "fingerprint": data.fingerprint,
-        "notes": list(data.notes),
-        "attrs": attrs,
-    }
-
-
 def cmd_info(args) -> int:
+    from mdpt.data.stats import dataset_summary
+
     data = _load(args)
     s = dataset_summary(data, args.reference)
     if args.json:
