@@ -28,7 +28,8 @@ def register(subparsers) -> None:
 
     make = sub.add_parser("make", help="make a dataset by the D4RL recipe (SAC on the bullet env)",
                           description="Train SAC online, checkpoint and evaluate it, and write D4RL-layout "
-                                      "datasets (see shared/datasets/README.md). Resumes when interrupted.")
+                                      "datasets (medium, expert, medium-replay, random, medium-expert). Resumes when "
+                                      "interrupted; the same arguments give the same file.")
     make.add_argument("dataset", metavar="ID", help="dataset id, e.g. bullet-hopper-medium-v0")
     make.add_argument("--sac-steps", type=int, metavar="N", default=150_000, help="SAC environment steps (default 150000)")
     make.add_argument("--transitions", type=int, metavar="N", default=100_000,
@@ -47,7 +48,8 @@ def register(subparsers) -> None:
     make.set_defaults(func=cmd_make)
 
     conv = sub.add_parser("convert", help="write a dataset as a D4RL HDF5 file or a Minari dataset",
-                          description="Convert between the D4RL HDF5 layout and Minari's on-disk format.")
+                          description="Convert between the D4RL HDF5 layout and Minari datasets (Minari through "
+                                      "the minari package: pip install 'mdpt[minari]').")
     conv.add_argument("dataset", metavar="ID|PATH", help="dataset id, HDF5 file or Minari directory")
     conv.add_argument("out", metavar="OUT", help="output: a .hdf5 file (d4rl) or a directory (minari)")
     conv.add_argument("--to", choices=("d4rl", "minari"), default=None,

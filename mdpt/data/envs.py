@@ -76,3 +76,14 @@ def make_env(env_id: str, quiet: bool = True):
         except Exception as e:  # a missing or broken pybullet install
             raise MDPTError(f"cannot create {env_id} ({e.__class__.__name__}: {e}); "
                             "install pybullet and pybullet-envs-gymnasium") from None
+
+
+def env_spec(env_id: str):
+    """Gymnasium's registered `EnvSpec` of a bullet env (entry point, time limit), without making it."""
+    with quiet_stdout(True, stderr="pybullet" not in sys.modules):
+        import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
+    try:
+        return gym.spec(env_id)
+    except Exception as e:
+        raise MDPTError(f"{env_id} is not a registered Gymnasium environment ({e.__class__.__name__}); "
+                        "install pybullet-envs-gymnasium") from None

@@ -1,6 +1,6 @@
 """Make a D4RL-style bullet dataset locally, by the D4RL recipe (`mdpt data make ID`).
 
-Recipe (see shared/datasets/README.md): train SAC online on the PyBullet env, checkpoint and
+Recipe (D4RL's, at a size of your choice): train SAC online on the PyBullet env, checkpoint and
 evaluate it every `eval_every` steps (deterministic episodes; `sac_run.py`); `expert` = the best
 checkpoint, `medium` = the first checkpoint whose evaluation return reaches a third of the
 expert's, `medium-replay` = the replay buffer up to the medium checkpoint, `random` = a randomly
