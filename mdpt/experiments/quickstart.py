@@ -1,7 +1,7 @@
 """`mdpt quickstart`: the whole method on a small budget, end to end, offline, on a CPU.
 
-1. find a bullet hopper dataset (the data dir, ../shared/datasets), or make a small one by the
-   D4RL recipe with a tiny SAC budget;
+1. find a bullet hopper dataset: the data dir ($MDPT_DATA_DIR, else ~/.cache/mdpt/datasets), else
+   the small real one shipped with mdpt (mdpt/datasets/, see its README); nothing is downloaded;
 2. train an IQL guidance module (S seeds, vmapped);
 3. train DQL jointly (with its own DQL critic) and guidance-first (against the frozen IQL module);
 4. swap guidance across seeds and algorithms: every DQL policy seed with every guidance seed, and
@@ -37,46 +37,34 @@ class Budget:
     eval_episodes: int = 3
     eval_max_steps: int | None = 500
     candidates: int = 16
-    # dataset made when none is found (a tiny SAC budget: a weak "medium" policy)
-    sac_steps: int = 12000
-    transitions: int = 20_000
 
 
 TINY = Budget(steps=10, guidance_steps=10, seeds=2, hidden=8, depth=1, batch_size=16, chunk=10, eval_every=10,
-              eval_episodes=1, eval_max_steps=3, candidates=2, sac_steps=300, transitions=500)
-
-
-def _shared_dirs() -> list[Path]:
-    repo = Path(__file__).resolve().parents[2]
-    dirs = [Path.cwd().parent / "shared" / "datasets", repo.parent / "shared" / "datasets",
-            Path.cwd() / "shared" / "datasets"]
-    out = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
+              eval_episodes=1, eval_max_steps=3, candidates=2)
 
 
 def find_dataset(out: Path, budget: Budget, log: Callable = print, progress: bool = True):
-    """A hopper dataset: the data dir, then ../shared/datasets, else make a small one in out/data."""
-    from mdpt.data.load import default_data_dir, load_dataset
+    """A hopper dataset, offline: `<data dir>/<id>.hdf5` ($MDPT_DATA_DIR, else ~/.cache/mdpt/datasets)
+    for the ids in FALLBACK_IDS (a damaged one is an error, not skipped), else the small dataset
+    shipped with mdpt. Looks nowhere else."""
+    from mdpt.data.load import dataset_path, default_data_dir, load_dataset
+    from mdpt.data.packaged import PACKAGED_DIR, packaged_path
 
+    directory = default_data_dir()
     for dataset_id in FALLBACK_IDS:
-        for where in [None, *_shared_dirs(), out / "data"]:
-            try:
-                data = load_dataset(dataset_id, data_dir=where, download=False)
-            except MDPTError:
-                continue
-            log(f"dataset: {dataset_id} from {where or default_data_dir()} ({len(data):,} transitions)")
-            return data
-    from mdpt.data.make import make_dataset
-
-    log(f"dataset: no hopper dataset found; making a SMALL {DATASET} in {out / 'data'} "
-        f"(SAC for only {budget.sac_steps} steps, {budget.transitions} transitions: a weak policy's data)")
-    make_dataset(DATASET, out / "data", sac_steps=budget.sac_steps, transitions=budget.transitions,
-                 eval_every=max(1, budget.sac_steps // 3), eval_episodes=1,
-                 learning_starts=min(1000, budget.sac_steps // 3), progress=progress)
-    return load_dataset(DATASET, data_dir=out / "data", download=False)
+        if not dataset_path(dataset_id, directory).is_file():
+            continue
+        data = load_dataset(dataset_id, data_dir=directory, download=False)  # a damaged file is an error
+        log(f"dataset: {dataset_id} from {directory} ({len(data):,} transitions)")
+        return data
+    path = packaged_path(DATASET)
+    if path is None:
+        raise MDPTError(f"no hopper dataset in {directory}, and this install of mdpt ships none in {PACKAGED_DIR}; "
+                        f"make one with `mdpt data make {DATASET} --out {directory}` (or reinstall mdpt)")
+    data = load_dataset(path, download=False)
+    log(f"dataset: {DATASET} shipped with mdpt, {path} ({len(data):,} transitions; a small dataset, see "
+        f"{PACKAGED_DIR / 'README.md'}); put <id>.hdf5 files in {directory} to use others")
+    return data
 
 
 def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, seeds: int | None = None,
