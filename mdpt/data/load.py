@@ -75,8 +75,8 @@ def load_dataset(
 
             if is_minari_dir(path):
                 return read_minari(path, env=env)
-            raise MDPTError(f"{path}: is a directory but not a Minari dataset (no data/main_data.hdf5 and "
-                            f"metadata.json); give an HDF5 file or a Minari dataset directory")
+            raise MDPTError(f"{path}: is a directory but not a Minari dataset (no data/metadata.json); "
+                            f"give an HDF5 file or a Minari dataset directory")
         from mdpt.data.hdf5 import read_d4rl_hdf5
 
         return read_d4rl_hdf5(path, env=env)
