@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "mdpt.cli.data_cmd",
     "mdpt.cli.train_cmd",
     "mdpt.cli.study_cmd",
+    "mdpt.cli.reproduce_cmd",
 )
 
 

@@ -43,7 +43,8 @@ class Stage1Config:
     """Where the guidance of a guidance-first run comes from, and when it is unfrozen."""
 
     guidance_path: str | None = setting(None, "a trained guidance module to freeze (None: train one first in "
-                                        "RUN/guidance-run)", alias=("guidance", "guidance_path"))
+                                        "RUN/guidance-run; 'random': an untrained one, the necessity control)",
+                                        alias=("guidance", "guidance_path"))
     guidance_seed: int | None = setting(None, "use this seed index of the guidance module for every policy seed",
                                         alias="guidance_seed")
     guidance_steps: int | None = setting(None, "steps of the guidance trained first (None: --steps)",
@@ -69,6 +70,12 @@ class EvalConfig:
     model_selection: str = setting("online", "which checkpoint the summary calls selected: online (best score) or "
                                    "bc-loss (lowest training BC loss, Diffusion-QL's offline selection)",
                                    choices=MODEL_SELECTION)
+    final_episodes: int | None = setting(None, "episodes of the last evaluation (None: as the others); curves on "
+                                         "fewer episodes, the final point on the full protocol")
+    curve_candidates: int | None = setting(None, "candidates of the evaluations before the last (None: "
+                                           "selector.candidates)")
+    snapshots: bool = setting(False, "save the artifacts at every evaluation (snapshots/step-N/), for "
+                              "step-matched guidance swaps")
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,10 @@ class RunConfig:
             raise MDPTError(f"steps {self.steps} is beyond what a run can count ({MAX_STEPS}); split it into runs")
         if self.eval.max_steps is not None and self.eval.max_steps < 1:
             raise MDPTError(f"eval.max_steps must be >= 1, got {self.eval.max_steps}")
+        for name in ("final_episodes", "curve_candidates"):
+            value = getattr(self.eval, name)
+            if value is not None and value < 1:
+                raise MDPTError(f"eval.{name} must be >= 1, got {value}")
         for name, value in (("eval.every", self.eval.every), ("checkpoint_every", self.checkpoint_every),
                             ("seed", self.seed)):
             if value < 0:

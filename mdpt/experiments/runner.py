@@ -13,6 +13,7 @@ run_dir/
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -79,7 +80,7 @@ class Run:
         self.log = log
         self._dataset = dataset
         self.metrics = MetricsLog(self.dir / "metrics.jsonl")
-        self._agents: dict[str, Agent] = {}  # evaluation agents by variant, built once (see _variant_agent)
+        self._agents: dict[tuple, Agent] = {}  # evaluation agents by (variant, candidates), built once
         self.warnings: list[str] = []
         self.value_check: ValueCheck | None = None
 
@@ -116,7 +117,9 @@ class Run:
         c = self.config
         if c.algo is None or c.mode != "guidance-first":
             return None
-        if c.stage1.guidance_path:
+        if c.stage1.guidance_path == "random":
+            art = self._random_guidance(data)
+        elif c.stage1.guidance_path:
             art = load_guidance(c.stage1.guidance_path, c.stage1.guidance_seed)
         else:  # guidance-first with no module given: train one first, in this run directory
             sub = self._stage1_config()
@@ -134,6 +137,20 @@ class Run:
             raise MDPTError(f"guidance {art.path} holds {art.num_seeds} seeds; train with --seeds {art.num_seeds}, "
                             "or pick one with --guidance-seed")
         return art
+
+    def _random_guidance(self, data) -> Artifact:
+        """The necessity control: an untrained guidance (one per seed), saved in RUN/random-guidance
+        so that evaluation scores with the same random critic the policy trained against."""
+        c = self.config
+        where = self.dir / "random-guidance" / "guidance"
+        if not (where / "meta.json").exists():
+            module = GuidanceModule(c.guidance_config(), data.obs_dim, data.act_dim, c.steps)
+            keys = jax.random.split(jax.random.PRNGKey(30_000 + c.seed), c.seeds)
+            params = jax.vmap(lambda k: GuidanceModule.saved_params(module.init(k)))(keys)
+            save_artifact(where, "guidance", module, params, Normalizer.fit(data), dataset_record(data), c.seed_list, 0,
+                          {"mode": "untrained", "note": "random (untrained) guidance: the necessity control",
+                           "selection": {"selector": c.selector.selector, "beta": c.selector.beta}})
+        return load_guidance(where)
 
     def build(self):
         c = self.config
@@ -361,13 +378,19 @@ class Run:
         if not c.algo or not c.eval.variants or not due:
             return False
         policy, guidance = self.current_artifacts(state)
+        final = step >= c.steps
+        episodes = c.eval.final_episodes if final and c.eval.final_episodes else c.eval.episodes
+        selector = c.selector
+        if not final and c.eval.curve_candidates:
+            selector = dataclasses.replace(selector, candidates=c.eval.curve_candidates)
         for variant in c.eval.variants:
-            agent = self._variant_agent(variant, policy, guidance)
+            agent = self._variant_agent(variant, policy, guidance, selector)
             t0 = time.perf_counter()
-            result = evaluate_agent(agent, self.dataset.env, c.eval.episodes, seed=1000 + c.seed,
+            result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
                                     max_steps=c.eval.max_steps)
             scores = normalized_score(result.returns, self.dataset.env, c.eval.reference, self.dataset.attrs)
-            self.metrics.append({"phase": "eval", "step": step, "variant": variant, "returns": _to_list(result.returns),
+            self.metrics.append({"phase": "eval", "step": step, "variant": variant, "candidates": agent.selector.candidates,
+                                 "returns": _to_list(result.returns),
                                  "scores": _to_list(scores), "reference": c.eval.reference,
                                  "wall_s": time.perf_counter() - t0, "sim_s": result.sim_seconds,
                                  "policy_s": result.policy_seconds, "eval_s": result.total_seconds})
@@ -375,6 +398,8 @@ class Run:
                      f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {c.eval.reference})")
             if variant == c.eval.variants[0]:
                 self._keep_if_best(state, step, float(np.mean(scores)))
+        if c.eval.snapshots:
+            self._save_artifacts(state, self.dir / "snapshots" / f"step-{step:09d}", step)
         return True
 
     def _keep_if_best(self, state, step: int, mean: float) -> None:
@@ -389,16 +414,17 @@ class Run:
         self._save_artifacts(state, self.dir / "best", step)
         write_json_atomic(best_file, {"step": step, "mean": mean, "variant": self.config.eval.variants[0]})
 
-    def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None) -> Agent:
-        """One Agent per variant for the whole run: later evaluations swap in the current parameters
-        and reuse its compiled function (the random guidance keeps its fixed random parameters)."""
+    def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None, selector) -> Agent:
+        """One Agent per variant and candidate count for the whole run: later evaluations swap in the
+        current parameters and reuse its compiled function (the random guidance keeps its fixed
+        random parameters)."""
         c = self.config
-        cache = self._agents
-        if variant not in cache:
-            cache[variant] = variant_agent(variant, policy, guidance, c.selector, c.allow_data_mismatch, c.seed)
-            return cache[variant]
+        key = (variant, selector.candidates)
+        if key not in self._agents:
+            self._agents[key] = variant_agent(variant, policy, guidance, selector, c.allow_data_mismatch, c.seed)
+            return self._agents[key]
         guidance_params = guidance.params if variant == "guided" and guidance is not None else None
-        return cache[variant].with_params(policy.params, guidance_params)
+        return self._agents[key].with_params(policy.params, guidance_params)
 
     # ----- the end -----
     def _save_artifacts(self, state, where: Path, step: int) -> None:
@@ -470,7 +496,7 @@ class Run:
             "final": final, "best": best, "selected_offline": selected, "model_selection": c.eval.model_selection,
             "preset": {"layers": list(c.preset), "selector": c.selector.describe(),
                        "note": presets.task_note(c.algo, c.guidance_kind, c.dataset)},
-            "episodes": c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
+            "episodes": c.eval.final_episodes or c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
             "warnings": self.warnings[:20],
             "seconds_per_step": seconds_per_step,
             "peak_memory_bytes": self.peak_memory_bytes() if peak_memory == "measure" else peak_memory,

@@ -46,7 +46,8 @@ class GuidanceConfig:
                                       preset=True)
     expectile: float | None = setting(None, "IQL expectile tau of the V loss", preset=True)
     discount: float | None = setting(None, "discount gamma of the TD targets", preset=True)
-    tau: float | None = setting(None, "Polyak rate of the target critic (online weight)", preset=True)
+    tau: float | None = setting(None, "Polyak rate of the target critic (online weight; 0 freezes the target at its "
+                                "initialization, as the paper's critic-pretraining script does)", preset=True)
     lr: float | None = setting(None, "learning rate", preset=True)
     lr_schedule: str | None = setting(None, "constant | cosine", choices=LR_SCHEDULES, preset=True)
     lr_decay_steps: int | None = setting(None, "cosine decay horizon in steps (None: the run's length)", preset=True)
@@ -72,7 +73,7 @@ class GuidanceConfig:
         checks = [
             (0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}"),
             (0.0 <= self.discount < 1.0, f"discount must be in [0, 1), got {self.discount}"),
-            (0.0 < self.tau <= 1.0, f"target update rate tau must be in (0, 1], got {self.tau}"),
+            (0.0 <= self.tau <= 1.0, f"target update rate tau must be in [0, 1] (0 freezes the target), got {self.tau}"),
             (self.hidden >= 1 and self.depth >= 1, "guidance hidden width and depth must be positive"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"),
