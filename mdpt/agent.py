@@ -212,10 +212,15 @@ class Agent:
         return [g.params if g.num_seeds > 1 else jax.tree.map(lambda x: x[0], g.params) for g in self.guides]
 
     def act(self, obs: np.ndarray, key: jax.Array) -> np.ndarray:
+        return np.asarray(self.act_async(obs, key))
+
+    def act_async(self, obs: np.ndarray, key: jax.Array) -> jax.Array:
+        """Like `act`, but returns the JAX array without waiting for it (JAX dispatches
+        asynchronously), so the caller can step simulators while the actions are computed."""
         obs = jnp.asarray(obs, jnp.float32)
         if obs.ndim != 3 or obs.shape[0] != self.num_seeds:
             raise ValueError(f"obs must be (seeds={self.num_seeds}, envs, obs_dim), got {obs.shape}")
-        return np.asarray(self._act(self.policy.params, self._guidance_params(), obs, key))
+        return self._act(self.policy.params, self._guidance_params(), obs, key)
 
 
 def _replace_params(art: Artifact, params) -> Artifact:
