@@ -40,8 +40,8 @@ class GuidanceConfig:
     hidden: int | None = setting(None, "width of every hidden layer", preset=True)
     depth: int | None = setting(None, "number of hidden layers", preset=True)
     activation: str | None = setting(None, "hidden activation", choices=tuple(ACTIVATIONS), preset=True)
-    first_activation: str | None = setting(None, "activation of the first hidden layer (None: as the others)",
-                                           choices=tuple(ACTIVATIONS), preset=True)
+    first_activation: str | None = setting(None, "activation of the first hidden layer ('same': as the others)",
+                                           choices=("same", *ACTIVATIONS), preset=True)
     layer_norm: bool | None = setting(None, "LayerNorm after every hidden Linear (bounds the critic's features)",
                                       preset=True)
     expectile: float | None = setting(None, "IQL expectile tau of the V loss", preset=True)
@@ -83,7 +83,7 @@ class GuidanceConfig:
             (self.update_every >= 1, f"update_every must be >= 1, got {self.update_every}"),
             (self.backup_samples >= 1, f"backup_samples must be >= 1, got {self.backup_samples}"),
             (self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
-            (self.first_activation is None or self.first_activation in ACTIVATIONS,
+            (self.first_activation == "same" or self.first_activation in ACTIVATIONS,
              f"unknown activation {self.first_activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
         ]
         for ok, message in checks:
@@ -97,7 +97,7 @@ class GuidanceConfig:
     def from_json(cls, d: dict) -> GuidanceConfig:
         """A saved config; keys added after it was written take the values that reproduce it
         (LayerNorm and activations were always recorded; the rest defaulted to these)."""
-        old = {"first_activation": None, "lr_decay_steps": None, "weight_decay": 0.0, "update_every": 1,
+        old = {"first_activation": "same", "lr_decay_steps": None, "weight_decay": 0.0, "update_every": 1,
                "max_q_backup": False, "backup_samples": 10}
         return cls(**{**old, **d})
 
@@ -113,8 +113,9 @@ class GuidanceModule:
         self.config = config.resolved()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         c = self.config
-        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm, c.first_activation)
-        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm, c.first_activation) if self.has_v else None
+        first = None if c.first_activation == "same" else c.first_activation
+        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm, first)
+        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm, first) if self.has_v else None
         self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps, c.grad_clip,
                                         c.weight_decay)
 
