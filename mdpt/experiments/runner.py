@@ -271,8 +271,9 @@ class Run:
         self.metrics.truncate_after(step)
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
-        self.check_evaluation_memory(state)  # the cheaper program to compile first
-        self.check_training_memory(state, self._chunk_length(step))
+        if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
+            self.check_evaluation_memory(state)  # the cheaper program to compile first
+            self.check_training_memory(state, self._chunk_length(step))
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
         timed_steps, timed_seconds, first = 0, 0.0, True
         while step < c.steps:
