@@ -171,8 +171,8 @@ class RunConfig:
         s1 = self.stage1
         if s1.unfreeze_at is not None and s1.unfreeze_at < 1:
             raise MDPTError(f"stage1.unfreeze_at must be >= 1, got {s1.unfreeze_at}")
-        if s1.guidance_steps is not None and not 1 <= s1.guidance_steps <= MAX_STEPS:
-            raise MDPTError(f"stage1.guidance_steps must be in 1..{MAX_STEPS}, got {s1.guidance_steps}")
+        if s1.guidance_steps is not None and s1.guidance_steps < 1:
+            raise MDPTError(f"stage1.guidance_steps must be >= 1, got {s1.guidance_steps}")
         if self.mode == "guidance-first" and self.guidance.kind == "dql-critic" and not s1.guidance_path:
             raise MDPTError("guidance-first training needs a trained dql-critic via --guidance DIR, "
                             "or a policy-independent kind (iql, sarsa)")
