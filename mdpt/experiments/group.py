@@ -134,8 +134,9 @@ class GroupRun:
             r.metrics.truncate_after(step)
         if step >= c.steps and all((r.dir / "summary.json").exists() for r in self.runs):
             return [read_json(r.dir / "summary.json") for r in self.runs]
-        what = f"the grouped training step ({len(self.runs)} datasets x {c.seeds} seeds x batch {c.batch_size})"
-        check_memory(trainer.compiled(state, min(c.chunk, c.steps - step)), what, GROUP_LOWER)
+        if step < c.steps:
+            what = f"the grouped training step ({len(self.runs)} datasets x {c.seeds} seeds x batch {c.batch_size})"
+            check_memory(trainer.compiled(state, min(c.chunk, c.steps - step)), what, GROUP_LOWER)
         self.log(f"group of {len(self.runs)} runs x {c.seeds} seeds ({', '.join(r.config.dataset for r in self.runs)}) "
                  f"from step {step} to {c.steps}")
         timed_steps, timed_seconds, first = 0, 0.0, True
