@@ -103,7 +103,7 @@ def make_trainer(name: str, arrays, dims, batch: int):
 
 def compile_one(name: str, seeds: int, arrays, dims, chunk: int, precision: str | None):
     """Build and compile one program against abstract state (no device memory yet)."""
-    from mdpt.experiments.profiling import compiled_peak_bytes
+    from mdpt.training.profiling import compiled_peak_bytes
 
     trainer = make_trainer(name, arrays, dims, 256)
     abstract = jax.eval_shape(lambda: trainer.init(list(range(seeds))))

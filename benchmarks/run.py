@@ -31,9 +31,9 @@ import numpy as np
 
 from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
-from mdpt.experiments.profiling import compiled_flops, compiled_memory_bytes
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
+from mdpt.training.profiling import compiled_flops, compiled_memory_bytes
 from mdpt.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent

@@ -17,6 +17,9 @@ COMMAND_MODULES = (
 )
 
 
+SIZES = "batch sizes, seeds, candidates, episodes or network widths"  # what to lower when memory runs out
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (exit code 2), with a hint to --help."""
 
@@ -49,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mdpt: interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as e:  # out of memory where no caller named what ran out
+        from mdpt.training.profiling import is_out_of_memory, out_of_memory_message
+
+        if not is_out_of_memory(e):
+            raise
+        print(f"mdpt: error: {out_of_memory_message(e, f'mdpt {args.command}', SIZES)}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

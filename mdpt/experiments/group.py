@@ -22,13 +22,15 @@ from mdpt.data.batches import stack_arrays
 from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import RunLock, remove_stale_temporaries
-from mdpt.experiments.runner import Run, _to_list
+from mdpt.experiments.runner import TRAIN_LOWER, Run, _to_list
 from mdpt.io import read_json, write_json_atomic
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from mdpt.training.profiling import check_memory, out_of_memory_as_error
 from mdpt.training.trainer import Trainer
 
 # settings that may differ between the runs of a group
 PER_RUN = ("dataset", "stage1")
+GROUP_LOWER = TRAIN_LOWER + ", or group fewer runs"
 
 
 def _shared(config: RunConfig) -> dict:
@@ -118,7 +120,8 @@ class GroupRun:
         try:
             for r in self.runs:
                 remove_stale_temporaries(r.dir)
-            return self._train()
+            with out_of_memory_as_error(f"the group of {len(self.runs)} runs", GROUP_LOWER):
+                return self._train()
         finally:
             for lock in reversed(locks):
                 lock.__exit__(None, None, None)
@@ -131,6 +134,9 @@ class GroupRun:
             r.metrics.truncate_after(step)
         if step >= c.steps and all((r.dir / "summary.json").exists() for r in self.runs):
             return [read_json(r.dir / "summary.json") for r in self.runs]
+        if step < c.steps:
+            what = f"the grouped training step ({len(self.runs)} datasets x {c.seeds} seeds x batch {c.batch_size})"
+            check_memory(trainer.compiled(state, min(c.chunk, c.steps - step)), what, GROUP_LOWER)
         self.log(f"group of {len(self.runs)} runs x {c.seeds} seeds ({', '.join(r.config.dataset for r in self.runs)}) "
                  f"from step {step} to {c.steps}")
         timed_steps, timed_seconds, first = 0, 0.0, True
@@ -158,7 +164,7 @@ class GroupRun:
                 self.log(f"group stopped at step {step} of {c.steps} (time limit); a later call resumes it")
                 return []
         per_step = timed_seconds / timed_steps if timed_steps else None
-        from mdpt.experiments.profiling import compiled_peak_bytes
+        from mdpt.training.profiling import compiled_peak_bytes
 
         try:
             peak = compiled_peak_bytes(trainer.compiled(state, min(c.chunk, c.steps))) - trainer.dataset_bytes

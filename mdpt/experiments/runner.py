@@ -28,14 +28,18 @@ from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
 from mdpt.data.registry import normalized_score
 from mdpt.errors import MDPTError, RunStopped
-from mdpt.evaluation.api import evaluate_agent, variant_agent
+from mdpt.evaluation.api import check_agent, evaluate_agent, variant_agent
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import MetricsLog, RunLock, check_writable, remove_stale_temporaries
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import read_json, versions, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from mdpt.training.profiling import check_memory, out_of_memory_as_error
 from mdpt.training.trainer import Trainer
+
+# what to lower when a training step does not fit in memory
+TRAIN_LOWER = "batch_size, seeds, the network widths (policy.hidden, guidance.hidden) or policy.T"
 
 
 def _to_list(x):
@@ -231,11 +235,28 @@ class Run:
     # ----- the loop -----
     def execute(self) -> dict:
         check_writable(self.dir)  # creates the directory; one-line error if it cannot be written
-        with RunLock(self.dir):
+        with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
             remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
             self._check_dir()
             self.build()
             return self._train()
+
+    def check_training_memory(self, state, steps: int) -> None:
+        """Refuse (one line, both numbers) a training step that cannot fit in memory, before it
+        runs: its chunk of `steps` is compiled and XLA's memory analysis compared with the memory
+        available (`profiling.check_memory`); training then runs that executable."""
+        c = self.config
+        what = f"the training step ({c.seeds} seeds x batch {c.batch_size})"
+        check_memory(self.trainer.compiled(state, steps), what, TRAIN_LOWER)
+
+    def check_evaluation_memory(self, state) -> None:
+        """Refuse an evaluation whose act step cannot fit, before training starts."""
+        c = self.config
+        if not c.algo or not c.eval.variants:
+            return
+        policy, guidance = self.current_artifacts(state)
+        for variant in c.eval.variants:
+            check_agent(self._variant_agent(variant, policy, guidance), c.eval.episodes)
 
     def _initial_state(self):
         """Fresh state, or the checkpoint's (in the trainer shape of its step)."""
@@ -267,12 +288,18 @@ class Run:
         self.metrics.truncate_after(step)
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
+        if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
+            self.check_evaluation_memory(state)  # the cheaper program to compile first
+            self.check_training_memory(state, self._chunk_length(step))
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
         timed_steps, timed_seconds, first = 0, 0.0, True
         while step < c.steps:
-            if c.stage1.unfreeze_at is not None and step >= c.stage1.unfreeze_at:
-                state = self._unfreeze(state)
             n = self._chunk_length(step)
+            if c.stage1.unfreeze_at is not None and step >= c.stage1.unfreeze_at:
+                trainer = self.trainer
+                state = self._unfreeze(state)
+                if self.trainer is not trainer:  # the guidance joins the training state: a bigger step
+                    self.check_training_memory(state, n)
             t0 = time.perf_counter()
             state, m = self.trainer.run(state, n, start=step)
             jax.block_until_ready(state)
@@ -511,7 +538,7 @@ class Run:
         try:
             state = jax.eval_shape(lambda: self.trainer.init(self.config.seed_list))
             compiled = self.trainer.compiled(state, min(self.config.chunk, self.config.steps))
-            from mdpt.experiments.profiling import compiled_peak_bytes
+            from mdpt.training.profiling import compiled_peak_bytes
 
             return compiled_peak_bytes(compiled) - self.trainer.dataset_bytes
         except Exception:  # analysis is best-effort; it never fails a run

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from mdpt.errors import MDPTError
+from mdpt.errors import MDPTError, SweepFailed
 
 LAUNCHERS = ("local", "ray")
 TOP_KEYS = ("base", "grid", "eval_max_steps")
@@ -122,7 +122,7 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: st
             + (f" ({r['error']})" if r.get("error") else ""))
     log(f"sweep results: {path}")
     if failed:
-        raise MDPTError(f"{len(failed)} of {len(records)} trial(s) failed (first: {failed[0]['name']}: "
+        raise SweepFailed(f"{len(failed)} of {len(records)} trial(s) failed (first: {failed[0]['name']}: "
                         f"{failed[0]['error']}); see {path}")
     return path
 
