@@ -95,12 +95,23 @@ class Run:
         if existing.exists():
             if not self.resume:
                 raise MDPTError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
-            old = read_json(existing, "run config")
-            old_cfg = {k: v for k, v in old.items() if k != "versions"} if isinstance(old, dict) else old
-            if old_cfg != self.config.to_json():
+            if not self._same_config(read_json(existing, "run config")):
                 raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with "
                                 "(or one written by another mdpt version); start a new --out")
         write_json_atomic(existing, {**self.config.to_json(), "versions": versions()})
+
+    def _same_config(self, old) -> bool:
+        """The stored config means this run: equal, or equal once settings added since it was
+        written take their defaults (a stored value is never overridden)."""
+        if not isinstance(old, dict):
+            return False
+        old = {k: v for k, v in old.items() if k != "versions"}
+        if old == self.config.to_json():
+            return True
+        try:
+            return RunConfig.from_dict({k: v for k, v in old.items() if k != "preset"}).to_json() == self.config.to_json()
+        except MDPTError:
+            return False
 
     def _load_data(self):
         if self._dataset is None:
