@@ -266,8 +266,19 @@ class Run:
         if not c.algo or not c.eval.variants:
             return
         policy, guidance = self.current_artifacts(state)
-        for variant in c.eval.variants:
-            check_agent(self._variant_agent(variant, policy, guidance), c.eval.episodes)
+        for final in (False, True):
+            selector, episodes = self._eval_setting(final)
+            for variant in c.eval.variants:
+                check_agent(self._variant_agent(variant, policy, guidance, selector), episodes)
+
+    def _eval_setting(self, final: bool):
+        """(selector, episodes) of an evaluation along the curve or at the last step."""
+        c = self.config
+        episodes = c.eval.final_episodes if final and c.eval.final_episodes else c.eval.episodes
+        selector = c.selector
+        if not final and c.eval.curve_candidates:
+            selector = dataclasses.replace(selector, candidates=c.eval.curve_candidates)
+        return selector, episodes
 
     def _initial_state(self):
         """Fresh state, or the checkpoint's (in the trainer shape of its step)."""
@@ -416,11 +427,7 @@ class Run:
         if not c.algo or not c.eval.variants or not due:
             return False
         policy, guidance = self.current_artifacts(state)
-        final = step >= c.steps
-        episodes = c.eval.final_episodes if final and c.eval.final_episodes else c.eval.episodes
-        selector = c.selector
-        if not final and c.eval.curve_candidates:
-            selector = dataclasses.replace(selector, candidates=c.eval.curve_candidates)
+        selector, episodes = self._eval_setting(step >= c.steps)
         for variant in c.eval.variants:
             agent = self._variant_agent(variant, policy, guidance, selector)
             t0 = time.perf_counter()
