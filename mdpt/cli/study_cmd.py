@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     s.add_argument("--config", help="YAML file of base RunConfig settings")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     s.add_argument("--allow-data-mismatch", action="store_true")
+    s.add_argument("--stage1", choices=["iql", "authors"], default="iql",
+                   help="guidance-first's stage-1 guidance: iql, or the paper's dql-critic (default: iql)")
+    s.add_argument("--unfreeze-at", type=int, help="step at which guidance-first's guidance trains on")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--out", required=True, help="study directory")
     s.set_defaults(func=run_study_cmd)
@@ -178,7 +181,7 @@ def run_study_cmd(args) -> int:
                      seeds=args.seeds, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                      overrides=load_yaml(args.config) if args.config else None, sets=tuple(args.set),
                      eval_max_steps=args.eval_max_steps, allow_data_mismatch=args.allow_data_mismatch,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, stage1=args.stage1, unfreeze_at=args.unfreeze_at)
     path = run_study(args.study, o)
     print(f"report: {path}")
     return 0

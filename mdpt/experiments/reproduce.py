@@ -44,6 +44,7 @@ from mdpt.errors import MDPTError
 from mdpt.io import read_json, write_json_atomic
 
 CONTROLS_WITH_Q = ("dql", "edp")  # algorithms whose policy loss uses the guidance in training
+STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
 STAGE1 = ("iql", "authors")
 # Estimated seed-steps per second of each update on a 2-core CPU and on an H200 at 15-20 replicas
 # (benchmarks/RESULTS.md); only used to estimate a plan's wall time.
@@ -72,6 +73,7 @@ class Protocol:
     unfreeze_at: int | None = None
     ensemble_k: int = 3
     transfer_points: int = 2
+    studies: tuple[str, ...] = STUDIES  # a subset plans only the runs (and swaps) those studies need
     base: dict = field(default_factory=dict)  # settings under every run (e.g. tiny networks in tests)
 
     def validate(self) -> Protocol:
@@ -89,9 +91,17 @@ class Protocol:
                 raise MDPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.eval_every > self.steps:
             raise MDPTError(f"--eval-every {self.eval_every} is beyond --steps {self.steps}: no learning curve")
+        bad = [x for x in self.studies if x not in STUDIES]
+        if bad or not self.studies:
+            raise MDPTError(f"unknown study {bad[0] if bad else ''!r}; use any of: {', '.join(STUDIES)}")
         if not 1 <= self.ensemble_k <= self.seeds:
             raise MDPTError(f"--ensemble-k must be in 1..--seeds ({self.seeds}): the members are iql-b's seeds")
         return self
+
+
+def dataset_dir(dataset: str) -> str:
+    """A dataset's folder name: its id, or a path's file stem."""
+    return dataset if "/" not in dataset and not dataset.endswith((".hdf5", ".h5")) else Path(dataset).stem
 
 
 @dataclass
@@ -108,7 +118,7 @@ class Planned:
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.name}"
+        return f"{dataset_dir(self.dataset)}/{self.name}"
 
 
 def _eval(p: Protocol, variants: list[str]) -> dict:
@@ -127,20 +137,23 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
 
     out: list[Planned] = []
     points = -(-p.steps // p.eval_every)
+    necessity, transfer = "necessity" in p.studies, "transfer" in p.studies
     for ds in p.datasets:
         common = merge(p.base, {"dataset": ds, "seeds": p.seeds, "seed": p.seed, "steps": p.steps})
+        here = runs_dir / dataset_dir(ds)
 
         def add(name, settings, update, algo=None, after=(), evals=points, ds=ds, common=common):
             out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, evals, algo, tuple(after)))
 
         add("iql-a", {"guidance": {"kind": "iql"}}, "iql", evals=0)
-        add("iql-b", {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql", evals=0)
-        stage1 = runs_dir / ds / "iql-a" / "guidance"
+        if transfer:
+            add("iql-b", {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql", evals=0)
+        stage1 = here / "iql-a" / "guidance"
         if p.stage1 == "authors":
             # the paper's script: next actions from an untrained actor, the target never updated
             add("critic-authors", {"guidance": {"kind": "dql-critic", "tau": 0.0},
                                    "stage1": {"next_actions": "untrained"}}, "critic", evals=0)
-            stage1 = runs_dir / ds / "critic-authors" / "guidance"
+            stage1 = here / "critic-authors" / "guidance"
         for algo in p.algos:
             add(f"{algo}-joint", {"algo": algo, "mode": "joint",
                                   "eval": _eval(p, ["guided", "unguided", "random-guidance"])}, f"{algo}-joint", algo)
@@ -149,10 +162,10 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
             if p.unfreeze_at is not None:
                 gf["stage1"]["unfreeze_at"] = p.unfreeze_at
             add(f"{algo}-gfdt", gf, f"{algo}-gf", algo, after=(stage1.parent.name,))
-            if algo in CONTROLS_WITH_Q:
+            if algo in CONTROLS_WITH_Q and necessity:
                 add(f"{algo}-bc", {"algo": algo, "mode": "guidance-first", "policy": {"eta": 0.0},
                                    "eval": _eval(p, ["guided", "unguided"]),
-                                   "stage1": {"guidance_path": str(runs_dir / ds / "iql-a" / "guidance")}},
+                                   "stage1": {"guidance_path": str(here / "iql-a" / "guidance")}},
                     f"{algo}-bc", algo, after=("iql-a",))
                 add(f"{algo}-random", {"algo": algo, "mode": "guidance-first", "guidance": {"kind": "dql-critic"},
                                        "eval": _eval(p, ["guided", "unguided"]),
@@ -227,9 +240,9 @@ class Reproduction:
             backend = jax.default_backend()
             estimate = self.check_budget(budget_hours, backend)
             items = self.planned()
+            configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
             write_json_atomic(self.out / "protocol.json", {"protocol": _protocol_json(self.p),
                                                            "runs": [it.key for it in items]})
-            configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
             if train_only:
                 configs = {k: _without_eval(c) for k, c in configs.items()}
             self.log(f"reproduce: {len(items)} runs planned, {len(items) - len(self.remaining())} done; "
@@ -250,9 +263,9 @@ class Reproduction:
                 datasets[it.dataset] = run.dataset
                 done_s = time.monotonic() - t0
             self.log(f"reproduce: training and curves done in {_hms(done_s)}")
-            if not train_only:
+            if not train_only and "transfer" in self.p.studies:
                 for ds in self.p.datasets:
-                    self.swaps(ds)
+                    self.swaps(dataset_dir(ds))
             from mdpt.experiments.findings import write_report
 
             return write_report(self.out)
