@@ -36,10 +36,10 @@ _EXPORTS = {
 __all__ = ["train", "__version__", *_EXPORTS]
 
 
-def train(config, out, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+def train(config, out, *, resume: bool = False, progress: bool = True, log=None) -> dict:
     """Train one run (a policy, or a guidance module alone when `config.algo` is None) into the
     directory `out`; `config` is a RunConfig or a mapping of settings (presets applied). Returns
-    the run's summary (also in out/summary.json)."""
+    the run's summary (also in out/summary.json). Messages go to `log`, else to the `mdpt` logger."""
     from mdpt.experiments.config import RunConfig, resolve_config
     from mdpt.experiments.runner import Run
 

@@ -22,7 +22,7 @@ from mdpt.data.batches import stack_arrays
 from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import RunLock, remove_stale_temporaries
-from mdpt.experiments.runner import TRAIN_LOWER, Run, _to_list
+from mdpt.experiments.runner import LOG, TRAIN_LOWER, Run, _to_list
 from mdpt.io import read_json, write_json_atomic
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.profiling import check_memory, out_of_memory_as_error
@@ -67,14 +67,14 @@ class GroupRun:
     """Train `items` [(run_dir, config)] as one program; `deadline` (time.monotonic()) stops at the
     first chunk boundary after it, with a checkpoint in every run, so that a later call resumes."""
 
-    def __init__(self, items: list[tuple[str | Path, RunConfig]], log: Callable = print,
+    def __init__(self, items: list[tuple[str | Path, RunConfig]], log: Callable | None = None,
                  deadline: float | None = None, datasets: dict | None = None):
         if not items:
             raise MDPTError("a group needs at least one run")
         self.runs = [Run(Path(d), c.validate(), resume=True, progress=False, log=log,
                          dataset=(datasets or {}).get(c.dataset)) for d, c in items]
         check_groupable([r.config for r in self.runs])
-        self.log = log
+        self.log = log or LOG.info
         self.deadline = deadline
 
     @property
@@ -153,7 +153,7 @@ class GroupRun:
             for d, r in enumerate(self.runs):
                 md = _index(m, d)
                 r._check_finite(md, step - n)
-                r.metrics.append({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs),
+                r.record({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs),
                                   **{k: _to_list(v) for k, v in md.items() if "@" not in k and k != "nonfinite_at"}})
                 r._check_values(md, step)
             out_of_time = self.deadline is not None and time.monotonic() > self.deadline and step < c.steps

@@ -13,6 +13,7 @@ The default budget is sized for about 10 minutes on 2 CPU cores; `--tiny` is for
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from mdpt.errors import MDPTError
 
 DATASET = "bullet-hopper-medium-v0"
 FALLBACK_IDS = ("bullet-hopper-medium-v0", "bullet-hopper-medium-replay-v0", "bullet-hopper-expert-v0")
+
+LOG = logging.getLogger("mdpt")
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,9 @@ def _shared_dirs() -> list[Path]:
     return out
 
 
-def find_dataset(out: Path, budget: Budget, log: Callable = print, progress: bool = True):
+def find_dataset(out: Path, budget: Budget, log: Callable | None = None, progress: bool = True):
     """A hopper dataset: the data dir, then ../shared/datasets, else make a small one in out/data."""
+    log = log or LOG.info
     from mdpt.data.load import default_data_dir, load_dataset
 
     for dataset_id in FALLBACK_IDS:
@@ -80,7 +84,8 @@ def find_dataset(out: Path, budget: Budget, log: Callable = print, progress: boo
 
 
 def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, seeds: int | None = None,
-               tiny: bool = False, progress: bool = True, log: Callable = print) -> Path:
+               tiny: bool = False, progress: bool = True, log: Callable | None = None) -> Path:
+    log = log or LOG.info
     from mdpt.experiments.config import RunConfig
     from mdpt.experiments.report import write_report
     from mdpt.experiments.studies import TransferSource, run_all, write_transfer

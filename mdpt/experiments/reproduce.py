@@ -33,6 +33,7 @@ report (`findings.write_report`) is regenerated from what is on disk.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ RATES = {"cpu": {"iql": 240.0, "dql-joint": 48.0, "dql-gf": 60.0, "idql-joint": 
                  "edp-bc": 40_000.0, "critic": 15_000.0}}
 # Seconds per evaluated episode (1000 env steps, all seeds' episodes batched) on a 2-core CPU.
 EPISODE_SECONDS = {"dql": 2.0, "edp": 2.0, "idql": 8.0, "cfg": 2.0}
+
+LOG = logging.getLogger("mdpt")
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,8 @@ def _hms(seconds: float) -> str:
 class Reproduction:
     """Execute a protocol in `out` (runs/, transfer/, report/); `log` receives progress lines."""
 
-    def __init__(self, protocol: Protocol, out: str | Path, log: Callable = print, progress: bool = False):
+    def __init__(self, protocol: Protocol, out: str | Path, log: Callable | None = None, progress: bool = False):
+        log = log or LOG.info
         self.p = protocol.validate()
         self.out = Path(out)
         self.runs_dir = self.out / "runs"

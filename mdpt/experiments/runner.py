@@ -14,6 +14,7 @@ run_dir/
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from mdpt.errors import MDPTError, RunStopped
 from mdpt.evaluation.api import check_agent, evaluate_agent, variant_agent
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import MetricsLog, RunLock, check_writable, remove_stale_temporaries
+from mdpt.experiments.sinks import Sinks
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import read_json, versions, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
@@ -40,6 +42,9 @@ from mdpt.training.trainer import Trainer
 
 # what to lower when a training step does not fit in memory
 TRAIN_LOWER = "batch_size, seeds, the network widths (policy.hidden, guidance.hidden) or policy.T"
+
+
+LOG = logging.getLogger("mdpt")
 
 
 def _to_list(x):
@@ -76,17 +81,19 @@ class ValueCheck:
 
 class Run:
     def __init__(self, run_dir: str | os.PathLike, config: RunConfig, resume: bool = False,
-                 progress: bool = True, log=print, dataset=None):
+                 progress: bool = True, log=None, dataset=None):
         self.dir = Path(run_dir)
         self.config = config.validate()
         self.resume = resume
         self.progress = progress
-        self.log = log
+        self.log = log or LOG.info
+        self.warn = log or LOG.warning
         self._dataset = dataset
         self.metrics = MetricsLog(self.dir / "metrics.jsonl")
         self._agents: dict[tuple, Agent] = {}  # evaluation agents by (variant, candidates), built once
         self.warnings: list[str] = []
         self.value_check: ValueCheck | None = None
+        self.sinks: Sinks | None = None
 
     # ----- set-up -----
     def _check_dir(self) -> None:
@@ -249,8 +256,18 @@ class Run:
         with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
             remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
             self._check_dir()
-            self.build()
-            return self._train()
+            self.sinks = Sinks(self.dir, self.config.log.backends, self.config.log.wandb_project, self.config.to_json())
+            try:
+                self.build()
+                return self._train()
+            finally:
+                self.sinks.close()
+
+    def record(self, row: dict) -> None:
+        """A metrics row: metrics.jsonl first (the source of truth), then the optional sinks."""
+        self.metrics.append(row)
+        if self.sinks is not None:
+            self.sinks.write(row)
 
     def check_training_memory(self, state, steps: int) -> None:
         """Refuse (one line, both numbers) a training step that cannot fit in memory, before it
@@ -331,7 +348,7 @@ class Run:
             first = False
             self._check_finite(m, step)
             step += n
-            self.metrics.append({"phase": "train", "step": step, "wall_s": dt,
+            self.record({"phase": "train", "step": step, "wall_s": dt,
                                  **{k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}})
             values_ok = self._check_values(m, step)
             evaluated = self._maybe_evaluate(state, step)
@@ -359,7 +376,7 @@ class Run:
         message = (f"critic |Q| reached {q:.3g} at step {step}, past its bound {vc.bound:.3g} = max |r| / (1 - gamma) "
                    f"(x{self.config.divergence.margin:g})")
         if vc.first_exceeded == step or verdict == "stop":
-            self.log(f"warning: {message}")
+            self.warn(f"warning: {message}")
             self.warnings.append(message)
         if verdict == "stop" and self.config.divergence.action == "stop":
             self._write_stopped_summary("diverged", message)
@@ -434,7 +451,7 @@ class Run:
             result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
                                     max_steps=c.eval.max_steps)
             scores = normalized_score(result.returns, self.dataset.env, c.eval.reference, self.dataset.attrs)
-            self.metrics.append({"phase": "eval", "step": step, "variant": variant, "candidates": agent.selector.candidates,
+            self.record({"phase": "eval", "step": step, "variant": variant, "candidates": agent.selector.candidates,
                                  "returns": _to_list(result.returns),
                                  "scores": _to_list(scores), "reference": c.eval.reference,
                                  "wall_s": time.perf_counter() - t0, "sim_s": result.sim_seconds,

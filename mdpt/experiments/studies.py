@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from mdpt.experiments.reproduce import STUDIES
 
 # ----------------------------------------------------------------------------- running
 
+LOG = logging.getLogger("mdpt")
+
 
 def make_config(dataset: str, settings: dict, overrides: dict | None = None, sets: list[str] | None = None):
     """RunConfig from study settings over a base mapping (e.g. --config) and `--set key=value` items."""
@@ -33,12 +36,13 @@ def make_config(dataset: str, settings: dict, overrides: dict | None = None, set
     return load_config(sets=sets, base={"dataset": dataset, **(overrides or {})}, top=settings)
 
 
-def run_all(configs: dict[str, object], runs_dir: Path, log: Callable = print, progress: bool = True,
+def run_all(configs: dict[str, object], runs_dir: Path, log: Callable | None = None, progress: bool = True,
             dataset=None) -> dict[str, dict]:
     """Run (or resume) each named config in runs_dir/<name>; returns name -> summary.
 
     Evaluation episodes are capped by each config's `eval_max_steps`.
     """
+    log = log or LOG.info
     from mdpt.experiments.runner import Run
 
     summaries = {}
@@ -97,9 +101,10 @@ class StudyOptions:
                         base=base).validate()
 
 
-def run_study(name: str, o: StudyOptions, log: Callable = print) -> Path:
+def run_study(name: str, o: StudyOptions, log: Callable | None = None) -> Path:
     """One of the paper's studies on one dataset: the reproduction's protocol restricted to the
     runs (and guidance swaps) that study needs, with the same report."""
+    log = log or LOG.info
     from mdpt.experiments.reproduce import Reproduction
 
     if name not in STUDIES:
@@ -155,12 +160,13 @@ def evaluate_scores(agent, env, episodes: int, seed: int, max_steps: int | None,
 
 def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d4rl", episodes: int = 10,
                     seed: int = 1000, max_steps: int | None = None, allow_mismatch: bool = False,
-                    attrs: dict | None = None, log: Callable = print) -> dict:
+                    attrs: dict | None = None, log: Callable | None = None) -> dict:
     """Evaluate every policy seed with every guidance seed; returns the transfer.json object.
 
     With S policy seeds and S guidance seeds, one evaluation per (policy group, guidance group,
     shift k) runs all S policy seeds at once, seed i with guidance seed (i + k) mod S.
     """
+    log = log or LOG.info
     from mdpt.agent import Agent
     from mdpt.artifacts import load_guidance, load_policy
     from mdpt.data.registry import env_spec_for
@@ -265,11 +271,12 @@ def _brief(stats, cells: list[np.ndarray]) -> dict:
 
 
 def write_transfer(sources: list[TransferSource], out_dir: Path, config, episodes: int,
-                   max_steps: int | None = None, allow_mismatch: bool = False, log: Callable = print) -> Path:
+                   max_steps: int | None = None, allow_mismatch: bool = False, log: Callable | None = None) -> Path:
     """Evaluate the transfer matrix and write it as a report-readable directory.
 
     `config` (a RunConfig of one of the policies' runs) gives the selector, reference and dataset.
     """
+    log = log or LOG.info
     from mdpt.agent import SelectorConfig
     from mdpt.io import write_bytes_atomic, write_json_atomic
 

@@ -21,6 +21,7 @@ Every trial's config is validated before any trial starts. Trial i runs in
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from mdpt.errors import MDPTError, SweepFailed
 
 LAUNCHERS = ("local", "ray")
 TOP_KEYS = ("base", "grid", "eval_max_steps")
+
+LOG = logging.getLogger("mdpt")
 
 
 def _short(value) -> str:
@@ -91,7 +94,8 @@ def run_trial(run_dir: str, config: dict) -> dict:
 
 
 def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: str = "local",
-              workers: int = 1, address: str | None = None, log: Callable = print) -> Path:
+              workers: int = 1, address: str | None = None, log: Callable | None = None) -> Path:
+    log = log or LOG.info
     from mdpt.experiments.config import load_yaml
     from mdpt.io import write_json_atomic
 
