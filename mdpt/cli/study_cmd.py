@@ -60,6 +60,10 @@ def register(subparsers) -> None:
     w.add_argument("--launcher", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     w.add_argument("--workers", type=int, default=1, help="trials run at once")
+    w.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs each trial asks for (default: 1)")
+    w.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="Ray: GPUs (or a fraction) each trial asks for; its JAX then takes no more than that share "
+                        "of the GPU's memory and may not fall back to the CPU (default: 0, CPU only)")
     w.add_argument("--out", required=True)
     w.set_defaults(func=run_sweep_cmd)
 
@@ -190,7 +194,8 @@ def run_study_cmd(args) -> int:
 def run_sweep_cmd(args) -> int:
     from mdpt.experiments.sweep import run_sweep
 
-    run_sweep(args.spec, args.out, args.launcher, args.workers, args.address)
+    run_sweep(args.spec, args.out, args.launcher, args.workers, args.address,
+              cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
     return 0
 
 
