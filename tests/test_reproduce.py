@@ -87,3 +87,50 @@ def test_a_plan_over_budget_is_refused_up_front(tmp_path, reproduction):
     assert not (tmp_path / "big").exists()
     with pytest.raises(MDPTError, match="--ensemble-k"):
         Protocol(datasets=(DATASET,), seeds=2, ensemble_k=3).validate()
+
+
+def test_killed_while_swapping_resumes_the_missing_cells_only(reproduction):
+    out, _, main = reproduction
+    path = out / "transfer" / f"{DATASET}.json"
+    full = json.loads(path.read_text())["cells"]
+    kept = dict(list(full.items())[: len(full) // 2])  # what a kill halfway through the swaps leaves
+    path.write_text(json.dumps({"dataset": DATASET, "cells": kept}))
+    assert main(["reproduce", *ARGS, "--out", str(out)]) == 0
+    again = json.loads(path.read_text())["cells"]
+    assert again.keys() == full.keys()
+    assert all(again[k]["scores"] == full[k]["scores"] for k in full)  # deterministic: the same cells
+
+
+def test_a_crash_while_writing_the_report_keeps_the_previous_one(reproduction, monkeypatch):
+    from mdpt.experiments import findings
+
+    out, _, _ = reproduction
+    before = (out / "report" / "report.md").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk went away while writing figures")
+
+    monkeypatch.setattr(findings, "render", broken)
+    with pytest.raises(RuntimeError):
+        findings.write_report(out)
+    assert (out / "report" / "report.md").read_text() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".report.")]  # no half-written report left
+
+
+def test_a_second_process_on_the_same_directory_is_refused(reproduction):
+    from mdpt.experiments.reproduce import Protocol, Reproduction
+    from mdpt.experiments.rundir import RunLock
+
+    out, _, _ = reproduction
+    with RunLock(out, "reproduction directory"):  # the first process holds it
+        with pytest.raises(MDPTError, match="another mdpt process is using this reproduction directory"):
+            Reproduction(Protocol(datasets=(DATASET,), seeds=2, ensemble_k=2), out).execute()
+
+
+def test_an_unwritable_results_directory_is_one_line(tmp_path, reproduction, capsys):
+    out, _, main = reproduction
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # unwritable for every user, root included
+    code = main(["reproduce", *ARGS, "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "a-file" in err

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -241,6 +242,8 @@ class Reproduction:
 
         self.out.mkdir(parents=True, exist_ok=True)
         with RunLock(self.out, "reproduction directory"):
+            for stale in self.out.glob(".report.*.tmp"):  # a report a kill cut short (the old one stands)
+                shutil.rmtree(stale, ignore_errors=True)
             backend = jax.default_backend()
             estimate = self.check_budget(budget_hours, backend)
             items = self.planned()
