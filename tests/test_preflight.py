@@ -258,7 +258,7 @@ INT_LEAVES = [name for name, _, hint in leaves(RunConfig) if int in _types(hint)
 
 def test_every_integer_setting_has_a_limit():
     assert sorted(INT_LEAVES) == sorted(INT_LIMITS)
-    assert len(INT_LEAVES) == 26
+    assert len(INT_LEAVES) == 28
 
 
 @pytest.mark.parametrize("name", INT_LEAVES)

@@ -56,6 +56,8 @@ INT_LIMITS: dict[str, tuple[int, str]] = {
     "chunk": (1_000_000, "steps per compiled call, whose metrics are kept per step"),
     "selector.candidates": (MAX_CANDIDATES, "a policy sample per candidate, env and seed"),
     "eval.episodes": (MAX_EPISODES, "one simulator per episode and seed, stepped at once"),
+    "eval.final_episodes": (MAX_EPISODES, "one simulator per episode and seed, stepped at once"),
+    "eval.curve_candidates": (MAX_CANDIDATES, "a policy sample per candidate, env and seed"),
     "eval.max_steps": (1_000_000, "env steps per episode; the bullet envs end episodes at 1000"),
     "policy.hidden": _WIDTH, "guidance.hidden": _WIDTH, "policy.depth": _DEPTH, "guidance.depth": _DEPTH,
     "policy.T": (10_000, "diffusion steps"), "policy.sample_steps": (10_000, "sampler network calls"),

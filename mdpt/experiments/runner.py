@@ -203,7 +203,8 @@ class Run:
                 guidance = GuidanceModule(self.frozen_guidance.module.config, data.obs_dim, data.act_dim, c.steps)
             else:
                 g_role = "frozen"
-                frozen["guidance"] = self.frozen_guidance.params
+                # training reads the online critic (and V); the target travels only for selection
+                frozen["guidance"] = {k: v for k, v in self.frozen_guidance.params.items() if k != "target_q"}
                 g_norm = self.frozen_guidance.normalizer
                 if not g_norm.same_as(self.normalizer):  # map our normalized states into the guidance's
                     scale = self.normalizer.obs_std / g_norm.obs_std
