@@ -103,7 +103,7 @@ def make_trainer(name: str, arrays, dims, batch: int):
 
 def compile_one(name: str, seeds: int, arrays, dims, chunk: int, precision: str | None):
     """Build and compile one program against abstract state (no device memory yet)."""
-    from mdpt.experiments.profiling import compiled_peak_bytes
+    from mdpt.training.profiling import compiled_peak_bytes
 
     trainer = make_trainer(name, arrays, dims, 256)
     abstract = jax.eval_shape(lambda: trainer.init(list(range(seeds))))
@@ -289,7 +289,7 @@ def pack(work: Path, out: Path, done: list[str]) -> None:
     """Finished runs -> float16 parameter packs + runs.json (metadata, metrics, summaries)."""
     from safetensors.numpy import save_file
 
-    from mdpt.io import flatten_tree, load_params, read_json
+    from mdpt.io import flatten_tree, load_params, read_json, sha256_file
 
     records, packs = {}, {}
     for name in done:
@@ -308,11 +308,16 @@ def pack(work: Path, out: Path, done: list[str]) -> None:
             for k, v in params.items():
                 packs.setdefault(pack_name(name, kind, meta), {})[f"{name}/{kind}/{k}"] = np.asarray(v, np.float16)
         records[name] = rec
+    digests = {}
     for part, tensors in packs.items():
         tmp = out / f"pack-{part}.tmp"
         save_file(tensors, str(tmp))
         os.replace(tmp, out / f"pack-{part}.safetensors")
-    write_json(out / "runs.json", {"work": str(work), "runs": records})
+        digests[f"pack-{part}.safetensors"] = sha256_file(out / f"pack-{part}.safetensors")
+    for name, rec in records.items():  # which packs each run needs
+        rec["packs"] = sorted({f"pack-{pack_name(name, kind, meta)}.safetensors" for kind, meta in rec["artifacts"].items()})
+    # the index is written last: a pack it names with another checksum (or none) was cut short
+    write_json(out / "runs.json", {"work": str(work), "packs": digests, "runs": records})
 
 
 # ----------------------------------------------------------------------------- main

@@ -2,7 +2,9 @@
 
     python benchmarks/gpu_unpack.py FILES_DIR OUT_DIR
 
-FILES_DIR holds runs.json and pack-*.safetensors (float16 parameters). Each run becomes
+FILES_DIR holds runs.json (the index, written last: each pack's sha256) and pack-*.safetensors
+(float16 parameters). A run whose packs are missing or do not match the index is not unpacked
+(exit 1, and each is named): fetch the files again or retrain it. Each other run becomes
 OUT_DIR/<dataset>/<run>/ with config.json, metrics.jsonl, summary.json and its artifacts, the
 parameters widened back to float32 and checksummed anew; every artifact's metadata records the
 float16 transport (and, for a DQL critic, that only its target network travelled).
@@ -20,17 +22,39 @@ from safetensors.numpy import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mdpt.artifacts import META_DIGEST, META_FILE, PARAMS_FILE, meta_digest  # noqa: E402
-from mdpt.io import save_params, unflatten_tree, write_bytes_atomic, write_json_atomic  # noqa: E402
+from mdpt.io import save_params, sha256_file, unflatten_tree, write_bytes_atomic, write_json_atomic  # noqa: E402
 
 
-def unpack(files: Path, out: Path) -> list[Path]:
+def verified_packs(files: Path, index: dict) -> tuple[set[str], dict[str, str]]:
+    """The packs whose checksum matches the index (written last), and why the others do not."""
+    if "packs" not in index:  # written before the index held checksums: nothing to verify against
+        return {p.name for p in files.glob("pack-*.safetensors")}, {}
+    good, bad = set(), {}
+    for pack, digest in index["packs"].items():
+        path = files / pack
+        if not path.exists():
+            bad[pack] = "missing"
+        elif sha256_file(path) != digest:
+            bad[pack] = "checksum mismatch (truncated or damaged)"
+        else:
+            good.add(pack)
+    return good, bad
+
+
+def unpack(files: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
+    """Unpack every run whose packs verify; returns (run dirs written, {run: why it was skipped})."""
     index = json.loads((files / "runs.json").read_text())
     work, records = index["work"], index["runs"]
+    good, bad = verified_packs(files, index)
     tensors: dict[str, np.ndarray] = {}
-    for pack in sorted(files.glob("pack-*.safetensors")):
-        tensors.update(load_file(str(pack)))
-    written = []
+    for pack in sorted(good):
+        tensors.update(load_file(str(files / pack)))
+    written, skipped = [], {}
     for name, rec in records.items():
+        broken = [p for p in rec.get("packs", []) if p not in good]
+        if broken:  # never loaded half: fetch the files again, or retrain the run (gpu.py resumes)
+            skipped[name] = f"{broken[0]}: {bad.get(broken[0], 'not in the index')}"
+            continue
         run = out / name
         run.mkdir(parents=True, exist_ok=True)
         config = rec["config"]
@@ -62,11 +86,15 @@ def unpack(files: Path, out: Path) -> list[Path]:
             write_json_atomic(run / kind / META_FILE, meta)
         write_json_atomic(run / "summary.json", {**rec["summary"], "run_dir": str(run)})
         written.append(run)
-    return written
+    return written, skipped
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
-    for path in unpack(Path(sys.argv[1]), Path(sys.argv[2])):
+    done, skipped = unpack(Path(sys.argv[1]), Path(sys.argv[2]))
+    for path in done:
         print(path)
+    for name, why in skipped.items():
+        print(f"NOT unpacked {name}: {why}; fetch the files again or retrain it", file=sys.stderr)
+    sys.exit(1 if skipped else 0)

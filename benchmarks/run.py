@@ -1,19 +1,22 @@
 """MDPT training / inference benchmark (not part of the test suite).
 
-    python benchmarks/run.py [--quick] [--out benchmarks/RESULTS.md] [--section train,seeds,infer,torch]
+    python benchmarks/run.py [--quick] [--out benchmarks/RESULTS.md] [--section train,seeds,infer,torch,eval]
 
 Hopper-sized data (obs 15, act 3; bullet-hopper-medium-replay-v0 if present, else 100k synthetic
 transitions), batch 256, width 256, T = 5. Measures, in one run: gradient steps/s per update (1, 4, 8
 vmapped seeds), FLOPs per step from XLA cost analysis and the fraction of a measured float32
 matmul peak, XLA memory analysis of the compiled chunk (joint vs guidance-first), inference
-latency / throughput, and the eager PyTorch Diffusion-QL reference (benchmarks/torch_dql.py).
-Works unchanged on CPU or GPU.
+latency / throughput, the eager PyTorch Diffusion-QL reference (benchmarks/torch_dql.py), and
+evaluation throughput (PyBullet env-steps/s of the pipelined evaluation against the frozen
+pre-pipelining code in benchmarks/eval_baseline.py, same run, alternating). Works unchanged on
+CPU or GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import shlex
@@ -28,15 +31,15 @@ import numpy as np
 
 from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
-from mdpt.experiments.profiling import compiled_flops, compiled_memory_bytes
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
+from mdpt.training.profiling import compiled_flops, compiled_memory_bytes
 from mdpt.training.trainer import Trainer
 
 HERE = Path(__file__).resolve().parent
 DATA = Path("/work/shared/datasets/bullet-hopper-medium-replay-v0.hdf5")
 TOTAL_STEPS = 1_000_000  # only sets the cosine schedule length
-SECTIONS = ("train", "seeds", "infer", "torch")
+SECTIONS = ("train", "seeds", "infer", "torch", "eval")
 
 # name -> (policy algo or None, guidance kind, policy role, guidance role, mode label)
 UPDATES = {
@@ -212,6 +215,88 @@ def bench_torch(data, norm, steps: int, warmup: int, max_seconds: float) -> dict
     return res
 
 
+EVAL_ENV = "halfcheetah"
+EVAL_DATA = Path("/work/shared/datasets/bullet-halfcheetah-medium-replay-v0.hdf5")
+# (policy algo, candidates, timed steps per evaluation (quick: a third))
+EVAL_CASES = (("dql", 50, 60), ("idql", 50, 30), ("idql", 256, 8))
+
+
+def eval_agent(algo: str, candidates: int, norm):
+    """A 1-seed agent with random parameters: `algo` policy + IQL guidance, softmax selector."""
+    from mdpt.agent import Agent, SelectorConfig
+    from mdpt.artifacts import Artifact
+
+    obs_dim, act_dim = norm.obs_mean.shape[0], 6
+    meta = {"dataset": {"fingerprint": "x"}, "seeds": [0]}
+    pol = DiffusionPolicy(PolicyConfig(algo), obs_dim, act_dim, TOTAL_STEPS)
+    gui = GuidanceModule(GuidanceConfig("iql"), obs_dim, act_dim, TOTAL_STEPS)
+    pparams = jax.tree.map(lambda x: x[None], jax.jit(lambda k: pol.init(k)["ema"])(jax.random.PRNGKey(0)))
+    gparams = jax.tree.map(lambda x: x[None], jax.jit(lambda k: gui.init(k)["params"])(jax.random.PRNGKey(1)))
+    return Agent(Artifact(pol, pparams, norm, meta, None), Artifact(gui, gparams, norm, meta, None),
+                 SelectorConfig("softmax", candidates=candidates))
+
+
+def bench_eval(envs: int, groups: list[int], rounds: int, quick: bool, cases=EVAL_CASES) -> dict:
+    """Evaluated env-steps/s: today's evaluation (benchmarks/eval_baseline.py: one SyncVectorEnv,
+    one blocking agent call per step) vs `mdpt.evaluation.rollout.evaluate_agent` with each number
+    of groups, alternating in `rounds` rounds, on HalfCheetah (no early termination, so all `envs`
+    episodes run every step). Rates exclude the set-up (making and resetting the envs), which is
+    the same code for both; compilation happens in a warm-up run before timing."""
+    sys.path.insert(0, str(HERE))
+    import eval_baseline
+
+    from mdpt.data.normalizer import Normalizer
+    from mdpt.evaluation.rollout import evaluate_agent
+
+    if EVAL_DATA.exists():
+        from mdpt.data.load import load_dataset
+
+        norm, desc = Normalizer.fit(load_dataset(EVAL_DATA)), EVAL_DATA.name
+    else:
+        norm, desc = Normalizer.identity(26), "identity (no halfcheetah dataset)"
+    out = {"env": EVAL_ENV, "normalizer": desc, "envs": envs, "rounds": rounds, "cases": []}
+    for algo, candidates, steps in cases:
+        steps = max(3, steps // 3) if quick else steps
+        agent = eval_agent(algo, candidates, norm)
+
+        def old(seed, agent=agent, steps=steps):
+            key = jax.random.PRNGKey(seed)
+            return eval_baseline.evaluate(lambda o, t: agent.act(o, jax.random.fold_in(key, t)), EVAL_ENV, 1,
+                                          envs, seed=seed, max_steps=steps)
+
+        runs = {"old": old}
+        for g in groups:
+            runs[f"groups={g}"] = functools.partial(evaluate_agent, agent, EVAL_ENV, envs, max_steps=steps, groups=g)
+        t0 = time.perf_counter()
+        old(0)  # compiles (envs,) shape; evaluate_agent compiles its group width below
+        for g in groups:
+            evaluate_agent(agent, EVAL_ENV, envs, max_steps=1, groups=g)
+        warm_s = time.perf_counter() - t0
+        rec = {name: [] for name in runs}
+        for r in range(rounds):
+            for name, fn in (runs.items() if r % 2 == 0 else reversed(runs.items())):
+                res = fn(seed=r)
+                loop = res.total_seconds - res.setup_seconds
+                rec[name].append({"rate": res.env_steps / loop, "env_steps": res.env_steps, "loop_s": loop,
+                                  "setup_s": res.setup_seconds, "steps": res.steps,
+                                  "sim_ms": res.sim_seconds / res.steps * 1e3,
+                                  "policy_ms": res.policy_seconds / res.steps * 1e3,
+                                  "overlap_ms": res.overlap_seconds / res.steps * 1e3})
+        case = {"algo": algo, "candidates": candidates, "steps": steps, "warmup_s": warm_s, "runs": {}}
+        for name, rows in rec.items():
+            med = {k: float(np.median([row[k] for row in rows])) for k in rows[0]}
+            med["rates"] = [row["rate"] for row in rows]
+            case["runs"][name] = med
+        base = case["runs"]["old"]["rate"]
+        for name, m in case["runs"].items():
+            m["ratio"] = m["rate"] / base
+            log(f"  eval {algo} x{candidates} {name:9s}: {m['rate']:7.1f} env-steps/s ({m['ratio']:.2f}x), "
+                f"sim {m['sim_ms']:.1f} ms/step, policy wait {m['policy_ms']:.1f} ms/step, "
+                f"overlap {m['overlap_ms']:.1f} ms/step")
+        out["cases"].append(case)
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def fmt(x, spec=".1f", none="n/a"):
     return none if x is None else format(x, spec)
@@ -284,6 +369,10 @@ def report(info: dict, res: dict, cmd: str) -> str:
                      f"{r['candidates_per_s']:.0f} |")
         L.append("")
 
+    ev = res.get("eval")
+    if ev:
+        L += eval_table(ev, info)
+
     tr = res.get("torch")
     if tr:
         L += ["## Reference: eager PyTorch joint DQL (benchmarks/torch_dql.py, 1 seed, Python loop)", "",
@@ -298,6 +387,41 @@ def report(info: dict, res: dict, cmd: str) -> str:
     return "\n".join(L) + "\n"
 
 
+def eval_table(ev: dict, info: dict) -> list[str]:
+    L = [f"## Evaluation throughput ({ev['env']}, {ev['envs']} environments = 1 seed x {ev['envs']} episodes, "
+         f"softmax over IQL min-Q, {os.cpu_count()} cores)", "",
+         "Evaluated env-steps/s of the evaluation loop (set-up excluded: making and resetting the envs is "
+         "the same code in both), median of "
+         f"{ev['rounds']} alternating rounds; `old` = today's code (benchmarks/eval_baseline.py: one "
+         "SyncVectorEnv, one blocking agent call per step), `groups=G` = `mdpt.evaluation.rollout."
+         "evaluate_agent` (G pipelined groups of episodes). Per step: sim = main thread stepping simulators, "
+         "policy wait = main thread in or waiting for the agent call (policy time not hidden by the "
+         "simulator), overlap = simulator time while an agent call was in flight. Random-parameter agents "
+         f"(normalizer: {ev['normalizer']}); HalfCheetah never terminates early, so every episode runs every step.",
+         "", "Overlap ceiling = (sim + policy) / max(sim, policy) of the `old` run: the speed-up of a "
+         "perfect overlap in which neither slows the other down (on 2 cores they share the cores, so the "
+         "simulator's steps slow down while the policy computes, see its sim ms/step).",
+         "", "| policy | candidates | steps | evaluation | env-steps/s | vs old | sim ms/step | policy wait ms/step | "
+         "overlap ms/step | overlap ceiling | rates of the rounds |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for c in ev["cases"]:
+        o = c["runs"]["old"]
+        ceiling = (o["sim_ms"] + o["policy_ms"]) / max(o["sim_ms"], o["policy_ms"], 1e-9)
+        for name, m in c["runs"].items():
+            L.append(f"| {c['algo']} | {c['candidates']} | {c['steps']} | {name} | {m['rate']:.1f} | {m['ratio']:.2f}x | "
+                     f"{m['sim_ms']:.1f} | {m['policy_ms']:.1f} | {m['overlap_ms']:.1f} | "
+                     f"{f'{ceiling:.2f}x' if name == 'old' else ''} | {', '.join(f'{r:.0f}' for r in m['rates'])} |")
+    L.append("")
+    return L
+
+
+def eval_best(ev: dict, algo: str, candidates: int):
+    for c in ev.get("cases", []):
+        if c["algo"] == algo and c["candidates"] == candidates:
+            new = [(m["ratio"], name) for name, m in c["runs"].items() if name != "old"]
+            return max(new) if new else None
+    return None
+
+
 def fmt_load(load):
     return "n/a" if not load else " / ".join(f"{x:.1f}" for x in load)
 
@@ -310,6 +434,7 @@ def headlines(info, res, s1, peak, mem_rows, on_gpu) -> list[str]:
     dj, dg = s1.get("dql-joint"), s1.get("dql-gf")
     d8 = next((r for r in rows if r["name"] == "dql-joint" and r["seeds"] == 8), None)
     L = ["## Headline ratios and targets", "", "| quantity | value | target | verdict |", "|---|---:|---|---|"]
+    first_train_row = len(L)
     gf = dg["steps_per_s"] / dj["steps_per_s"] if dj and dg else None
     L.append(f"| guidance-first DQL step vs joint DQL step (1 seed) | {fmt(gf, '.2f')}x | CPU >= 1.5x | "
              f"{verdict(None if gf is None or on_gpu else gf >= 1.5)} |")
@@ -331,6 +456,15 @@ def headlines(info, res, s1, peak, mem_rows, on_gpu) -> list[str]:
         red = 1 - g["peak"] / j["peak"]
         L.append(f"| guidance-first {algo} peak memory below joint | {red * 100:.1f}% | CPU >= 30% | "
                  f"{verdict(None if on_gpu else red >= 0.30)} |")
+    if not rows and not tr:  # no training or torch section in this run: no rows about them
+        del L[first_train_row:]
+    ev = res.get("eval")
+    if ev:
+        for algo, cands in (("dql", 50), ("idql", 50), ("idql", 256)):
+            best = eval_best(ev, algo, cands)
+            if best:
+                L.append(f"| evaluated env-steps/s, {algo} {ev['envs']} envs x {cands} candidates, pipelined "
+                         f"({best[1]}) vs today's | {best[0]:.2f}x | CPU >= 2x | {verdict(None if on_gpu else best[0] >= 2)} |")
     L.append("")
     L += ["## Notes on the targets", ""] + notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu)
     return L
@@ -371,7 +505,19 @@ def notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu) -> list[st
             out.append(f"- {algo} memory ({red * 100:.0f}% lower): the train state (params, EMA, Adam moments) and "
                        "activations kept for the backward pass through the actor's chain dominate; guidance-first "
                        "removes the critic's state and its target-action chain only.")
-    if not on_gpu:
+    ev = res.get("eval")
+    for c in (ev or {}).get("cases", []):
+        o = c["runs"]["old"]
+        ceiling = (o["sim_ms"] + o["policy_ms"]) / max(o["sim_ms"], o["policy_ms"], 1e-9)
+        best = eval_best(ev, c["algo"], c["candidates"])
+        if not on_gpu and best and best[0] < 2 and ceiling < 2:
+            out.append(f"- evaluation, {c['algo']} x{c['candidates']} ({best[0]:.2f}x): overlapping the simulator "
+                       f"({o['sim_ms']:.0f} ms/step) with the policy ({o['policy_ms']:.0f} ms/step) can at best hide "
+                       f"the shorter of the two, a {ceiling:.2f}x ceiling, and only with a core free for the "
+                       "simulator while the policy runs; on 2 cores the policy already keeps both busy, so the "
+                       "overlapped simulator and policy slow each other down. 2x needs a cheaper policy step "
+                       "(fewer candidates, e.g. an EvalPlan for learning curves) or more cores.")
+    if not on_gpu and ("train" in info["sections"] or "seeds" in info["sections"]):
         out.append("- GPU target (>= 20x eager PyTorch in aggregate with 8 seeds) was not measured: no GPU in this run.")
     load = info.get("load_start")
     cores = info["machine"]["cores"] or 1
@@ -404,6 +550,8 @@ def main(argv=None):
     ap.add_argument("--seeds", default="4,8", help="seed counts for the 'seeds' section")
     ap.add_argument("--seed-updates", default="iql,dql-joint,dql-gf",
                     help="updates timed with several seeds (comma list, or 'all'; each costs a compile)")
+    ap.add_argument("--eval-groups", default="2", help="pipelined group counts timed in the 'eval' section")
+    ap.add_argument("--eval-rounds", type=int, default=3, help="alternating old/new rounds in the 'eval' section")
     ap.add_argument("--chunk", type=int, default=None, help="steps per call (default: 200 on GPU, 20/S on CPU)")
     args = ap.parse_args(argv)
     sections = [s for s in args.section.split(",") if s]
@@ -467,6 +615,9 @@ def main(argv=None):
         res["infer"] = bench_inference(data, norm, arrays, dims, info["envs"], info["candidates"], 5 if quick else 30)
         for k, v in res["infer"].items():
             log(f"  inference {k}: {v['latency_ms']:.2f} ms, {v['actions_per_s']:.0f} actions/s")
+    if "eval" in sections:
+        res["eval"] = bench_eval(info["envs"], [int(g) for g in args.eval_groups.split(",") if g],
+                                 1 if quick else args.eval_rounds, quick)
     if "torch" in sections:
         res["torch"] = bench_torch(data, norm, 3 if quick else 50, 1 if quick else 2, 5.0 if quick else 20.0)
     info["machine_end"] = machine()

@@ -28,6 +28,7 @@ from mdpt.settings import setting
 SELECTORS = ("softmax", "argmax", "none")
 CRITICS = ("target", "online")
 ENSEMBLES = ("mean", "min")
+MAX_CANDIDATES = 10_000  # candidates per state; each is a policy sample for every env and seed
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ class SelectorConfig:
             raise MDPTError(f"unknown selector {self.selector!r}; use one of: {', '.join(SELECTORS)}")
         if self.selector != "none" and not has_guidance:
             raise MDPTError(f"selector {self.selector!r} needs a guidance module (--guidance DIR), or use --selector none")
-        if self.candidates is None or self.candidates < 1:
-            raise MDPTError(f"candidates must be >= 1, got {self.candidates}")
+        if self.candidates is None or not 1 <= self.candidates <= MAX_CANDIDATES:
+            raise MDPTError(f"candidates must be in 1..{MAX_CANDIDATES}, got {self.candidates}")
         for name in ("beta", "temperature", "cfg_weight"):
             value = getattr(self, name)
             if value is None or not math.isfinite(value):
@@ -143,6 +144,7 @@ class Agent:
             self.record["guidance_fingerprint"] = guides[0].fingerprint
             self.record["critic"] = self.critic_used
         self._act = jax.jit(self._build())
+        self._compiled: dict[int, object] = {}  # envs -> compiled act (shared with `with_params` copies)
 
     @property
     def guidance(self) -> Artifact | None:
@@ -208,14 +210,28 @@ class Agent:
 
         return act
 
+    def compiled(self, envs: int):
+        """`act` for observations (seeds, envs, obs_dim), compiled ahead of time: the executable
+        later calls of that shape run, and the XLA memory analysis an evaluation checks first."""
+        if envs not in self._compiled:
+            obs = jax.ShapeDtypeStruct((self.num_seeds, envs, self.policy.module.obs_dim), jnp.float32)
+            lowered = self._act.lower(self.policy.params, self._guidance_params(), obs, jax.random.PRNGKey(0))
+            self._compiled[envs] = lowered.compile()
+        return self._compiled[envs]
+
     def _guidance_params(self) -> list:
         return [g.params if g.num_seeds > 1 else jax.tree.map(lambda x: x[0], g.params) for g in self.guides]
 
     def act(self, obs: np.ndarray, key: jax.Array) -> np.ndarray:
+        return np.asarray(self.act_async(obs, key))
+
+    def act_async(self, obs: np.ndarray, key: jax.Array) -> jax.Array:
+        """Like `act`, but returns the JAX array without waiting for it (JAX dispatches
+        asynchronously), so the caller can step simulators while the actions are computed."""
         obs = jnp.asarray(obs, jnp.float32)
         if obs.ndim != 3 or obs.shape[0] != self.num_seeds:
             raise ValueError(f"obs must be (seeds={self.num_seeds}, envs, obs_dim), got {obs.shape}")
-        return np.asarray(self._act(self.policy.params, self._guidance_params(), obs, key))
+        return self._act(self.policy.params, self._guidance_params(), obs, key)
 
 
 def _replace_params(art: Artifact, params) -> Artifact:

@@ -24,9 +24,9 @@ import copy
 # ---------------------------------------------------------------- guidance kinds (value estimators)
 GUIDANCE = {
     # IQL/IDQL: twin Q + V, 2 x 256 ReLU with LayerNorm, expectile 0.7.
-    "iql": {"hidden": 256, "depth": 2, "activation": "relu", "first_activation": None, "layer_norm": True,
+    "iql": {"hidden": 256, "depth": 2, "activation": "relu", "first_activation": "same", "layer_norm": True,
             "expectile": 0.7, "update_every": 1},
-    "sarsa": {"hidden": 256, "depth": 2, "activation": "relu", "first_activation": None, "layer_norm": True,
+    "sarsa": {"hidden": 256, "depth": 2, "activation": "relu", "first_activation": "same", "layer_norm": True,
               "expectile": 0.7, "update_every": 1},
     # The authors' DQL/EDP critic (CleanDiffuser DQLCritic): [Linear, LayerNorm, Tanh] then
     # 2 x [Linear, LayerNorm, Mish]. Diffusion-QL's own critic is the same without LayerNorm and

@@ -53,7 +53,7 @@ def q_trajectory(run_dir) -> list[float]:
 
 
 def test_plain_critic_diverges_and_the_run_stops_with_the_last_good_checkpoint(tmp_path, mdp):
-    plain = config(layer_norm=False, first_activation=None)  # Diffusion-QL's critic, unclipped
+    plain = config(layer_norm=False, first_activation="same")  # Diffusion-QL's critic, unclipped
     assert plain.guidance.grad_clip is None
     with pytest.raises(RunStopped) as e:
         Run(tmp_path, plain, progress=False, log=lambda *a: None, dataset=mdp).execute()

@@ -1,10 +1,9 @@
 """Studies (`mdpt study`), guidance transfer, `mdpt evaluate` and `mdpt report` on tiny data.
 
-One module-scoped set of runs is trained once: the necessity study (dql joint and guidance-first,
-3 evaluation variants), the same study again (it resumes: nothing is retrained), then the
-transfer study (dql + idql joint, 2 seeds) in the same directory, which resumes the necessity
-study's dql-joint run (same config) and trains idql-joint. The other tests evaluate, recombine
-and report these artifacts. Networks are 8 wide, 1 deep; evaluation episodes are capped at 3 steps.
+One module-scoped study is trained once: gfdt-vs-joint with dql and idql (the reproduction's
+protocol restricted to that study: the IQL stage-1 guidance, joint and guidance-first runs), then
+run again (it resumes: nothing is retrained). The other tests evaluate, recombine and report these
+artifacts. Networks are 8 wide, 1 deep; evaluation episodes are capped at 3 steps.
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ import numpy as np
 import pytest
 from conftest import d4rl_arrays, write_raw_hdf5
 
-TINY = ["--steps", "10", "--seeds", "2", "--eval-episodes", "1", "--eval-max-steps", "3", "--eval-every", "5",
-        "--set", "chunk=5", "--set", "batch_size=16", "--set", "policy.hidden=8", "--set", "policy.depth=1",
+TINY = ["--steps", "4", "--seeds", "2", "--eval-episodes", "1", "--eval-max-steps", "3", "--eval-every", "2",
+        "--set", "chunk=2", "--set", "batch_size=16", "--set", "policy.hidden=8", "--set", "policy.depth=1",
         "--set", "guidance.hidden=8", "--set", "guidance.depth=1", "--set", "candidates=2", "--no-progress"]
-VARIANTS = ["--set", "eval_variants=[guided,unguided,random-guidance]"]  # the necessity study's, for sharing
 ATTRS = {"env_id": "HopperBulletEnv-v0", "ref_min_score": 0.0, "ref_max_score": 10.0}
 
 
@@ -41,29 +39,58 @@ def _main(*argv) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory, data_file) -> dict:
-    """{"out": dir, "necessity": (code, stdout, stderr), "necessity_again": ..., "transfer": ...}."""
+    """{"out": dir, "gfdt": (code, stdout, stderr), "gfdt_again": ...}."""
     out = tmp_path_factory.mktemp("studies")
     result = {"out": out}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MDPT_OFFLINE", "1")
-        result["necessity"] = _main("study", "necessity", "--dataset", data_file, "--algos", "dql", *TINY,
-                                    "--out", out)
-        result["necessity_again"] = _main("study", "necessity", "--dataset", data_file, "--algos", "dql", *TINY,
-                                          "--out", out)
-        result["transfer"] = _main("study", "transfer", "--dataset", data_file, "--algos", "dql,idql", *TINY,
-                                   *VARIANTS, "--out", out)
+        for key in ("gfdt", "gfdt_again"):
+            result[key] = _main("study", "gfdt-vs-joint", "--dataset", data_file, "--algos", "dql,idql", *TINY,
+                                "--out", out)
     return result
 
 
 @pytest.fixture(scope="module")
 def transfer_study(studies) -> Path:
-    code, _, err = studies["transfer"]
+    """The study's runs folder (its dataset's), for the tests that recombine its artifacts."""
+    code, _, err = studies["gfdt"]
     assert code == 0, err
-    return studies["out"]
+    return studies["out"] / "runs" / "tiny-hopper"
 
 
-def test_transfer_study_matrix(transfer_study):
-    t = json.loads((transfer_study / "transfer" / "transfer.json").read_text())
+def test_gfdt_vs_joint_study(studies, transfer_study):
+    out_dir = studies["out"]
+    code, out, err = studies["gfdt"]
+    assert code == 0, err
+    assert out.strip().endswith(f"report: {out_dir / 'report' / 'report.md'}")
+    assert sorted(p.name for p in transfer_study.iterdir()) == ["dql-gfdt", "dql-joint", "idql-gfdt", "idql-joint",
+                                                                "iql-a"]
+    for run in ("dql-joint", "dql-gfdt"):
+        rows = [json.loads(x) for x in (transfer_study / run / "metrics.jsonl").read_text().splitlines()]
+        evals = [r for r in rows if r["phase"] == "eval"]
+        assert sorted({r["step"] for r in evals}) == [2, 4]
+        assert all(r["eval_s"] >= r["sim_s"] >= 0 and r["policy_s"] >= 0 for r in evals)
+        assert all(len(r["returns"]) == 2 for r in evals)
+    meta = json.loads((transfer_study / "dql-gfdt" / "policy" / "meta.json").read_text())
+    path = meta["trained_with_guidance"]["path"]
+    assert Path(path).is_absolute() and Path(path) == (transfer_study / "iql-a" / "guidance").resolve()
+    report = (out_dir / "report" / "report.md").read_text()
+    assert "### GFDT vs joint (the paper's table)" in report and "2. **GFDT" in report
+    assert not (out_dir / "transfer").exists()  # this study swaps no guidance
+    code, out, err = studies["gfdt_again"]  # resumed: finished runs were not retrained
+    assert code == 0, err
+    assert "step 2 guided" not in out and "5 runs planned, 5 done" in out
+
+
+def test_transfer_matrix_all_pairs(transfer_study):
+    from mdpt.agent import SelectorConfig
+    from mdpt.experiments.studies import TransferSource, transfer_matrix
+
+    sources = [TransferSource("dql", transfer_study / "dql-joint" / "policy", "dql-critic",
+                              transfer_study / "dql-joint" / "guidance"),
+               TransferSource("idql", transfer_study / "idql-joint" / "policy", "iql",
+                              transfer_study / "idql-joint" / "guidance")]
+    t = transfer_matrix(sources, SelectorConfig(candidates=2), episodes=1, max_steps=3, log=lambda *_: None)
     assert t["policies"] == ["dql-s0", "dql-s1", "idql-s0", "idql-s1"]
     assert t["guidances"] == ["dql-critic-s0", "dql-critic-s1", "iql-s0", "iql-s1"]
     assert sorted(map(tuple, t["diagonal"])) == [("dql-s0", "dql-critic-s0"), ("dql-s1", "dql-critic-s1"),
@@ -73,16 +100,13 @@ def test_transfer_study_matrix(transfer_study):
     assert np.isfinite(scores).all() and t["mismatched"] == []
     s = t["summary"]
     assert s["own"]["cells"] == 4 and s["seed_swapped"]["cells"] == 4
-    cross = {(r["policy"], r["guidance"]) for r in s["cross_algorithm"]}
-    assert cross == {("dql", "iql"), ("idql", "dql-critic")}
-    assert all(r["stronger"] in r["own_means"] for r in s["cross_algorithm"])
-    report = (transfer_study / "report" / "report.md").read_text()
-    assert "Guidance transfer" in report and "dql-joint" in report and "idql-joint" in report
+    assert {(r["policy"], r["guidance"]) for r in s["cross_algorithm"]} == {("dql", "iql"), ("idql", "dql-critic")}
+    assert "softmax(beta 0.5)" in t["selector"]["resolved"]["dql x iql"]  # the IQL guidance's own scale
 
 
 def test_report_command(transfer_study, tmp_path, run_cli):
-    runs = transfer_study / "runs"
-    code, out, err = run_cli("report", runs / "dql-joint", runs / "idql-joint", runs / "dql-guidance-first",
+    runs = transfer_study
+    code, out, err = run_cli("report", runs / "dql-joint", runs / "idql-joint", runs / "dql-gfdt",
                              "--out", tmp_path / "rep")
     assert code == 0, err
     assert (tmp_path / "rep" / "report.md").exists() and str(tmp_path / "rep" / "report.md") in out
@@ -94,7 +118,7 @@ def test_report_command(transfer_study, tmp_path, run_cli):
 
 
 def test_evaluate_command(transfer_study, run_cli):
-    runs = transfer_study / "runs"
+    runs = transfer_study
     code, out, err = run_cli("evaluate", "--policy", runs / "dql-joint" / "policy", "--guidance",
                              runs / "idql-joint" / "guidance", "--guidance-seed", "1", "--candidates", "3",
                              "--episodes", "2", "--max-steps", "3", "--selector", "argmax")
@@ -113,7 +137,7 @@ def test_evaluate_command(transfer_study, run_cli):
 
 
 def test_evaluate_errors(transfer_study, tmp_path, run_cli):
-    runs = transfer_study / "runs"
+    runs = transfer_study
     code, _, err = run_cli("evaluate", "--policy", tmp_path / "nope")
     assert code == 2 and err.startswith("mdpt: error:") and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("evaluate", "--policy", runs / "dql-joint" / "policy", "--policy-seed", "5")
@@ -133,7 +157,7 @@ def test_transfer_refuses_other_data_unless_allowed(transfer_study, tmp_path, ru
     cfg = RunConfig.from_dict({"dataset": str(other), "guidance_kind": "iql", "steps": 5, "chunk": 5,
                                "batch_size": 16, "seeds": 2, "guidance": {"hidden": 8, "depth": 1}})
     Run(tmp_path / "other-iql", cfg, progress=False, log=lambda *_: None).execute()
-    runs = transfer_study / "runs"
+    runs = transfer_study
     sources = [TransferSource("dql", runs / "dql-joint" / "policy", "dql-critic", runs / "dql-joint" / "guidance"),
                TransferSource(None, None, "other-iql", tmp_path / "other-iql" / "guidance")]
     sel = SelectorConfig("argmax", 1.0, 3)
@@ -149,34 +173,6 @@ def test_transfer_refuses_other_data_unless_allowed(transfer_study, tmp_path, ru
                              "--allow-data-mismatch", "--json")
     assert code == 0, err
     assert json.loads(out)["mismatch_override"] is True
-
-
-def test_necessity_study(studies):
-    out_dir = studies["out"]
-    code, out, err = studies["necessity"]
-    assert code == 0, err
-    assert out.strip().endswith(f"report: {out_dir / 'report' / 'report.md'}")
-    for mode in ("joint", "guidance-first"):
-        s = json.loads((out_dir / "runs" / f"dql-{mode}" / "summary.json").read_text())
-        assert set(s["final"]) == {"guided", "unguided", "random-guidance"}
-        rows = [json.loads(x) for x in (out_dir / "runs" / f"dql-{mode}" / "metrics.jsonl").read_text().splitlines()]
-        evals = [r for r in rows if r["phase"] == "eval"]
-        assert sorted({r["step"] for r in evals}) == [5, 10]
-        assert all(r["eval_s"] >= r["sim_s"] >= 0 and r["policy_s"] >= 0 for r in evals)
-        assert all(len(r["returns"]) == 2 for r in evals)
-    assert (out_dir / "runs" / "dql-guidance-first" / "guidance-run" / "guidance").is_dir()
-    meta = json.loads((out_dir / "runs" / "dql-guidance-first" / "policy" / "meta.json").read_text())
-    path = meta["trained_with_guidance"]["path"]
-    assert Path(path).is_absolute() and Path(path) == (out_dir / "runs" / "dql-guidance-first" / "guidance-run"
-                                                       / "guidance").resolve()
-    config = json.loads((out_dir / "runs" / "dql-joint" / "config.json").read_text())
-    assert config["eval"]["max_steps"] == 3
-    # running it again resumed: finished runs were not retrained
-    code, out, err = studies["necessity_again"]
-    assert code == 0, err
-    assert "step 5 guided" not in out  # resumed at the end: nothing retrained or re-evaluated
-    # the transfer study resumed the shared dql-joint run too
-    assert "step 5 guided" not in studies["transfer"][1].split("training idql-joint")[0]
 
 
 def test_study_options_and_errors(tmp_path, data_file, run_cli):

@@ -85,3 +85,18 @@ def test_ray_missing_is_one_line(tmp_path, run_cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     code, _, err = run_cli("sweep", _spec(tmp_path), "--launcher", "ray", "--out", tmp_path / "out")
     assert code == 2 and "pip install" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ray_trials_ask_for_their_resources_and_cap_gpu_memory():
+    from mdpt.errors import MDPTError
+    from mdpt.experiments.sweep import trial_resources
+
+    cpu = trial_resources(2.0, 0.0)
+    assert (cpu["num_cpus"], cpu["num_gpus"]) == (2.0, 0.0) and cpu["runtime_env"]["env_vars"]["JAX_PLATFORMS"] == "cpu"
+    gpu = trial_resources(1.0, 0.25)["runtime_env"]["env_vars"]
+    assert gpu["JAX_PLATFORMS"] == "cuda" and gpu["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert gpu["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
+    import pytest
+
+    with pytest.raises(MDPTError):
+        trial_resources(0.0, 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from mdpt import __version__
@@ -13,7 +14,11 @@ COMMAND_MODULES = (
     "mdpt.cli.data_cmd",
     "mdpt.cli.train_cmd",
     "mdpt.cli.study_cmd",
+    "mdpt.cli.reproduce_cmd",
 )
+
+
+SIZES = "batch sizes, seeds, candidates, episodes or network widths"  # what to lower when memory runs out
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -23,9 +28,33 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+class StdoutHandler(logging.Handler):
+    """Messages of the `mdpt` logger to whatever sys.stdout is at the time (tests redirect it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
+    logger = logging.getLogger("mdpt")
+    if not any(isinstance(h, StdoutHandler) for h in logger.handlers):
+        logger.addHandler(StdoutHandler())
+        logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="mdpt", description="Modular Diffusion Policy Training for offline RL")
+    parser = OneLineParser(prog="mdpt", description="Modular Diffusion Policy Training for offline RL. Exit codes: "
+                           "0 success, 2 usage or input error, 3 a run stopped itself (NaN, diverging critic), "
+                           "4 a sweep with failed trials, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"mdpt {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for name in COMMAND_MODULES:
@@ -36,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.quiet, args.verbose)
     try:
         result = args.func(args)
     except MDPTError as e:
@@ -48,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mdpt: interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as e:  # out of memory where no caller named what ran out
+        from mdpt.training.profiling import is_out_of_memory, out_of_memory_message
+
+        if not is_out_of_memory(e):
+            raise
+        print(f"mdpt: error: {out_of_memory_message(e, f'mdpt {args.command}', SIZES)}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     s.add_argument("--config", help="YAML file of base RunConfig settings")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     s.add_argument("--allow-data-mismatch", action="store_true")
+    s.add_argument("--stage1", choices=["iql", "authors"], default="iql",
+                   help="guidance-first's stage-1 guidance: iql, or the paper's dql-critic (default: iql)")
+    s.add_argument("--unfreeze-at", type=int, help="step at which guidance-first's guidance trains on")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--out", required=True, help="study directory")
     s.set_defaults(func=run_study_cmd)
@@ -57,6 +60,10 @@ def register(subparsers) -> None:
     w.add_argument("--launcher", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     w.add_argument("--workers", type=int, default=1, help="trials run at once")
+    w.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs each trial asks for (default: 1)")
+    w.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="Ray: GPUs (or a fraction) each trial asks for; its JAX then takes no more than that share "
+                        "of the GPU's memory and may not fall back to the CPU (default: 0, CPU only)")
     w.add_argument("--out", required=True)
     w.set_defaults(func=run_sweep_cmd)
 
@@ -178,7 +185,7 @@ def run_study_cmd(args) -> int:
                      seeds=args.seeds, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                      overrides=load_yaml(args.config) if args.config else None, sets=tuple(args.set),
                      eval_max_steps=args.eval_max_steps, allow_data_mismatch=args.allow_data_mismatch,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, stage1=args.stage1, unfreeze_at=args.unfreeze_at)
     path = run_study(args.study, o)
     print(f"report: {path}")
     return 0
@@ -187,7 +194,8 @@ def run_study_cmd(args) -> int:
 def run_sweep_cmd(args) -> int:
     from mdpt.experiments.sweep import run_sweep
 
-    run_sweep(args.spec, args.out, args.launcher, args.workers, args.address)
+    run_sweep(args.spec, args.out, args.launcher, args.workers, args.address,
+              cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
     return 0
 
 

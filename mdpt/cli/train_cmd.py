@@ -52,6 +52,9 @@ def register(subparsers) -> None:
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.add_argument("--yaml", action="store_true", help="the resolved settings as a YAML file for --config")
     show.set_defaults(func=run_config_show)
+    export = csub.add_parser("export", help="write configs/<algo>/<dataset>.yaml for every published task preset")
+    export.add_argument("--out", default="configs", help="folder (default: configs)")
+    export.set_defaults(func=run_config_export)
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -145,4 +148,12 @@ def run_config_show(args) -> int:
         if key == "preset":
             continue
         print(f"{key:<{width}}  {json.dumps(value):<24} {source.get(key, 'default')}")
+    return 0
+
+
+def run_config_export(args) -> int:
+    from mdpt.experiments.config_files import write_config_files
+
+    paths = write_config_files(args.out)
+    print(f"wrote {len(paths)} files under {args.out}")
     return 0

@@ -64,11 +64,23 @@ class QuietReset(gym.Wrapper):
             return self.env.reset(**kwargs)
 
 
-def make_env(env_id: str, quiet: bool = True):
-    """One environment (top level, so AsyncVectorEnv can pickle it for 'spawn' workers)."""
-    with quiet_stdout(quiet, stderr=quiet and "pybullet" not in sys.modules):
+def import_pybullet(quiet: bool = True) -> None:
+    """Import pybullet and register the *BulletEnv-v0 ids, without pybullet's start-up line.
+
+    The pybullet C extension prints ``pybullet build time: ...`` from C when it is first
+    imported (``gym.make`` imports it through the env's entry point module), so file
+    descriptors 1 and 2 are redirected around the import itself. Only the first call imports.
+    """
+    if "pybullet" in sys.modules and "pybullet_envs_gymnasium" in sys.modules:
+        return
+    with quiet_stdout(quiet, stderr=quiet):
+        import pybullet  # noqa: F401
         import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
 
+
+def make_env(env_id: str, quiet: bool = True):
+    """One environment (top level, so AsyncVectorEnv can pickle it for 'spawn' workers)."""
+    import_pybullet(quiet)
     with quiet_stdout(quiet):
         try:
             # The passive checker only re-validates spaces on every step; skip its overhead.

@@ -1,1 +1,2 @@
-"""Evaluation: vectorized PyBullet rollouts (`rollout.evaluate`) and score statistics (`stats`)."""
+"""Evaluation: vectorized PyBullet rollouts (`rollout.evaluate`, pipelined with `groups`;
+`rollout.evaluate_agent`), score statistics (`stats`) and study evaluation plans (`plan.EvalPlan`)."""

@@ -17,6 +17,9 @@ from mdpt.artifacts import Artifact, load_guidance, load_policy
 from mdpt.errors import MDPTError
 
 VARIANTS = ("guided", "unguided", "random-guidance")
+MAX_EPISODES = 1000  # episodes per seed: one simulator each, all stepped at once
+EVAL_LOWER = ("the episodes (eval.episodes, --episodes), the candidates (selector.candidates, --candidates) "
+              "or the policy seeds evaluated at once (--policy-seed)")
 
 
 @dataclass
@@ -38,17 +41,31 @@ class Evaluation:
         return stats.summarize(self.scores)
 
 
-def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: int | None = None):
+def check_agent(agent: Agent, episodes: int) -> None:
+    """Refuse, before any environment starts, an evaluation of `episodes` per seed whose act step
+    (seeds x episodes x candidates) cannot fit in memory (XLA memory analysis of the compiled
+    step; `mdpt.training.profiling.check_memory`), or more episodes than MAX_EPISODES."""
+    from mdpt.training.profiling import check_memory, out_of_memory_as_error
+
+    if not 1 <= episodes <= MAX_EPISODES:
+        raise MDPTError(f"episodes must be in 1..{MAX_EPISODES} per seed, got {episodes}")
+    what = (f"the evaluation's act step ({agent.num_seeds} seeds x {episodes} episodes x "
+            f"{agent.selector.candidates} candidates)")
+    with out_of_memory_as_error(what, EVAL_LOWER):
+        check_memory(agent.compiled(episodes), what, EVAL_LOWER)
+
+
+def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: int | None = None, groups: int = 1):
     """The EvalResult (returns (seeds, episodes), lengths, timings) of an agent for all its policy
-    seeds at once; one batched agent call per env step."""
-    from mdpt.evaluation.rollout import evaluate as rollout
+    seeds at once; one batched agent call per env step, checked first (`check_agent`). `groups`
+    > 1 pipelines the policy with the simulator (same distribution, other random draws; about
+    even on 2 cores, see benchmarks/RESULTS_eval.md)."""
+    from mdpt.evaluation.rollout import evaluate_agent as rollout_agent
+    from mdpt.training.profiling import out_of_memory_as_error
 
-    key = jax.random.PRNGKey(seed)
-
-    def act_fn(obs, t):
-        return agent.act(obs, jax.random.fold_in(key, t))
-
-    return rollout(act_fn, env, agent.num_seeds, episodes, seed=seed, max_steps=max_steps)
+    check_agent(agent, -(-episodes // groups))
+    with out_of_memory_as_error(f"the evaluation ({agent.num_seeds} seeds x {episodes} episodes)", EVAL_LOWER):
+        return rollout_agent(agent, env, episodes, seed, max_steps, groups=groups)
 
 
 def _as_policy(policy) -> Artifact:
@@ -70,8 +87,8 @@ def evaluate(policy: Artifact | str | os.PathLike, guidance=None, *, selector: S
     modules' own presets; `reference='dataset'` needs the dataset's attrs."""
     from mdpt.data.registry import env_spec_for
 
-    if episodes < 1:
-        raise MDPTError(f"episodes must be >= 1, got {episodes}")
+    if not 1 <= episodes <= MAX_EPISODES:
+        raise MDPTError(f"episodes must be in 1..{MAX_EPISODES} per seed, got {episodes}")
     pol = _as_policy(policy)
     guides = _as_guidance(guidance)
     if selector is None:

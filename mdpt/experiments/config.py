@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdpt import presets
-from mdpt.agent import SelectorConfig
+from mdpt.agent import MAX_CANDIDATES, SelectorConfig
 from mdpt.errors import MDPTError
+from mdpt.evaluation.api import MAX_EPISODES
 from mdpt.guidance.module import GuidanceConfig
 from mdpt.policies.module import POLICY_ALGOS, PolicyConfig
 from mdpt.settings import build, flatten, set_dotted, setting, to_dict, unalias
@@ -36,6 +37,32 @@ MODEL_SELECTION = ("online", "bc-loss")
 DIVERGENCE_ACTIONS = ("stop", "warn", "off")
 LOGGERS = ("jsonl", "tensorboard", "wandb")
 MAX_STEPS = 100_000_000  # the step counters are int32; no run of this field needs more
+MAX_SEEDS = 4096  # seeds are trained vmapped in one program
+_STEPS = (MAX_STEPS, "step counts stop there: the step counters are int32 and no run needs more")
+_WIDTH = (65_536, "a network width")
+_DEPTH = (256, "a network depth")
+# The upper bound of every integer setting, and why (RunConfig.validate; lower bounds are checked
+# where each setting is used). A test fails for an integer setting that has none.
+INT_LIMITS: dict[str, tuple[int, str]] = {
+    "steps": (MAX_STEPS, "split a longer run into runs"),
+    "checkpoint_every": _STEPS, "eval.every": _STEPS, "stage1.guidance_steps": _STEPS, "stage1.unfreeze_at": _STEPS,
+    "policy.lr_decay_steps": _STEPS, "guidance.lr_decay_steps": _STEPS, "policy.ema_start": _STEPS,
+    "policy.ema_every": _STEPS, "guidance.update_every": _STEPS,
+    "divergence.patience": (1_000_000, "chunks in a row"),
+    "seeds": (MAX_SEEDS, "seeds are trained vmapped in one program"),
+    "seed": (2**31 - 1, "seeds are 32-bit"),
+    "stage1.guidance_seed": (MAX_SEEDS - 1, "an index into a guidance module's seeds"),
+    "batch_size": (2**20, "sampled per step and seed"),
+    "chunk": (1_000_000, "steps per compiled call, whose metrics are kept per step"),
+    "selector.candidates": (MAX_CANDIDATES, "a policy sample per candidate, env and seed"),
+    "eval.episodes": (MAX_EPISODES, "one simulator per episode and seed, stepped at once"),
+    "eval.final_episodes": (MAX_EPISODES, "one simulator per episode and seed, stepped at once"),
+    "eval.curve_candidates": (MAX_CANDIDATES, "a policy sample per candidate, env and seed"),
+    "eval.max_steps": (1_000_000, "env steps per episode; the bullet envs end episodes at 1000"),
+    "policy.hidden": _WIDTH, "guidance.hidden": _WIDTH, "policy.depth": _DEPTH, "guidance.depth": _DEPTH,
+    "policy.T": (10_000, "diffusion steps"), "policy.sample_steps": (10_000, "sampler network calls"),
+    "guidance.backup_samples": (MAX_CANDIDATES, "next actions sampled per state"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,7 +70,8 @@ class Stage1Config:
     """Where the guidance of a guidance-first run comes from, and when it is unfrozen."""
 
     guidance_path: str | None = setting(None, "a trained guidance module to freeze (None: train one first in "
-                                        "RUN/guidance-run)", alias=("guidance", "guidance_path"))
+                                        "RUN/guidance-run; 'random': an untrained one, the necessity control)",
+                                        alias=("guidance", "guidance_path"))
     guidance_seed: int | None = setting(None, "use this seed index of the guidance module for every policy seed",
                                         alias="guidance_seed")
     guidance_steps: int | None = setting(None, "steps of the guidance trained first (None: --steps)",
@@ -69,6 +97,12 @@ class EvalConfig:
     model_selection: str = setting("online", "which checkpoint the summary calls selected: online (best score) or "
                                    "bc-loss (lowest training BC loss, Diffusion-QL's offline selection)",
                                    choices=MODEL_SELECTION)
+    final_episodes: int | None = setting(None, "episodes of the last evaluation (None: as the others); curves on "
+                                         "fewer episodes, the final point on the full protocol")
+    curve_candidates: int | None = setting(None, "candidates of the evaluations before the last (None: "
+                                           "selector.candidates)")
+    snapshots: bool = setting(False, "save the artifacts at every evaluation (snapshots/step-N/), for "
+                              "step-matched guidance swaps")
 
 
 @dataclass(frozen=True)
@@ -131,10 +165,16 @@ class RunConfig:
         for name, value in positive.items():
             if value < 1:
                 raise MDPTError(f"{name} must be >= 1, got {value}")
-        if self.steps > MAX_STEPS:
-            raise MDPTError(f"steps {self.steps} is beyond what a run can count ({MAX_STEPS}); split it into runs")
+        for name, (limit, why) in INT_LIMITS.items():
+            value = self._get(name)
+            if isinstance(value, int) and value > limit:
+                raise MDPTError(f"{name} {value} is beyond its limit {limit} ({why})")
         if self.eval.max_steps is not None and self.eval.max_steps < 1:
             raise MDPTError(f"eval.max_steps must be >= 1, got {self.eval.max_steps}")
+        for name in ("final_episodes", "curve_candidates"):
+            value = getattr(self.eval, name)
+            if value is not None and value < 1:
+                raise MDPTError(f"eval.{name} must be >= 1, got {value}")
         for name, value in (("eval.every", self.eval.every), ("checkpoint_every", self.checkpoint_every),
                             ("seed", self.seed)):
             if value < 0:
@@ -144,8 +184,8 @@ class RunConfig:
         s1 = self.stage1
         if s1.unfreeze_at is not None and s1.unfreeze_at < 1:
             raise MDPTError(f"stage1.unfreeze_at must be >= 1, got {s1.unfreeze_at}")
-        if s1.guidance_steps is not None and not 1 <= s1.guidance_steps <= MAX_STEPS:
-            raise MDPTError(f"stage1.guidance_steps must be in 1..{MAX_STEPS}, got {s1.guidance_steps}")
+        if s1.guidance_steps is not None and s1.guidance_steps < 1:
+            raise MDPTError(f"stage1.guidance_steps must be >= 1, got {s1.guidance_steps}")
         if self.mode == "guidance-first" and self.guidance.kind == "dql-critic" and not s1.guidance_path:
             raise MDPTError("guidance-first training needs a trained dql-critic via --guidance DIR, "
                             "or a policy-independent kind (iql, sarsa)")
@@ -160,6 +200,12 @@ class RunConfig:
             if pc.algo == "cfg" and self.guidance.kind == "dql-critic":
                 raise MDPTError("cfg policies need a guidance with V(s) for their labels: use iql or sarsa")
         return self
+
+    def _get(self, dotted: str):
+        node = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
 
     def to_json(self) -> dict:
         return to_dict(self)

@@ -22,13 +22,15 @@ from mdpt.data.batches import stack_arrays
 from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import RunLock, remove_stale_temporaries
-from mdpt.experiments.runner import Run, _to_list
+from mdpt.experiments.runner import LOG, TRAIN_LOWER, Run, _to_list
 from mdpt.io import read_json, write_json_atomic
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from mdpt.training.profiling import check_memory, out_of_memory_as_error
 from mdpt.training.trainer import Trainer
 
 # settings that may differ between the runs of a group
 PER_RUN = ("dataset", "stage1")
+GROUP_LOWER = TRAIN_LOWER + ", or group fewer runs"
 
 
 def _shared(config: RunConfig) -> dict:
@@ -65,14 +67,14 @@ class GroupRun:
     """Train `items` [(run_dir, config)] as one program; `deadline` (time.monotonic()) stops at the
     first chunk boundary after it, with a checkpoint in every run, so that a later call resumes."""
 
-    def __init__(self, items: list[tuple[str | Path, RunConfig]], log: Callable = print,
+    def __init__(self, items: list[tuple[str | Path, RunConfig]], log: Callable | None = None,
                  deadline: float | None = None, datasets: dict | None = None):
         if not items:
             raise MDPTError("a group needs at least one run")
         self.runs = [Run(Path(d), c.validate(), resume=True, progress=False, log=log,
                          dataset=(datasets or {}).get(c.dataset)) for d, c in items]
         check_groupable([r.config for r in self.runs])
-        self.log = log
+        self.log = log or LOG.info
         self.deadline = deadline
 
     @property
@@ -118,7 +120,8 @@ class GroupRun:
         try:
             for r in self.runs:
                 remove_stale_temporaries(r.dir)
-            return self._train()
+            with out_of_memory_as_error(f"the group of {len(self.runs)} runs", GROUP_LOWER):
+                return self._train()
         finally:
             for lock in reversed(locks):
                 lock.__exit__(None, None, None)
@@ -131,6 +134,9 @@ class GroupRun:
             r.metrics.truncate_after(step)
         if step >= c.steps and all((r.dir / "summary.json").exists() for r in self.runs):
             return [read_json(r.dir / "summary.json") for r in self.runs]
+        if step < c.steps:
+            what = f"the grouped training step ({len(self.runs)} datasets x {c.seeds} seeds x batch {c.batch_size})"
+            check_memory(trainer.compiled(state, min(c.chunk, c.steps - step)), what, GROUP_LOWER)
         self.log(f"group of {len(self.runs)} runs x {c.seeds} seeds ({', '.join(r.config.dataset for r in self.runs)}) "
                  f"from step {step} to {c.steps}")
         timed_steps, timed_seconds, first = 0, 0.0, True
@@ -147,7 +153,7 @@ class GroupRun:
             for d, r in enumerate(self.runs):
                 md = _index(m, d)
                 r._check_finite(md, step - n)
-                r.metrics.append({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs),
+                r.record({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs),
                                   **{k: _to_list(v) for k, v in md.items() if "@" not in k and k != "nonfinite_at"}})
                 r._check_values(md, step)
             out_of_time = self.deadline is not None and time.monotonic() > self.deadline and step < c.steps
@@ -158,7 +164,7 @@ class GroupRun:
                 self.log(f"group stopped at step {step} of {c.steps} (time limit); a later call resumes it")
                 return []
         per_step = timed_seconds / timed_steps if timed_steps else None
-        from mdpt.experiments.profiling import compiled_peak_bytes
+        from mdpt.training.profiling import compiled_peak_bytes
 
         try:
             peak = compiled_peak_bytes(trainer.compiled(state, min(c.chunk, c.steps))) - trainer.dataset_bytes

@@ -13,6 +13,7 @@ The default budget is sized for about 10 minutes on 2 CPU cores; `--tiny` is for
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from mdpt.errors import MDPTError
 
 DATASET = "bullet-hopper-medium-v0"
 FALLBACK_IDS = ("bullet-hopper-medium-v0", "bullet-hopper-medium-replay-v0", "bullet-hopper-expert-v0")
+
+LOG = logging.getLogger("mdpt")
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,11 @@ TINY = Budget(steps=10, guidance_steps=10, seeds=2, hidden=8, depth=1, batch_siz
               eval_episodes=1, eval_max_steps=3, candidates=2)
 
 
-def find_dataset(out: Path, budget: Budget, log: Callable = print, progress: bool = True):
+def find_dataset(out: Path, budget: Budget, log: Callable | None = None, progress: bool = True):
     """A hopper dataset, offline: `<data dir>/<id>.hdf5` ($MDPT_DATA_DIR, else ~/.cache/mdpt/datasets)
     for the ids in FALLBACK_IDS (a damaged one is an error, not skipped), else the small dataset
     shipped with mdpt. Looks nowhere else."""
+    log = log or LOG.info
     from mdpt.data.load import dataset_path, default_data_dir, load_dataset
     from mdpt.data.packaged import PACKAGED_DIR, packaged_path
 
@@ -68,7 +72,8 @@ def find_dataset(out: Path, budget: Budget, log: Callable = print, progress: boo
 
 
 def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, seeds: int | None = None,
-               tiny: bool = False, progress: bool = True, log: Callable = print) -> Path:
+               tiny: bool = False, progress: bool = True, log: Callable | None = None) -> Path:
+    log = log or LOG.info
     from mdpt.experiments.config import RunConfig
     from mdpt.experiments.report import write_report
     from mdpt.experiments.studies import TransferSource, run_all, write_transfer

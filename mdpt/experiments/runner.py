@@ -13,6 +13,8 @@ run_dir/
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import time
 from pathlib import Path
@@ -27,14 +29,22 @@ from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
 from mdpt.data.registry import normalized_score
 from mdpt.errors import MDPTError, RunStopped
-from mdpt.evaluation.api import evaluate_agent, variant_agent
+from mdpt.evaluation.api import check_agent, evaluate_agent, variant_agent
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import MetricsLog, RunLock, check_writable, remove_stale_temporaries
+from mdpt.experiments.sinks import Sinks
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import read_json, versions, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
+from mdpt.training.profiling import check_memory, out_of_memory_as_error
 from mdpt.training.trainer import Trainer
+
+# what to lower when a training step does not fit in memory
+TRAIN_LOWER = "batch_size, seeds, the network widths (policy.hidden, guidance.hidden) or policy.T"
+
+
+LOG = logging.getLogger("mdpt")
 
 
 def _to_list(x):
@@ -71,17 +81,19 @@ class ValueCheck:
 
 class Run:
     def __init__(self, run_dir: str | os.PathLike, config: RunConfig, resume: bool = False,
-                 progress: bool = True, log=print, dataset=None):
+                 progress: bool = True, log=None, dataset=None):
         self.dir = Path(run_dir)
         self.config = config.validate()
         self.resume = resume
         self.progress = progress
-        self.log = log
+        self.log = log or LOG.info
+        self.warn = log or LOG.warning
         self._dataset = dataset
         self.metrics = MetricsLog(self.dir / "metrics.jsonl")
-        self._agents: dict[str, Agent] = {}  # evaluation agents by variant, built once (see _variant_agent)
+        self._agents: dict[tuple, Agent] = {}  # evaluation agents by (variant, candidates), built once
         self.warnings: list[str] = []
         self.value_check: ValueCheck | None = None
+        self.sinks: Sinks | None = None
 
     # ----- set-up -----
     def _check_dir(self) -> None:
@@ -90,12 +102,23 @@ class Run:
         if existing.exists():
             if not self.resume:
                 raise MDPTError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
-            old = read_json(existing, "run config")
-            old_cfg = {k: v for k, v in old.items() if k != "versions"} if isinstance(old, dict) else old
-            if old_cfg != self.config.to_json():
+            if not self._same_config(read_json(existing, "run config")):
                 raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with "
                                 "(or one written by another mdpt version); start a new --out")
         write_json_atomic(existing, {**self.config.to_json(), "versions": versions()})
+
+    def _same_config(self, old) -> bool:
+        """The stored config means this run: equal, or equal once settings added since it was
+        written take their defaults (a stored value is never overridden)."""
+        if not isinstance(old, dict):
+            return False
+        old = {k: v for k, v in old.items() if k != "versions"}
+        if old == self.config.to_json():
+            return True
+        try:
+            return RunConfig.from_dict({k: v for k, v in old.items() if k != "preset"}).to_json() == self.config.to_json()
+        except MDPTError:
+            return False
 
     def _load_data(self):
         if self._dataset is None:
@@ -116,7 +139,9 @@ class Run:
         c = self.config
         if c.algo is None or c.mode != "guidance-first":
             return None
-        if c.stage1.guidance_path:
+        if c.stage1.guidance_path == "random":
+            art = self._random_guidance(data)
+        elif c.stage1.guidance_path:
             art = load_guidance(c.stage1.guidance_path, c.stage1.guidance_seed)
         else:  # guidance-first with no module given: train one first, in this run directory
             sub = self._stage1_config()
@@ -134,6 +159,20 @@ class Run:
             raise MDPTError(f"guidance {art.path} holds {art.num_seeds} seeds; train with --seeds {art.num_seeds}, "
                             "or pick one with --guidance-seed")
         return art
+
+    def _random_guidance(self, data) -> Artifact:
+        """The necessity control: an untrained guidance (one per seed), saved in RUN/random-guidance
+        so that evaluation scores with the same random critic the policy trained against."""
+        c = self.config
+        where = self.dir / "random-guidance" / "guidance"
+        if not (where / "meta.json").exists():
+            module = GuidanceModule(c.guidance_config(), data.obs_dim, data.act_dim, c.steps)
+            keys = jax.random.split(jax.random.PRNGKey(30_000 + c.seed), c.seeds)
+            params = jax.vmap(lambda k: GuidanceModule.saved_params(module.init(k)))(keys)
+            save_artifact(where, "guidance", module, params, Normalizer.fit(data), dataset_record(data), c.seed_list, 0,
+                          {"mode": "untrained", "note": "random (untrained) guidance: the necessity control",
+                           "selection": {"selector": c.selector.selector, "beta": c.selector.beta}})
+        return load_guidance(where)
 
     def build(self):
         c = self.config
@@ -164,7 +203,8 @@ class Run:
                 guidance = GuidanceModule(self.frozen_guidance.module.config, data.obs_dim, data.act_dim, c.steps)
             else:
                 g_role = "frozen"
-                frozen["guidance"] = self.frozen_guidance.params
+                # training reads the online critic (and V); the target travels only for selection
+                frozen["guidance"] = {k: v for k, v in self.frozen_guidance.params.items() if k != "target_q"}
                 g_norm = self.frozen_guidance.normalizer
                 if not g_norm.same_as(self.normalizer):  # map our normalized states into the guidance's
                     scale = self.normalizer.obs_std / g_norm.obs_std
@@ -214,11 +254,49 @@ class Run:
     # ----- the loop -----
     def execute(self) -> dict:
         check_writable(self.dir)  # creates the directory; one-line error if it cannot be written
-        with RunLock(self.dir):
+        with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
             remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
             self._check_dir()
-            self.build()
-            return self._train()
+            self.sinks = Sinks(self.dir, self.config.log.backends, self.config.log.wandb_project, self.config.to_json())
+            try:
+                self.build()
+                return self._train()
+            finally:
+                self.sinks.close()
+
+    def record(self, row: dict) -> None:
+        """A metrics row: metrics.jsonl first (the source of truth), then the optional sinks."""
+        self.metrics.append(row)
+        if self.sinks is not None:
+            self.sinks.write(row)
+
+    def check_training_memory(self, state, steps: int) -> None:
+        """Refuse (one line, both numbers) a training step that cannot fit in memory, before it
+        runs: its chunk of `steps` is compiled and XLA's memory analysis compared with the memory
+        available (`profiling.check_memory`); training then runs that executable."""
+        c = self.config
+        what = f"the training step ({c.seeds} seeds x batch {c.batch_size})"
+        check_memory(self.trainer.compiled(state, steps), what, TRAIN_LOWER)
+
+    def check_evaluation_memory(self, state) -> None:
+        """Refuse an evaluation whose act step cannot fit, before training starts."""
+        c = self.config
+        if not c.algo or not c.eval.variants:
+            return
+        policy, guidance = self.current_artifacts(state)
+        for final in (False, True):
+            selector, episodes = self._eval_setting(final)
+            for variant in c.eval.variants:
+                check_agent(self._variant_agent(variant, policy, guidance, selector), episodes)
+
+    def _eval_setting(self, final: bool):
+        """(selector, episodes) of an evaluation along the curve or at the last step."""
+        c = self.config
+        episodes = c.eval.final_episodes if final and c.eval.final_episodes else c.eval.episodes
+        selector = c.selector
+        if not final and c.eval.curve_candidates:
+            selector = dataclasses.replace(selector, candidates=c.eval.curve_candidates)
+        return selector, episodes
 
     def _initial_state(self):
         """Fresh state, or the checkpoint's (in the trainer shape of its step)."""
@@ -250,12 +328,18 @@ class Run:
         self.metrics.truncate_after(step)
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
+        if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
+            self.check_evaluation_memory(state)  # the cheaper program to compile first
+            self.check_training_memory(state, self._chunk_length(step))
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
         timed_steps, timed_seconds, first = 0, 0.0, True
         while step < c.steps:
-            if c.stage1.unfreeze_at is not None and step >= c.stage1.unfreeze_at:
-                state = self._unfreeze(state)
             n = self._chunk_length(step)
+            if c.stage1.unfreeze_at is not None and step >= c.stage1.unfreeze_at:
+                trainer = self.trainer
+                state = self._unfreeze(state)
+                if self.trainer is not trainer:  # the guidance joins the training state: a bigger step
+                    self.check_training_memory(state, n)
             t0 = time.perf_counter()
             state, m = self.trainer.run(state, n, start=step)
             jax.block_until_ready(state)
@@ -265,7 +349,7 @@ class Run:
             first = False
             self._check_finite(m, step)
             step += n
-            self.metrics.append({"phase": "train", "step": step, "wall_s": dt,
+            self.record({"phase": "train", "step": step, "wall_s": dt,
                                  **{k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}})
             values_ok = self._check_values(m, step)
             evaluated = self._maybe_evaluate(state, step)
@@ -293,7 +377,7 @@ class Run:
         message = (f"critic |Q| reached {q:.3g} at step {step}, past its bound {vc.bound:.3g} = max |r| / (1 - gamma) "
                    f"(x{self.config.divergence.margin:g})")
         if vc.first_exceeded == step or verdict == "stop":
-            self.log(f"warning: {message}")
+            self.warn(f"warning: {message}")
             self.warnings.append(message)
         if verdict == "stop" and self.config.divergence.action == "stop":
             self._write_stopped_summary("diverged", message)
@@ -361,13 +445,15 @@ class Run:
         if not c.algo or not c.eval.variants or not due:
             return False
         policy, guidance = self.current_artifacts(state)
+        selector, episodes = self._eval_setting(step >= c.steps)
         for variant in c.eval.variants:
-            agent = self._variant_agent(variant, policy, guidance)
+            agent = self._variant_agent(variant, policy, guidance, selector)
             t0 = time.perf_counter()
-            result = evaluate_agent(agent, self.dataset.env, c.eval.episodes, seed=1000 + c.seed,
+            result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
                                     max_steps=c.eval.max_steps)
             scores = normalized_score(result.returns, self.dataset.env, c.eval.reference, self.dataset.attrs)
-            self.metrics.append({"phase": "eval", "step": step, "variant": variant, "returns": _to_list(result.returns),
+            self.record({"phase": "eval", "step": step, "variant": variant, "candidates": agent.selector.candidates,
+                                 "returns": _to_list(result.returns),
                                  "scores": _to_list(scores), "reference": c.eval.reference,
                                  "wall_s": time.perf_counter() - t0, "sim_s": result.sim_seconds,
                                  "policy_s": result.policy_seconds, "eval_s": result.total_seconds})
@@ -375,6 +461,8 @@ class Run:
                      f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {c.eval.reference})")
             if variant == c.eval.variants[0]:
                 self._keep_if_best(state, step, float(np.mean(scores)))
+        if c.eval.snapshots:
+            self._save_artifacts(state, self.dir / "snapshots" / f"step-{step:09d}", step)
         return True
 
     def _keep_if_best(self, state, step: int, mean: float) -> None:
@@ -389,16 +477,17 @@ class Run:
         self._save_artifacts(state, self.dir / "best", step)
         write_json_atomic(best_file, {"step": step, "mean": mean, "variant": self.config.eval.variants[0]})
 
-    def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None) -> Agent:
-        """One Agent per variant for the whole run: later evaluations swap in the current parameters
-        and reuse its compiled function (the random guidance keeps its fixed random parameters)."""
+    def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None, selector) -> Agent:
+        """One Agent per variant and candidate count for the whole run: later evaluations swap in the
+        current parameters and reuse its compiled function (the random guidance keeps its fixed
+        random parameters)."""
         c = self.config
-        cache = self._agents
-        if variant not in cache:
-            cache[variant] = variant_agent(variant, policy, guidance, c.selector, c.allow_data_mismatch, c.seed)
-            return cache[variant]
+        key = (variant, selector.candidates)
+        if key not in self._agents:
+            self._agents[key] = variant_agent(variant, policy, guidance, selector, c.allow_data_mismatch, c.seed)
+            return self._agents[key]
         guidance_params = guidance.params if variant == "guided" and guidance is not None else None
-        return cache[variant].with_params(policy.params, guidance_params)
+        return self._agents[key].with_params(policy.params, guidance_params)
 
     # ----- the end -----
     def _save_artifacts(self, state, where: Path, step: int) -> None:
@@ -470,7 +559,7 @@ class Run:
             "final": final, "best": best, "selected_offline": selected, "model_selection": c.eval.model_selection,
             "preset": {"layers": list(c.preset), "selector": c.selector.describe(),
                        "note": presets.task_note(c.algo, c.guidance_kind, c.dataset)},
-            "episodes": c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
+            "episodes": c.eval.final_episodes or c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
             "warnings": self.warnings[:20],
             "seconds_per_step": seconds_per_step,
             "peak_memory_bytes": self.peak_memory_bytes() if peak_memory == "measure" else peak_memory,
@@ -485,7 +574,7 @@ class Run:
         try:
             state = jax.eval_shape(lambda: self.trainer.init(self.config.seed_list))
             compiled = self.trainer.compiled(state, min(self.config.chunk, self.config.steps))
-            from mdpt.experiments.profiling import compiled_peak_bytes
+            from mdpt.training.profiling import compiled_peak_bytes
 
             return compiled_peak_bytes(compiled) - self.trainer.dataset_bytes
         except Exception:  # analysis is best-effort; it never fails a run

@@ -1,27 +1,19 @@
-"""The paper's three studies, each one command (`mdpt study ...`), plus guidance-transfer evaluation.
+"""The paper's three studies, one command each (`mdpt study necessity|gfdt-vs-joint|transfer`), and
+the all-pairs guidance-transfer matrix (`transfer_matrix`, used by the quickstart).
 
-- `necessity`: per algorithm and training mode, one Run evaluated every K steps with the guidance,
-  without it (plain diffusion sampling) and with an untrained (random) guidance.
-- `gfdt-vs-joint`: the same algorithm and budgets trained jointly and guidance-first (the IQL
-  guidance is trained first, inside the Run); the report compares curves, final/best scores,
-  time per step and peak memory from each run's summary.json.
-- `transfer`: policies and guidance modules trained with S seeds each, then every policy seed is
-  evaluated with every guidance seed, within and across algorithms; writes `transfer.json`
-  (format: `mdpt.experiments.report`).
-
-Layout of a study directory::
-
-    out/runs/<algo>-<mode>/      one Run each (runner.py layout)
-    out/transfer/                (transfer) config.json, summary.json, metrics.jsonl, transfer.json
-    out/report/report.md         the report and its figures
-
-Every Run is started with resume=True: re-running a study continues it and skips finished runs.
+A study is `mdpt reproduce` (experiments/reproduce.py) on one dataset restricted to that study's
+runs: `necessity` trains the joint and guidance-first policies and the eta-0 and random-critic
+controls; `gfdt-vs-joint` the joint and guidance-first policies against the stage-1 guidance;
+`transfer` those plus an independent guidance and the step-matched swaps. The layout and the
+report are the reproduction's (out/runs/<dataset>/<run>/, out/transfer/, out/report/); a second
+call resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +22,11 @@ import jax
 import numpy as np
 
 from mdpt.errors import MDPTError
-
-STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
-
+from mdpt.experiments.reproduce import STUDIES
 
 # ----------------------------------------------------------------------------- running
+
+LOG = logging.getLogger("mdpt")
 
 
 def make_config(dataset: str, settings: dict, overrides: dict | None = None, sets: list[str] | None = None):
@@ -44,12 +36,13 @@ def make_config(dataset: str, settings: dict, overrides: dict | None = None, set
     return load_config(sets=sets, base={"dataset": dataset, **(overrides or {})}, top=settings)
 
 
-def run_all(configs: dict[str, object], runs_dir: Path, log: Callable = print, progress: bool = True,
+def run_all(configs: dict[str, object], runs_dir: Path, log: Callable | None = None, progress: bool = True,
             dataset=None) -> dict[str, dict]:
     """Run (or resume) each named config in runs_dir/<name>; returns name -> summary.
 
     Evaluation episodes are capped by each config's `eval_max_steps`.
     """
+    log = log or LOG.info
     from mdpt.experiments.runner import Run
 
     summaries = {}
@@ -61,15 +54,6 @@ def run_all(configs: dict[str, object], runs_dir: Path, log: Callable = print, p
         if dataset is None:
             dataset = getattr(run, "dataset", None)
     return summaries
-
-
-def _report(run_dirs: list[Path], out: Path, log: Callable) -> Path:
-    from mdpt.experiments.report import write_report
-
-    log("writing the report")
-    path = write_report([str(d) for d in run_dirs], out / "report")
-    log(f"report: {path}")
-    return path
 
 
 def _algos(algos) -> list[str]:
@@ -93,72 +77,41 @@ class StudyOptions:
     seeds: int = 3
     eval_every: int = 0
     eval_episodes: int = 10
-    overrides: dict | None = None  # base RunConfig keys (e.g. from a YAML file)
+    overrides: dict | None = None  # settings under every run (e.g. from a YAML file)
     sets: tuple[str, ...] = ()
-    eval_max_steps: int | None = None  # RunConfig.eval_max_steps of every run, and the transfer cap
+    eval_max_steps: int | None = None
     allow_data_mismatch: bool = False
     progress: bool = True
+    stage1: str = "iql"
+    unfreeze_at: int | None = None
+
+    def protocol(self, study: str):
+        """The reproduction protocol restricted to one study on one dataset."""
+        from mdpt.experiments.config import apply_overrides
+        from mdpt.experiments.reproduce import Protocol
+
+        base = apply_overrides(dict(self.overrides or {}), self.sets)
+        if self.allow_data_mismatch:
+            base["allow_data_mismatch"] = True
+        every = self.eval_every or self.steps
+        return Protocol(datasets=(self.dataset,), algos=tuple(self.algos), seeds=self.seeds, steps=self.steps,
+                        eval_every=min(every, self.steps), curve_episodes=self.eval_episodes,
+                        final_episodes=self.eval_episodes, eval_max_steps=self.eval_max_steps, stage1=self.stage1,
+                        unfreeze_at=self.unfreeze_at, ensemble_k=min(3, self.seeds), studies=(study,),
+                        base=base).validate()
 
 
-def _budget(o: StudyOptions, **extra) -> dict:
-    ev = {"every": o.eval_every, "episodes": o.eval_episodes}
-    if o.eval_max_steps is not None:  # else a base config's eval.max_steps (if any) stays
-        ev["max_steps"] = o.eval_max_steps
-    if "eval_variants" in extra:
-        ev["variants"] = extra.pop("eval_variants")
-    return {"steps": o.steps, "seeds": o.seeds, "eval": ev, **extra}
+def run_study(name: str, o: StudyOptions, log: Callable | None = None) -> Path:
+    """One of the paper's studies on one dataset: the reproduction's protocol restricted to the
+    runs (and guidance swaps) that study needs, with the same report."""
+    log = log or LOG.info
+    from mdpt.experiments.reproduce import Reproduction
 
-
-def study_necessity(o: StudyOptions, log: Callable = print) -> Path:
-    configs = {}
-    for algo in o.algos:
-        for mode in ("joint", "guidance-first"):
-            configs[f"{algo}-{mode}"] = make_config(o.dataset, _budget(
-                o, algo=algo, mode=mode, eval_variants=["guided", "unguided", "random-guidance"]),
-                o.overrides, list(o.sets))
-    log(f"necessity study: {len(configs)} runs x 3 evaluation variants on {o.dataset}")
-    run_all(configs, o.out / "runs", log, o.progress)
-    return _report([o.out / "runs" / n for n in configs], o.out, log)
-
-
-def study_gfdt_vs_joint(o: StudyOptions, log: Callable = print) -> Path:
-    configs = {}
-    for algo in o.algos:
-        for mode in ("joint", "guidance-first"):
-            configs[f"{algo}-{mode}"] = make_config(o.dataset, _budget(o, algo=algo, mode=mode),
-                                                    o.overrides, list(o.sets))
-    log(f"gfdt-vs-joint study: {len(configs)} runs on {o.dataset} (guidance-first trains its guidance first)")
-    summaries = run_all(configs, o.out / "runs", log, o.progress)
-    for name, s in summaries.items():
-        g = s.get("final", {}).get("guided")
-        sps = s.get("seconds_per_step")
-        log(f"{name}: final {g['mean']:.1f}" if g else f"{name}: no evaluation", )
-        log(f"  {name}: {1e3 * sps:.2f} ms/step" if sps else f"  {name}: time per step n/a")
-    return _report([o.out / "runs" / n for n in configs], o.out, log)
-
-
-def study_transfer(o: StudyOptions, log: Callable = print) -> Path:
-    configs = {f"{algo}-joint": make_config(o.dataset, _budget(o, algo=algo, mode="joint"), o.overrides,
-                                            list(o.sets)) for algo in o.algos}
-    log(f"transfer study: training {len(configs)} joint runs with {o.seeds} seeds each on {o.dataset}")
-    run_all(configs, o.out / "runs", log, o.progress)
-    first = next(iter(configs.values()))
-    sources = [TransferSource(name.split("-")[0], o.out / "runs" / name / "policy",
-                              _guidance_label(o.out / "runs" / name / "guidance"),
-                              o.out / "runs" / name / "guidance") for name in configs]
-    log("evaluating the policy x guidance matrix")
-    transfer_dir = write_transfer(sources, o.out / "transfer", first, episodes=o.eval_episodes,
-                                  max_steps=first.eval.max_steps, allow_mismatch=o.allow_data_mismatch, log=log)
-    return _report([o.out / "runs" / n for n in configs] + [transfer_dir], o.out, log)
-
-
-def run_study(name: str, o: StudyOptions, log: Callable = print) -> Path:
-    fn = {"necessity": study_necessity, "gfdt-vs-joint": study_gfdt_vs_joint, "transfer": study_transfer}
-    if name not in fn:
+    if name not in STUDIES:
         raise MDPTError(f"unknown study {name!r}; use one of: {', '.join(STUDIES)}")
     if o.seeds < 1 or o.steps < 1:
         raise MDPTError("--steps and --seeds must be >= 1")
-    return fn[name](o, log)
+    return Reproduction(o.protocol(name), o.out, log=log, progress=o.progress).execute()
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -207,12 +160,13 @@ def evaluate_scores(agent, env, episodes: int, seed: int, max_steps: int | None,
 
 def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d4rl", episodes: int = 10,
                     seed: int = 1000, max_steps: int | None = None, allow_mismatch: bool = False,
-                    attrs: dict | None = None, log: Callable = print) -> dict:
+                    attrs: dict | None = None, log: Callable | None = None) -> dict:
     """Evaluate every policy seed with every guidance seed; returns the transfer.json object.
 
     With S policy seeds and S guidance seeds, one evaluation per (policy group, guidance group,
     shift k) runs all S policy seeds at once, seed i with guidance seed (i + k) mod S.
     """
+    log = log or LOG.info
     from mdpt.agent import Agent
     from mdpt.artifacts import load_guidance, load_policy
     from mdpt.data.registry import env_spec_for
@@ -317,11 +271,12 @@ def _brief(stats, cells: list[np.ndarray]) -> dict:
 
 
 def write_transfer(sources: list[TransferSource], out_dir: Path, config, episodes: int,
-                   max_steps: int | None = None, allow_mismatch: bool = False, log: Callable = print) -> Path:
+                   max_steps: int | None = None, allow_mismatch: bool = False, log: Callable | None = None) -> Path:
     """Evaluate the transfer matrix and write it as a report-readable directory.
 
     `config` (a RunConfig of one of the policies' runs) gives the selector, reference and dataset.
     """
+    log = log or LOG.info
     from mdpt.agent import SelectorConfig
     from mdpt.io import write_bytes_atomic, write_json_atomic
 

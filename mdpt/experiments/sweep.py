@@ -21,15 +21,18 @@ Every trial's config is validated before any trial starts. Trial i runs in
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from mdpt.errors import MDPTError
+from mdpt.errors import MDPTError, SweepFailed
 
 LAUNCHERS = ("local", "ray")
 TOP_KEYS = ("base", "grid", "eval_max_steps")
+
+LOG = logging.getLogger("mdpt")
 
 
 def _short(value) -> str:
@@ -91,7 +94,9 @@ def run_trial(run_dir: str, config: dict) -> dict:
 
 
 def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: str = "local",
-              workers: int = 1, address: str | None = None, log: Callable = print) -> Path:
+              workers: int = 1, address: str | None = None, log: Callable | None = None,
+              cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0) -> Path:
+    log = log or LOG.info
     from mdpt.experiments.config import load_yaml
     from mdpt.io import write_json_atomic
 
@@ -106,7 +111,7 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: st
     log(f"sweep: {len(trials)} trial(s), validated; launcher {launcher}, {workers} worker(s); out {out}")
     jobs = [(str((out / t["name"]).resolve()), t["config"]) for t in trials]
     if launcher == "ray":
-        results = _run_ray(jobs, address, workers, log)
+        results = _run_ray(jobs, address, workers, log, cpus_per_trial, gpus_per_trial)
     else:
         results = _run_local(jobs, workers, log)
     records = []
@@ -122,7 +127,7 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: st
             + (f" ({r['error']})" if r.get("error") else ""))
     log(f"sweep results: {path}")
     if failed:
-        raise MDPTError(f"{len(failed)} of {len(records)} trial(s) failed (first: {failed[0]['name']}: "
+        raise SweepFailed(f"{len(failed)} of {len(records)} trial(s) failed (first: {failed[0]['name']}: "
                         f"{failed[0]['error']}); see {path}")
     return path
 
@@ -147,7 +152,23 @@ def _run_local(jobs: list[tuple], workers: int, log: Callable) -> list[dict]:
     return results
 
 
-def _run_ray(jobs: list[tuple], address: str | None, workers: int, log: Callable) -> list[dict]:
+def trial_resources(cpus: float, gpus: float) -> dict:
+    """What each Ray trial asks for, and the environment that keeps trials on one GPU from fighting
+    for its memory (no preallocation, a share of the memory each) or silently running on the CPU
+    (a trial that asked for a GPU may only use CUDA)."""
+    if cpus <= 0 or gpus < 0:
+        raise MDPTError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0, got {cpus} and {gpus}")
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if gpus > 0:
+        env.update(JAX_PLATFORMS="cuda", XLA_PYTHON_CLIENT_MEM_FRACTION=f"{min(0.95, 0.9 * gpus):.3f}")
+    else:
+        env["JAX_PLATFORMS"] = "cpu"
+    return {"num_cpus": cpus, "num_gpus": gpus, "runtime_env": {"env_vars": env}}
+
+
+def _run_ray(jobs: list[tuple], address: str | None, workers: int, log: Callable, cpus: float = 1.0,
+             gpus: float = 0.0) -> list[dict]:
+    resources = trial_resources(cpus, gpus)
     try:
         import ray
     except ImportError:
@@ -155,12 +176,12 @@ def _run_ray(jobs: list[tuple], address: str | None, workers: int, log: Callable
     started = False
     if not ray.is_initialized():
         if address in (None, "local"):
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=True)
+            ray.init(num_cpus=max(workers * cpus, cpus), include_dashboard=False, log_to_driver=True)
         else:
             ray.init(address=address, log_to_driver=True)
         started = True
     try:
-        task = ray.remote(num_cpus=1)(run_trial)
+        task = ray.remote(**resources)(run_trial)
         refs = [task.remote(*job) for job in jobs]
         results = []
         for job, ref in zip(jobs, refs, strict=True):

@@ -40,13 +40,14 @@ class GuidanceConfig:
     hidden: int | None = setting(None, "width of every hidden layer", preset=True)
     depth: int | None = setting(None, "number of hidden layers", preset=True)
     activation: str | None = setting(None, "hidden activation", choices=tuple(ACTIVATIONS), preset=True)
-    first_activation: str | None = setting(None, "activation of the first hidden layer (None: as the others)",
-                                           choices=tuple(ACTIVATIONS), preset=True)
+    first_activation: str | None = setting(None, "activation of the first hidden layer ('same': as the others)",
+                                           choices=("same", *ACTIVATIONS), preset=True)
     layer_norm: bool | None = setting(None, "LayerNorm after every hidden Linear (bounds the critic's features)",
                                       preset=True)
     expectile: float | None = setting(None, "IQL expectile tau of the V loss", preset=True)
     discount: float | None = setting(None, "discount gamma of the TD targets", preset=True)
-    tau: float | None = setting(None, "Polyak rate of the target critic (online weight)", preset=True)
+    tau: float | None = setting(None, "Polyak rate of the target critic (online weight; 0 freezes the target at its "
+                                "initialization, as the paper's critic-pretraining script does)", preset=True)
     lr: float | None = setting(None, "learning rate", preset=True)
     lr_schedule: str | None = setting(None, "constant | cosine", choices=LR_SCHEDULES, preset=True)
     lr_decay_steps: int | None = setting(None, "cosine decay horizon in steps (None: the run's length)", preset=True)
@@ -72,7 +73,7 @@ class GuidanceConfig:
         checks = [
             (0.0 < self.expectile < 1.0, f"expectile must be in (0, 1), got {self.expectile}"),
             (0.0 <= self.discount < 1.0, f"discount must be in [0, 1), got {self.discount}"),
-            (0.0 < self.tau <= 1.0, f"target update rate tau must be in (0, 1], got {self.tau}"),
+            (0.0 <= self.tau <= 1.0, f"target update rate tau must be in [0, 1] (0 freezes the target), got {self.tau}"),
             (self.hidden >= 1 and self.depth >= 1, "guidance hidden width and depth must be positive"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"),
@@ -82,7 +83,7 @@ class GuidanceConfig:
             (self.update_every >= 1, f"update_every must be >= 1, got {self.update_every}"),
             (self.backup_samples >= 1, f"backup_samples must be >= 1, got {self.backup_samples}"),
             (self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
-            (self.first_activation is None or self.first_activation in ACTIVATIONS,
+            (self.first_activation == "same" or self.first_activation in ACTIVATIONS,
              f"unknown activation {self.first_activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
         ]
         for ok, message in checks:
@@ -96,7 +97,7 @@ class GuidanceConfig:
     def from_json(cls, d: dict) -> GuidanceConfig:
         """A saved config; keys added after it was written take the values that reproduce it
         (LayerNorm and activations were always recorded; the rest defaulted to these)."""
-        old = {"first_activation": None, "lr_decay_steps": None, "weight_decay": 0.0, "update_every": 1,
+        old = {"first_activation": "same", "lr_decay_steps": None, "weight_decay": 0.0, "update_every": 1,
                "max_q_backup": False, "backup_samples": 10}
         return cls(**{**old, **d})
 
@@ -112,8 +113,9 @@ class GuidanceModule:
         self.config = config.resolved()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         c = self.config
-        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm, c.first_activation)
-        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm, c.first_activation) if self.has_v else None
+        first = None if c.first_activation == "same" else c.first_activation
+        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm, first)
+        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm, first) if self.has_v else None
         self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps, c.grad_clip,
                                         c.weight_decay)
 

@@ -1,0 +1,94 @@
+"""`mdpt reproduce`: the paper's protocol over the datasets found, resumable, with one report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mdpt.errors import MDPTError
+
+HELP = """Runs the paper's three studies the way the paper ran them, over the given datasets, and
+writes OUT/report/report.md: per-dataset tables in the paper's form (joint vs GFDT per algorithm:
+last iterate and AUC with CIs, steps to 90%% of joint's final score, time and memory), the
+guidance-necessity gaps along training (no guidance, random guidance, in training and at
+inference), guidance swaps at matched checkpoints (across seeds, an independent guidance, across
+algorithms in both directions, guidance ensembles) with the change of the seed spread (IQR), and a
+findings section that answers each finding with numbers and CIs. A second call continues where
+the first stopped (finished runs and evaluated swaps are kept). Exit codes: 0 done, 2 bad input or
+a plan over --budget-hours, 3 a run stopped (NaN or a diverging critic)."""
+
+
+def register(subparsers) -> None:
+    r = subparsers.add_parser("reproduce", help="the paper's three findings, end to end, with one report",
+                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--datasets", default="all",
+                   help="comma-separated dataset ids, or 'all': every bullet-*.hdf5 in the data directory "
+                        "($MDPT_DATA_DIR) (default: all)")
+    r.add_argument("--algos", default="dql,idql", help="comma-separated: dql, idql, edp (default: dql,idql)")
+    r.add_argument("--seeds", type=int, default=3, help="seeds per run, vmapped in one program (default: 3)")
+    r.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    r.add_argument("--steps", type=int, default=30_000, help="gradient steps per run (default: 30000)")
+    r.add_argument("--eval-every", type=int, default=5_000, help="learning-curve interval (default: 5000)")
+    r.add_argument("--episodes", type=int, default=10, help="episodes per seed at the last step (default: 10)")
+    r.add_argument("--curve-episodes", type=int, default=5, help="episodes per seed along the curve (default: 5)")
+    r.add_argument("--curve-candidates", type=int, help="candidates along the curve (default: each algorithm's)")
+    r.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
+    r.add_argument("--stage1", choices=["iql", "authors"], default="iql",
+                   help="guidance-first's stage 1: iql (policy-independent) or authors (a dql-critic with an "
+                        "untrained actor's next actions and a frozen target, the paper's script) (default: iql)")
+    r.add_argument("--unfreeze-at", type=int, help="step at which guidance-first's guidance trains on (default: never)")
+    r.add_argument("--ensemble-k", type=int, default=3, help="members of the guidance ensembles (default: 3)")
+    r.add_argument("--transfer-points", type=int, default=2,
+                   help="matched checkpoints (the last N evaluations) for guidance swaps (default: 2)")
+    r.add_argument("--budget-hours", type=float, help="refuse a plan whose estimate exceeds this")
+    r.add_argument("--train-only", action="store_true",
+                   help="train every run without evaluating (a machine without the simulator, e.g. a GPU box)")
+    r.add_argument("--report-only", action="store_true", help="rewrite the report from what is on disk")
+    r.add_argument("--config", help="YAML file of settings under every run (e.g. network sizes)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting under every run")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--out", required=True, help="reproduction directory")
+    r.set_defaults(func=run_reproduce)
+
+
+def _datasets(spec: str) -> tuple[str, ...]:
+    from mdpt.data.load import default_data_dir
+
+    if spec.strip() == "all":
+        found = sorted(p.stem for p in default_data_dir().glob("bullet-*-v0.hdf5"))
+        if not found:
+            raise MDPTError(f"--datasets all: no bullet-*-v0.hdf5 in the data directory {default_data_dir()}; "
+                            "set MDPT_DATA_DIR or name the datasets")
+        return tuple(found)
+    return tuple(d.strip() for d in spec.split(",") if d.strip())
+
+
+def protocol_from_args(args):
+    from mdpt.experiments.config import RunConfig, apply_overrides, load_yaml
+    from mdpt.experiments.reproduce import Protocol
+    from mdpt.settings import unalias
+
+    base = unalias(RunConfig, load_yaml(args.config)) if args.config else {}
+    base = apply_overrides(base, args.set)
+    return Protocol(datasets=_datasets(args.datasets), algos=tuple(a.strip() for a in args.algos.split(",") if a.strip()),
+                    seeds=args.seeds, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
+                    curve_episodes=args.curve_episodes, final_episodes=args.episodes,
+                    curve_candidates=args.curve_candidates, eval_max_steps=args.eval_max_steps, stage1=args.stage1,
+                    unfreeze_at=args.unfreeze_at, ensemble_k=args.ensemble_k, transfer_points=args.transfer_points,
+                    base=base)
+
+
+def run_reproduce(args) -> int:
+    from mdpt.experiments.findings import write_report
+    from mdpt.experiments.reproduce import Reproduction
+
+    out = Path(args.out)
+    if args.report_only:
+        if not (out / "protocol.json").exists():
+            raise MDPTError(f"{out}: no reproduction here (protocol.json missing); run mdpt reproduce first")
+        print(f"report: {write_report(out)}")
+        return 0
+    repro = Reproduction(protocol_from_args(args), out, progress=not args.no_progress)
+    path = repro.execute(budget_hours=args.budget_hours, train_only=args.train_only)
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,369 @@
+"""`mdpt reproduce`: the paper's three findings tested the way the paper tested them, end to end.
+
+For every dataset and algorithm the plan trains (out/runs/<dataset>/<run>/, one `Run` each, seeds
+vmapped inside each program):
+
+- `iql-a`, `iql-b`: two independent IQL guidance modules (seeds SEED.. and SEED+1000..): `iql-a` is
+  the stage-1 guidance of the guidance-first runs, `iql-b` the independent guidance swapped in at
+  inference and the members of guidance ensembles;
+- `critic-authors` (`--stage1 authors`): the paper's stage-1 variant, a dql-critic whose next
+  actions come from an untrained actor and whose target network never moves;
+- `<algo>-joint`: as published (the algorithm's own critic, trained jointly), evaluated along
+  training with its guidance, without it (plain sampling) and with an untrained guidance;
+- `<algo>-gfdt`: guidance-first against the frozen stage-1 guidance (optionally unfrozen at
+  `--unfreeze-at`), evaluated with and without it;
+- `<algo>-bc` (dql, edp): the same policy with eta = 0 (no guidance in training), evaluated with
+  critic re-selection (iql-a at inference) and with plain sampling;
+- `<algo>-random` (dql, edp): trained against a frozen untrained critic, evaluated with it.
+IDQL's policy never sees its critic in training, so its no-guidance and random-guidance training
+controls are IDQL itself; its necessity is measured at inference only (the report says so).
+
+Then, at the last `transfer_points` evaluation steps (matched checkpoints: every run saves its
+artifacts at each evaluation), guidance swaps (out/transfer/<dataset>.json): each policy seed with
+another seed's guidance of the same step (joint) or with the independent iql-b (guidance-first);
+across algorithms in both directions (the DQL policy with IDQL's IQL critic, the IDQL policy with
+DQL's critic, step-matched); and K-member ensembles of iql-b (mean and min of min-Q) at the last
+step. Each guidance scores candidates with its own rule and beta; each policy samples its own
+candidate count.
+
+Everything is resumable: a finished run is skipped, a swap evaluated before is read back; the
+report (`findings.write_report`) is regenerated from what is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mdpt.errors import MDPTError
+from mdpt.io import read_json, write_json_atomic
+
+CONTROLS_WITH_Q = ("dql", "edp")  # algorithms whose policy loss uses the guidance in training
+STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
+STAGE1 = ("iql", "authors")
+# Estimated seed-steps per second of each update on a 2-core CPU and on an H200 at 15-20 replicas
+# (benchmarks/RESULTS.md); only used to estimate a plan's wall time.
+RATES = {"cpu": {"iql": 240.0, "dql-joint": 48.0, "dql-gf": 60.0, "idql-joint": 30.0, "idql-gf": 35.0,
+                 "edp-joint": 50.0, "edp-gf": 150.0, "dql-bc": 150.0, "edp-bc": 150.0, "critic": 60.0},
+         "gpu": {"iql": 47_000.0, "dql-joint": 15_000.0, "dql-gf": 18_000.0, "idql-joint": 16_000.0,
+                 "idql-gf": 22_000.0, "edp-joint": 17_000.0, "edp-gf": 60_000.0, "dql-bc": 40_000.0,
+                 "edp-bc": 40_000.0, "critic": 15_000.0}}
+# Seconds per evaluated episode (1000 env steps, all seeds' episodes batched) on a 2-core CPU.
+EPISODE_SECONDS = {"dql": 2.0, "edp": 2.0, "idql": 8.0, "cfg": 2.0}
+
+LOG = logging.getLogger("mdpt")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    datasets: tuple[str, ...]
+    algos: tuple[str, ...] = ("dql", "idql")
+    seeds: int = 3
+    seed: int = 0
+    steps: int = 30_000
+    eval_every: int = 5_000
+    curve_episodes: int = 5
+    final_episodes: int = 10
+    curve_candidates: int | None = None  # None: each algorithm's own
+    eval_max_steps: int | None = None
+    stage1: str = "iql"
+    unfreeze_at: int | None = None
+    ensemble_k: int = 3
+    transfer_points: int = 2
+    studies: tuple[str, ...] = STUDIES  # a subset plans only the runs (and swaps) those studies need
+    base: dict = field(default_factory=dict)  # settings under every run (e.g. tiny networks in tests)
+
+    def validate(self) -> Protocol:
+        from mdpt.policies.module import POLICY_ALGOS
+
+        if not self.datasets:
+            raise MDPTError("no datasets: pass --datasets ID,... (or 'all' with datasets in the data directory)")
+        bad = [a for a in self.algos if a not in POLICY_ALGOS or a == "cfg"]
+        if bad or not self.algos:
+            raise MDPTError(f"unknown algo {bad[0] if bad else ''!r}; use any of: dql, idql, edp")
+        if self.stage1 not in STAGE1:
+            raise MDPTError(f"unknown stage-1 guidance {self.stage1!r}; use one of: {', '.join(STAGE1)}")
+        for name in ("seeds", "steps", "eval_every", "curve_episodes", "final_episodes", "transfer_points"):
+            if getattr(self, name) < 1:
+                raise MDPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every > self.steps:
+            raise MDPTError(f"--eval-every {self.eval_every} is beyond --steps {self.steps}: no learning curve")
+        bad = [x for x in self.studies if x not in STUDIES]
+        if bad or not self.studies:
+            raise MDPTError(f"unknown study {bad[0] if bad else ''!r}; use any of: {', '.join(STUDIES)}")
+        if not 1 <= self.ensemble_k <= self.seeds:
+            raise MDPTError(f"--ensemble-k must be in 1..--seeds ({self.seeds}): the members are iql-b's seeds")
+        return self
+
+
+def dataset_dir(dataset: str) -> str:
+    """A dataset's folder name: its id, or a path's file stem."""
+    return dataset if "/" not in dataset and not dataset.endswith((".hdf5", ".h5")) else Path(dataset).stem
+
+
+@dataclass
+class Planned:
+    dataset: str
+    name: str
+    settings: dict
+    update: str  # key of RATES
+    steps: int
+    seeds: int
+    eval_points: int
+    algo: str | None
+    after: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{dataset_dir(self.dataset)}/{self.name}"
+
+
+def _eval(p: Protocol, variants: list[str]) -> dict:
+    ev = {"every": p.eval_every, "episodes": p.curve_episodes, "final_episodes": p.final_episodes,
+          "variants": variants, "snapshots": True}
+    if p.eval_max_steps is not None:
+        ev["max_steps"] = p.eval_max_steps
+    if p.curve_candidates is not None:
+        ev["curve_candidates"] = p.curve_candidates
+    return ev
+
+
+def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
+    """Every run of the protocol, in an order where each run's inputs come first."""
+    from mdpt.presets import merge
+
+    out: list[Planned] = []
+    points = -(-p.steps // p.eval_every)
+    necessity, transfer = "necessity" in p.studies, "transfer" in p.studies
+    for ds in p.datasets:
+        common = merge(p.base, {"dataset": ds, "seeds": p.seeds, "seed": p.seed, "steps": p.steps})
+        here = runs_dir / dataset_dir(ds)
+
+        def add(name, settings, update, algo=None, after=(), evals=points, ds=ds, common=common):
+            out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, evals, algo, tuple(after)))
+
+        add("iql-a", {"guidance": {"kind": "iql"}}, "iql", evals=0)
+        if transfer:
+            add("iql-b", {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql", evals=0)
+        stage1 = here / "iql-a" / "guidance"
+        if p.stage1 == "authors":
+            # the paper's script: next actions from an untrained actor, the target never updated
+            add("critic-authors", {"guidance": {"kind": "dql-critic", "tau": 0.0},
+                                   "stage1": {"next_actions": "untrained"}}, "critic", evals=0)
+            stage1 = here / "critic-authors" / "guidance"
+        for algo in p.algos:
+            add(f"{algo}-joint", {"algo": algo, "mode": "joint",
+                                  "eval": _eval(p, ["guided", "unguided", "random-guidance"])}, f"{algo}-joint", algo)
+            gf = {"algo": algo, "mode": "guidance-first", "eval": _eval(p, ["guided", "unguided"]),
+                  "stage1": {"guidance_path": str(stage1)}}
+            if p.unfreeze_at is not None:
+                gf["stage1"]["unfreeze_at"] = p.unfreeze_at
+            add(f"{algo}-gfdt", gf, f"{algo}-gf", algo, after=(stage1.parent.name,))
+            if algo in CONTROLS_WITH_Q and necessity:
+                add(f"{algo}-bc", {"algo": algo, "mode": "guidance-first", "policy": {"eta": 0.0},
+                                   "eval": _eval(p, ["guided", "unguided"]),
+                                   "stage1": {"guidance_path": str(here / "iql-a" / "guidance")}},
+                    f"{algo}-bc", algo, after=("iql-a",))
+                add(f"{algo}-random", {"algo": algo, "mode": "guidance-first", "guidance": {"kind": "dql-critic"},
+                                       "eval": _eval(p, ["guided", "unguided"]),
+                                       "stage1": {"guidance_path": "random"}}, f"{algo}-gf", algo)
+    return out
+
+
+def run_state(run_dir: Path) -> str:
+    """'done' (summary written, finished), 'trained' (trained elsewhere, not evaluated), 'partial', 'new'."""
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        try:
+            status = read_json(summary, "run summary").get("status", "finished")
+        except (MDPTError, AttributeError):
+            return "partial"
+        return {"finished": "done", "trained": "trained"}.get(status, "partial")
+    return "partial" if (run_dir / "checkpoints").exists() else "new"
+
+
+def estimate_seconds(items: list[Planned], p: Protocol, backend: str) -> float:
+    """Rough wall time of training and evaluating `items` (RATES, EPISODE_SECONDS)."""
+    rates = RATES["gpu" if backend == "gpu" else "cpu"]
+    total = 0.0
+    for it in items:
+        total += it.steps * it.seeds / rates[it.update]
+        if it.algo and backend != "gpu":
+            variants = len(it.settings.get("eval", {}).get("variants", []))
+            episodes = (it.eval_points - 1) * p.curve_episodes + p.final_episodes
+            total += variants * episodes * EPISODE_SECONDS[it.algo]
+    return total
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Reproduction:
+    """Execute a protocol in `out` (runs/, transfer/, report/); `log` receives progress lines."""
+
+    def __init__(self, protocol: Protocol, out: str | Path, log: Callable | None = None, progress: bool = False):
+        log = log or LOG.info
+        self.p = protocol.validate()
+        self.out = Path(out)
+        self.runs_dir = self.out / "runs"
+        self.log = log
+        self.progress = progress
+
+    def planned(self) -> list[Planned]:
+        return plan(self.p, self.runs_dir.resolve())
+
+    def remaining(self) -> list[Planned]:
+        return [it for it in self.planned() if run_state(self.runs_dir / it.key) != "done"]
+
+    def check_budget(self, budget_hours: float | None, backend: str) -> float:
+        left = self.remaining()
+        seconds = estimate_seconds(left, self.p, backend)
+        if budget_hours is not None and seconds > budget_hours * 3600:
+            raise MDPTError(f"the plan's {len(left)} remaining run(s) need about {_hms(seconds)} on this machine "
+                            f"({backend}), more than --budget-hours {budget_hours:g}: lower --steps, --seeds, "
+                            "--datasets or --algos, or raise the budget")
+        return seconds
+
+    def execute(self, budget_hours: float | None = None, train_only: bool = False) -> Path:
+        import jax
+
+        from mdpt.experiments.config import RunConfig
+        from mdpt.experiments.rundir import RunLock
+        from mdpt.experiments.runner import Run
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.out, "reproduction directory"):
+            for stale in self.out.glob(".report.*.tmp"):  # a report a kill cut short (the old one stands)
+                shutil.rmtree(stale, ignore_errors=True)
+            backend = jax.default_backend()
+            estimate = self.check_budget(budget_hours, backend)
+            items = self.planned()
+            configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
+            write_json_atomic(self.out / "protocol.json", {"protocol": _protocol_json(self.p),
+                                                           "runs": [it.key for it in items]})
+            if train_only:
+                configs = {k: _without_eval(c) for k, c in configs.items()}
+            self.log(f"reproduce: {len(items)} runs planned, {len(items) - len(self.remaining())} done; "
+                     f"estimated {_hms(estimate)} for the rest ({backend})")
+            t0, done_s = time.monotonic(), 0.0
+            datasets = {}
+            for i, it in enumerate(items, 1):
+                state = run_state(self.runs_dir / it.key)
+                if state == "done" or (train_only and state == "trained"):
+                    continue
+                left = self.remaining()
+                eta = estimate_seconds(left, self.p, backend)
+                self.log(f"[{i}/{len(items)}] {it.key} ({it.steps} steps x {it.seeds} seeds); "
+                         f"{len(left)} run(s) left, about {_hms(eta)} to go")
+                run = Run(self.runs_dir / it.key, configs[it.key], resume=True, progress=self.progress,
+                          log=self.log, dataset=datasets.get(it.dataset))
+                run.execute()
+                datasets[it.dataset] = run.dataset
+                done_s = time.monotonic() - t0
+            self.log(f"reproduce: training and curves done in {_hms(done_s)}")
+            if not train_only and "transfer" in self.p.studies:
+                for ds in self.p.datasets:
+                    self.swaps(dataset_dir(ds))
+            from mdpt.experiments.findings import write_report
+
+            return write_report(self.out)
+
+    # ----- guidance swaps at matched checkpoints -----
+    def swaps(self, dataset: str) -> Path:
+        """Step-matched guidance swaps of one dataset, each evaluated once (cached in transfer/)."""
+        path = self.out / "transfer" / f"{dataset}.json"
+        cache = read_json(path, "transfer results") if path.exists() else {"cells": {}}
+        cells = cache["cells"]
+        for key, job in self._swap_jobs(dataset).items():
+            if key in cells:
+                continue
+            self.log(f"transfer {dataset}: {key}")
+            cells[key] = self._evaluate_swap(dataset, job)
+            write_json_atomic(path, {"dataset": dataset, "cells": cells})
+        write_json_atomic(path, {"dataset": dataset, "cells": cells})
+        return path
+
+    def _steps_of(self, run: Path) -> list[int]:
+        snaps = sorted(int(d.name.split("-")[1]) for d in (run / "snapshots").glob("step-*") if d.is_dir())
+        return snaps[-self.p.transfer_points:]
+
+    def _swap_jobs(self, dataset: str) -> dict[str, dict]:
+        runs = self.runs_dir / dataset
+        jobs = {}
+        for algo in self.p.algos:
+            joint, gf = runs / f"{algo}-joint", runs / f"{algo}-gfdt"
+            for t in self._steps_of(joint):
+                snap = joint / "snapshots" / f"step-{t:09d}"
+                jobs[f"{algo}-joint@{t}|seed-swapped"] = {"policy": snap / "policy", "guidance": [snap / "guidance"],
+                                                          "shift": 1, "step": t, "own": f"{algo}-joint"}
+                for other in self.p.algos:
+                    if other != algo:
+                        osnap = runs / f"{other}-joint" / "snapshots" / f"step-{t:09d}"
+                        if (osnap / "guidance").exists():
+                            jobs[f"{algo}-joint@{t}|{other}-joint-guidance"] = {
+                                "policy": snap / "policy", "guidance": [osnap / "guidance"], "shift": 0, "step": t,
+                                "own": f"{algo}-joint"}
+            for t in self._steps_of(gf):
+                snap = gf / "snapshots" / f"step-{t:09d}"
+                jobs[f"{algo}-gfdt@{t}|independent-iql"] = {"policy": snap / "policy",
+                                                            "guidance": [runs / "iql-b" / "guidance"], "shift": 0,
+                                                            "step": t, "own": f"{algo}-gfdt"}
+            for run_name, run in ((f"{algo}-joint", joint), (f"{algo}-gfdt", gf)):
+                steps = self._steps_of(run)
+                if not steps:
+                    continue
+                t = steps[-1]
+                for rule in ("mean", "min"):
+                    jobs[f"{run_name}@{t}|ensemble-{self.p.ensemble_k}-{rule}"] = {
+                        "policy": run / "snapshots" / f"step-{t:09d}" / "policy",
+                        "guidance": [runs / "iql-b" / "guidance"] * self.p.ensemble_k, "members": self.p.ensemble_k,
+                        "rule": rule, "shift": 0, "step": t, "own": run_name}
+        return jobs
+
+    def _evaluate_swap(self, dataset: str, job: dict) -> dict:
+        import jax
+
+        from mdpt.agent import SelectorConfig
+        from mdpt.artifacts import load_guidance, load_policy
+        from mdpt.evaluation.api import evaluate
+
+        policy = load_policy(job["policy"])
+        if "members" in job:  # K members: seed j of iql-b, each shared by every policy seed
+            base = load_guidance(job["guidance"][0])
+            guides = [base.select(j) for j in range(job["members"])]
+        else:
+            guides = [load_guidance(g) for g in job["guidance"]]
+            if job["shift"]:
+                g = guides[0]
+                params = jax.tree.map(lambda x: np.roll(np.asarray(x), -job["shift"], axis=0), g.params)
+                guides = [type(g)(g.module, params, g.normalizer, g.meta, g.path)]
+        selector = SelectorConfig(ensemble=job.get("rule", "mean"))
+        episodes = self.p.final_episodes if job["step"] >= self.p.steps else self.p.curve_episodes
+        if job["step"] < self.p.steps and self.p.curve_candidates:
+            selector = SelectorConfig(candidates=self.p.curve_candidates, ensemble=job.get("rule", "mean"))
+        ev = evaluate(policy, guides, selector=selector, episodes=episodes, seed=1000 + self.p.seed,
+                      max_steps=self.p.eval_max_steps)
+        return {"step": job["step"], "own": job["own"], "scores": ev.scores.tolist(), "episodes": episodes,
+                "selector": ev.record["selector"], "critic": ev.record.get("critic"),
+                "guidance": [str(g) for g in job["guidance"]], "shift": job["shift"]}
+
+
+def _without_eval(config):
+    import dataclasses
+
+    return dataclasses.replace(config, eval=dataclasses.replace(config.eval, variants=(), snapshots=False))
+
+
+def _protocol_json(p: Protocol) -> dict:
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(p)))

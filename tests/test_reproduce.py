@@ -1,0 +1,136 @@
+"""`mdpt reproduce` at a toy budget: the whole protocol, the swaps, the report, resuming, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import d4rl_arrays, write_raw_hdf5
+
+from mdpt.errors import MDPTError
+
+DATASET = "bullet-hopper-medium-v0"
+TINY = ["--set", "policy.hidden=8", "--set", "policy.depth=1", "--set", "guidance.hidden=8", "--set",
+        "guidance.depth=1", "--set", "batch_size=8", "--set", "chunk=2"]
+ARGS = ["--datasets", DATASET, "--algos", "dql,idql", "--seeds", "2", "--steps", "4", "--eval-every", "2",
+        "--episodes", "2", "--curve-episodes", "1", "--eval-max-steps", "3", "--curve-candidates", "3",
+        "--ensemble-k", "2", "--transfer-points", "2", "--no-progress", *TINY]
+
+
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory):
+    from mdpt.cli.main import main
+
+    root = tmp_path_factory.mktemp("reproduce")
+    data = root / "data"
+    attrs = {"env_id": "HopperBulletEnv-v0", "ref_min_score": 0.0, "ref_max_score": 10.0}
+    write_raw_hdf5(data / f"{DATASET}.hdf5", d4rl_arrays(lengths=(20, 15, 25), seed=3), attrs)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MDPT_DATA_DIR", str(data))
+    mp.setenv("MDPT_OFFLINE", "1")
+    out = root / "out"
+    first = main(["reproduce", *ARGS, "--out", str(out)])
+    yield out, first, main
+    mp.undo()
+
+
+def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
+    out, code, _ = reproduction
+    assert code == 0
+    runs = sorted(p.name for p in (out / "runs" / DATASET).iterdir())
+    assert runs == ["dql-bc", "dql-gfdt", "dql-joint", "dql-random", "idql-gfdt", "idql-joint", "iql-a", "iql-b"]
+    joint = [json.loads(x) for x in (out / "runs" / DATASET / "dql-joint" / "metrics.jsonl").read_text().splitlines()]
+    variants = {r["variant"] for r in joint if r["phase"] == "eval"}
+    assert variants == {"guided", "unguided", "random-guidance"}
+    assert {r["candidates"] for r in joint if r["phase"] == "eval" and r["variant"] == "guided"} == {3, 50}
+    gf = json.loads((out / "runs" / DATASET / "dql-gfdt" / "config.json").read_text())
+    assert gf["stage1"]["guidance_path"].endswith("iql-a/guidance")
+    bc = json.loads((out / "runs" / DATASET / "dql-bc" / "config.json").read_text())
+    assert bc["policy"]["eta"] == 0.0
+    report = (out / "report" / "report.md").read_text()
+    assert "## Findings" in report and "1. **Guidance necessity" in report and "2. **GFDT" in report
+    assert "3. **" in report and "the paper reports -86%" in report
+    assert "### GFDT vs joint (the paper's table)" in report and "### Guidance necessity" in report
+    findings = json.loads((out / "report" / "findings.json").read_text())
+    assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
+
+
+def test_guidance_swaps_at_matched_checkpoints(reproduction):
+    out, _, _ = reproduction
+    cells = json.loads((out / "transfer" / f"{DATASET}.json").read_text())["cells"]
+    kinds = {key.split("|")[1] for key in cells}
+    assert {"seed-swapped", "independent-iql", "idql-joint-guidance", "dql-joint-guidance",
+            "ensemble-2-mean", "ensemble-2-min"} <= kinds
+    assert {int(key.split("@")[1].split("|")[0]) for key in cells} == {2, 4}  # step-matched checkpoints
+    cross = cells["idql-joint@4|dql-joint-guidance"]
+    assert cross["selector"]["beta"] == 100.0 and cross["selector"]["candidates"] == 256  # its own scale
+    assert cells["dql-joint@4|idql-joint-guidance"]["selector"]["beta"] == 0.5
+
+
+def test_a_second_call_resumes_without_redoing_anything(reproduction, capsys):
+    out, _, main = reproduction
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")}
+    cells = (out / "transfer" / f"{DATASET}.json").read_text()
+    assert main(["reproduce", *ARGS, "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")} == before
+    assert json.loads((out / "transfer" / f"{DATASET}.json").read_text()) == json.loads(cells)
+    assert "8 runs planned, 8 done" in capsys.readouterr().out
+    assert main(["reproduce", "--report-only", "--out", str(out)]) == 0
+
+
+def test_a_plan_over_budget_is_refused_up_front(tmp_path, reproduction):
+    from mdpt.experiments.reproduce import Protocol, Reproduction
+
+    big = Reproduction(Protocol(datasets=(DATASET,), steps=200_000, seeds=5), tmp_path / "big")
+    with pytest.raises(MDPTError, match="more than --budget-hours 1"):
+        big.check_budget(1.0, "cpu")
+    assert not (tmp_path / "big").exists()
+    with pytest.raises(MDPTError, match="--ensemble-k"):
+        Protocol(datasets=(DATASET,), seeds=2, ensemble_k=3).validate()
+
+
+def test_killed_while_swapping_resumes_the_missing_cells_only(reproduction):
+    out, _, main = reproduction
+    path = out / "transfer" / f"{DATASET}.json"
+    full = json.loads(path.read_text())["cells"]
+    kept = dict(list(full.items())[: len(full) // 2])  # what a kill halfway through the swaps leaves
+    path.write_text(json.dumps({"dataset": DATASET, "cells": kept}))
+    assert main(["reproduce", *ARGS, "--out", str(out)]) == 0
+    again = json.loads(path.read_text())["cells"]
+    assert again.keys() == full.keys()
+    assert all(again[k]["scores"] == full[k]["scores"] for k in full)  # deterministic: the same cells
+
+
+def test_a_crash_while_writing_the_report_keeps_the_previous_one(reproduction, monkeypatch):
+    from mdpt.experiments import findings
+
+    out, _, _ = reproduction
+    before = (out / "report" / "report.md").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk went away while writing figures")
+
+    monkeypatch.setattr(findings, "render", broken)
+    with pytest.raises(RuntimeError):
+        findings.write_report(out)
+    assert (out / "report" / "report.md").read_text() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".report.")]  # no half-written report left
+
+
+def test_a_second_process_on_the_same_directory_is_refused(reproduction):
+    from mdpt.experiments.reproduce import Protocol, Reproduction
+    from mdpt.experiments.rundir import RunLock
+
+    out, _, _ = reproduction
+    with RunLock(out, "reproduction directory"):  # the first process holds it
+        with pytest.raises(MDPTError, match="another mdpt process is using this reproduction directory"):
+            Reproduction(Protocol(datasets=(DATASET,), seeds=2, ensemble_k=2), out).execute()
+
+
+def test_an_unwritable_results_directory_is_one_line(tmp_path, reproduction, capsys):
+    out, _, main = reproduction
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # unwritable for every user, root included
+    code = main(["reproduce", *ARGS, "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "a-file" in err
