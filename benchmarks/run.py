@@ -298,8 +298,8 @@ def bench_eval(envs: int, groups: list[int], rounds: int, quick: bool, cases=EVA
 
 
 # ----------------------------------------------------------------------------- report
-def fmt(x, spec=".1f", none="n/a"):
-    return none if x is None else format(x, spec)
+def fmt(x, spec=".1f", none="n/a", unit=""):
+    return none if x is None else format(x, spec) + unit
 
 
 def mib(b):
@@ -436,22 +436,22 @@ def headlines(info, res, s1, peak, mem_rows, on_gpu) -> list[str]:
     L = ["## Headline ratios and targets", "", "| quantity | value | target | verdict |", "|---|---:|---|---|"]
     first_train_row = len(L)
     gf = dg["steps_per_s"] / dj["steps_per_s"] if dj and dg else None
-    L.append(f"| guidance-first DQL step vs joint DQL step (1 seed) | {fmt(gf, '.2f')}x | CPU >= 1.5x | "
+    L.append(f"| guidance-first DQL step vs joint DQL step (1 seed) | {fmt(gf, '.2f', unit='x')} | CPU >= 1.5x | "
              f"{verdict(None if gf is None or on_gpu else gf >= 1.5)} |")
     vs = dj["steps_per_s"] / torch_cores if dj and torch_cores else None
     vs_best = dj["steps_per_s"] / torch_best if dj and torch_best else None
-    L.append(f"| our joint DQL (1 seed) vs eager PyTorch, torch at {os.cpu_count()} threads | {fmt(vs, '.2f')}x | "
+    L.append(f"| our joint DQL (1 seed) vs eager PyTorch, torch at {os.cpu_count()} threads | {fmt(vs, '.2f', unit='x')} | "
              f"CPU >= 2.5x | {verdict(None if vs is None or on_gpu else vs >= 2.5)} |")
-    L.append(f"| our joint DQL (1 seed) vs eager PyTorch at its best thread count | {fmt(vs_best, '.2f')}x | "
+    L.append(f"| our joint DQL (1 seed) vs eager PyTorch at its best thread count | {fmt(vs_best, '.2f', unit='x')} | "
              f"(CPU >= 2.5x) | {verdict(None if vs_best is None or on_gpu else vs_best >= 2.5)} |")
     agg = d8["seed_steps_per_s"] / torch_cores if d8 and torch_cores else None
-    L.append(f"| joint DQL seed-steps/s with 8 seeds vs eager PyTorch | {fmt(agg, '.2f')}x | GPU >= 20x | "
+    L.append(f"| joint DQL seed-steps/s with 8 seeds vs eager PyTorch | {fmt(agg, '.2f', unit='x')} | GPU >= 20x | "
              f"{verdict(agg >= 20 if (agg is not None and on_gpu) else None)}"
              f"{'' if on_gpu else ' (CPU run: GPU target not applicable)'} |")
     fr = dj["achieved_flops"] / peak if dj and peak and dj["achieved_flops"] else None
     fr8 = d8["achieved_flops"] / peak if d8 and peak and d8["achieved_flops"] else None
-    L.append(f"| joint DQL step, fraction of measured matmul peak (1 seed / 8 seeds) | {fmt(fr and fr * 100)}% / "
-             f"{fmt(fr8 and fr8 * 100)}% | CPU >= 50% | {verdict(None if fr is None or on_gpu else fr >= 0.5)} |")
+    L.append(f"| joint DQL step, fraction of measured matmul peak (1 seed / 8 seeds) | {fmt(fr and fr * 100, unit='%')} / "
+             f"{fmt(fr8 and fr8 * 100, unit='%')} | CPU >= 50% | {verdict(None if fr is None or on_gpu else fr >= 0.5)} |")
     for algo, j, g in mem_rows:
         red = 1 - g["peak"] / j["peak"]
         L.append(f"| guidance-first {algo} peak memory below joint | {red * 100:.1f}% | CPU >= 30% | "
@@ -491,7 +491,7 @@ def notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu) -> list[st
                    "and the transcendental activations count few FLOPs but take real time. More seeds (vmap) "
                    "batch the matmuls and raise efficiency somewhat (see the 8-seed row).")
     if vs is not None and not on_gpu and vs < 2.5:
-        out.append(f"- vs eager PyTorch ({vs:.2f}x at {os.cpu_count()} threads, {fmt(vs_best, '.2f')}x against its "
+        out.append(f"- vs eager PyTorch ({vs:.2f}x at {os.cpu_count()} threads, {fmt(vs_best, '.2f', unit='x')} against its "
                    "best thread count): at batch 256 the PyTorch step is itself dominated by the same small matmuls "
                    "and Mish kernels (oneDNN/MKL), so Python dispatch overhead is a modest share; XLA's fusion saves "
                    "the elementwise round trips but not the matmul time.")
