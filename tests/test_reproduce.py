@@ -51,6 +51,9 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert "## Findings" in report and "1. **Guidance necessity" in report and "2. **GFDT" in report
     assert "3. **" in report and "the paper reports -86%" in report
     assert "### GFDT vs joint (the paper's table)" in report and "### Guidance necessity" in report
+    assert f"- command: `mdpt reproduce --datasets {DATASET} --algos dql,idql" in report
+    assert f"--out {out}`" in report and "- versions (as each run recorded them): backend cpu" in report
+    assert "- wall time: training and evaluation of 8 runs" in report and "untimed" not in report
     findings = json.loads((out / "report" / "findings.json").read_text())
     assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
 

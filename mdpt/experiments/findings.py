@@ -10,6 +10,8 @@ directory is replaced atomically (a crash leaves the previous report).
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +20,9 @@ import numpy as np
 
 from mdpt.errors import MDPTError
 from mdpt.experiments.report import _figure, _save, load_run
+from mdpt.experiments.reproduce import STUDIES
 from mdpt.io import read_json, write_bytes_atomic, write_json_atomic
+from mdpt.settings import flatten
 
 N_BOOT = 2000
 CONFIDENCE = 0.95
@@ -395,6 +399,40 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
     return "\n".join(md) + "\n"
 
 
+def command_line(p: dict, out: Path) -> str:
+    """The `mdpt reproduce` call that makes this protocol."""
+    words = ["mdpt reproduce", f"--datasets {','.join(p['datasets'])}", f"--algos {','.join(p['algos'])}",
+             f"--seeds {p['seeds']}", f"--seed {p['seed']}", f"--steps {p['steps']}", f"--eval-every {p['eval_every']}",
+             f"--curve-episodes {p['curve_episodes']}", f"--episodes {p['final_episodes']}"]
+    for key, flag in (("curve_candidates", "--curve-candidates"), ("eval_max_steps", "--eval-max-steps"),
+                      ("unfreeze_at", "--unfreeze-at")):
+        if p.get(key) is not None:
+            words.append(f"{flag} {p[key]}")
+    words += [f"--stage1 {p['stage1']}", f"--ensemble-k {p['ensemble_k']}", f"--transfer-points {p['transfer_points']}"]
+    words += [f"--set {k}={json.dumps(v)}" for k, v in sorted(flatten(p.get("base") or {}).items())]
+    return " ".join(words + [f"--out {out}"])
+
+
+def provenance(data: dict, out: Path) -> list[str]:
+    """Command, versions, machines and wall time of what is on disk (each run records its own)."""
+    runs = [run for per_ds in data["runs"].values() for run in per_ds.values()]
+    seen = {json.dumps(run["config"].get("versions", {}), sort_keys=True) for run in runs}
+    versions = "; ".join(", ".join(f"{k} {v}" for k, v in json.loads(x).items()) for x in sorted(seen)) or "n/a"
+    run_wall = sum(float(r.get("wall_s", 0.0)) for run in runs for r in run["metrics"])
+    cells = [c for per_ds in data["transfer"].values() for c in per_ds.values()]
+    swap_wall = sum(float(c.get("wall_s", 0.0)) for c in cells)
+    untimed = sum("wall_s" not in c for c in cells)
+    studies = data["protocol"].get("studies") or STUDIES
+    subset = "" if len(studies) == len(STUDIES) else f", restricted to the {', '.join(studies)} study (`mdpt study`)"
+    return [f"- command: `{command_line(data['protocol'], out)}`{subset}",
+            f"- versions (as each run recorded them): {versions}",
+            f"- report written on: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} "
+            f"(simulation always runs on a CPU; each run's backend is in its versions)",
+            f"- wall time: training and evaluation of {len(runs)} runs {run_wall / 3600:.2f} h; {len(cells)} "
+            f"transfer evaluations {swap_wall / 3600:.2f} h" + (f" ({untimed} of them untimed)" if untimed else ""),
+            ""]
+
+
 def _cands(p: dict) -> str:
     return f"; curves with {p['curve_candidates']} candidates" if p.get("curve_candidates") else ""
 
@@ -406,7 +444,7 @@ def write_report(out: str | Path, header: list[str] | None = None) -> Path:
     result = analyse(data)
     tmp = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out))
     try:
-        text = render(out, data, result, tmp, header or [])
+        text = render(out, data, result, tmp, provenance(data, out) if header is None else header)
         write_bytes_atomic(tmp / "report.md", text.encode())
         write_json_atomic(tmp / "findings.json", json.loads(json.dumps(result, default=_plain)))
         from mdpt.artifacts import _replace_dir

@@ -350,9 +350,11 @@ class Reproduction:
         episodes = self.p.final_episodes if job["step"] >= self.p.steps else self.p.curve_episodes
         if job["step"] < self.p.steps and self.p.curve_candidates:
             selector = SelectorConfig(candidates=self.p.curve_candidates, ensemble=job.get("rule", "mean"))
+        start = time.perf_counter()
         ev = evaluate(policy, guides, selector=selector, episodes=episodes, seed=1000 + self.p.seed,
                       max_steps=self.p.eval_max_steps)
         return {"step": job["step"], "own": job["own"], "scores": ev.scores.tolist(), "episodes": episodes,
+                "wall_s": time.perf_counter() - start,
                 "selector": ev.record["selector"], "critic": ev.record.get("critic"),
                 "guidance": [str(g) for g in job["guidance"]], "shift": job["shift"]}
 
