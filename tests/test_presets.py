@@ -248,7 +248,9 @@ def test_offline_model_selection_picks_the_lowest_bc_loss_per_seed(tmp_path):
     run.metrics = MetricsLog(tmp_path / "metrics.jsonl")
     for step, loss in ((10, [0.5, 0.1]), (20, [0.2, 0.3])):
         run.metrics.append({"phase": "train", "step": step, "policy/bc_loss": loss})
+    # curve evaluations may use fewer episodes than the last one (eval.final_episodes)
     evals = [{"phase": "eval", "step": 10, "variant": "guided", "scores": [[1.0], [2.0]]},
-             {"phase": "eval", "step": 20, "variant": "guided", "scores": [[3.0], [4.0]]}]
+             {"phase": "eval", "step": 20, "variant": "guided", "scores": [[3.0, 5.0], [4.0, 6.0]]}]
     picked = run._selected_offline(evals, "guided")
-    assert picked["steps"] == [20, 10] and picked["scores"] == [[3.0], [2.0]]
+    assert picked["steps"] == [20, 10] and picked["scores"] == [[3.0, 5.0], [2.0]]
+    assert picked["mean"] == 3.0  # the mean of the seeds' means

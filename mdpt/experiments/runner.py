@@ -535,7 +535,8 @@ class Run:
         losses = np.stack([bc[r["step"]] for r in rows])  # (evals, seeds)
         pick = losses.argmin(0)
         scores = [rows[j]["scores"][i] for i, j in enumerate(pick)]
-        return {"steps": [rows[j]["step"] for j in pick], "scores": scores, "mean": float(np.mean(scores)),
+        seed_means = [float(np.mean(s)) for s in scores]  # seeds may differ in episodes (curve vs last evaluation)
+        return {"steps": [rows[j]["step"] for j in pick], "scores": scores, "mean": float(np.mean(seed_means)),
                 "rule": "per seed, the evaluation after the chunk with the lowest BC loss"}
 
     def _summary(self, seconds_per_step, peak_memory: int | None | str = "measure") -> dict:
