@@ -75,3 +75,9 @@ def test_published_default_critic_stays_within_its_bound(tmp_path, mdp):
     vc = summary["value_check"]
     assert vc["within_bound"] and vc["max_abs_q"] < vc["bound"]
     assert summary["status"] == "finished" and summary["steps"] == 4000
+    # killed after its last checkpoint, before the summary: the resumed run trains nothing and still
+    # reports the values and the speed its log recorded
+    (tmp_path / "summary.json").unlink()
+    again = Run(tmp_path, default, resume=True, progress=False, log=lambda *a: None, dataset=mdp).execute()
+    assert again["value_check"] == vc and again["value_check"]["max_abs_q"] == max(q_trajectory(tmp_path))
+    assert again["seconds_per_step"] > 0

@@ -326,6 +326,7 @@ class Run:
         c = self.config
         state, step = self._initial_state()
         self.metrics.truncate_after(step)
+        self._replay_value_check()
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
         if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
@@ -361,7 +362,22 @@ class Run:
         if bar:
             bar.close()
         self.state = state
-        return self._finish(state, timed_seconds / timed_steps if timed_steps else None)
+        return self._finish(state, timed_seconds / timed_steps if timed_steps else self._logged_seconds_per_step())
+
+    def _replay_value_check(self) -> None:
+        """A resumed run's value check continues from the values its kept metrics rows recorded."""
+        if self.value_check is None:
+            return
+        for r in self.metrics.rows():
+            if r["phase"] == "train" and "guidance/q_abs_max" in r:
+                self.value_check.observe(r["step"], float(np.max(np.asarray(r["guidance/q_abs_max"]))))
+
+    def _logged_seconds_per_step(self) -> float | None:
+        """Seconds per step from the metrics log (a run resumed with nothing left to train); the
+        first chunk, which compiled, is left out."""
+        rows = [r for r in self.metrics.rows() if r["phase"] == "train"]
+        steps = [b["step"] - a["step"] for a, b in zip(rows, rows[1:], strict=False)]
+        return sum(r["wall_s"] for r in rows[1:]) / sum(steps) if steps and sum(steps) > 0 else None
 
     def _check_values(self, m: dict, step: int) -> bool:
         """The value check. With divergence.action 'stop': False while the critic is past its bound
