@@ -56,6 +56,23 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert "- wall time: training and evaluation of 8 runs" in report and "untimed" not in report
     findings = json.loads((out / "report" / "findings.json").read_text())
     assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
+    data = json.loads((out / "data" / f"{DATASET}.json").read_text())
+    assert data["episodes"] == 3 and data["normalized"]["reference"] == "d4rl"
+    assert f"Data: 3 episodes, 60 transitions; the data's own episodes score {data['normalized']['mean']:.1f}" in report
+    assert "Every learning curve (run x inference variant) ends between" in report
+
+
+@pytest.mark.parametrize("width, caveat", [(2.0, True), (30.0, False)])
+def test_a_dataset_whose_curves_all_end_together_gets_a_caveat(width, caveat):
+    from mdpt.experiments.findings import findings
+
+    spread = {"range": width, "low": ("dql-bc unguided", 60.0), "high": ("dql-joint guided", 60.0 + width)}
+    result = {"datasets": {DATASET: {"gfdt": [], "necessity": {}, "transfer": {"cross": []}, "spread": spread,
+                                     "data": {"mean": 64.1}}},
+              "spread_all": None, "spread_cells": 0}
+    text = "\n".join(findings(result))
+    assert ("this dataset barely separates the methods" in text) is caveat
+    assert ("beside the data's own episodes at 64.1" in text) is caveat
 
 
 def test_guidance_swaps_at_matched_checkpoints(reproduction):

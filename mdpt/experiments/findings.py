@@ -26,6 +26,7 @@ from mdpt.settings import flatten
 
 N_BOOT = 2000
 CONFIDENCE = 0.95
+NARROW_SPREAD = 5.0  # normalized points: curves that all end closer than this cannot rank the methods
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -116,7 +117,9 @@ def load(out: Path) -> dict:
     transfer = {}
     for path in sorted((out / "transfer").glob("*.json")) if (out / "transfer").exists() else []:
         transfer[path.stem] = read_json(path, "transfer results")["cells"]
-    return {"protocol": protocol["protocol"], "runs": runs, "transfer": transfer}
+    datasets = {path.stem: read_json(path, "dataset statistics")
+                for path in (sorted((out / "data").glob("*.json")) if (out / "data").exists() else [])}
+    return {"protocol": protocol["protocol"], "runs": runs, "transfer": transfer, "data": datasets}
 
 
 # ----------------------------------------------------------------------------- analyses
@@ -186,6 +189,25 @@ def necessity(runs: dict, algos) -> dict:
     return out
 
 
+def final_spread(runs: dict) -> dict | None:
+    """The last-iterate mean score of every learning curve (each run x inference variant) and their range:
+    a dataset on which every curve ends within a few points cannot tell the methods apart."""
+    finals = {f"{name} {variant}": float(np.mean(seed_means(series[-1][1])))
+              for name, run in sorted(runs.items()) for variant, series in sorted(run["evals"].items()) if series}
+    if not finals:
+        return None
+    low, high = min(finals, key=finals.get), max(finals, key=finals.get)
+    return {"finals": finals, "low": (low, finals[low]), "high": (high, finals[high]),
+            "range": finals[high] - finals[low]}
+
+
+def data_scores(summary: dict | None) -> dict | None:
+    """The data's own episodes, scored like the policies (`normalized`: reference, mean, min, max)."""
+    if not summary:
+        return None
+    return {"episodes": summary["episodes"], "transitions": summary["transitions"], **summary["normalized"]}
+
+
 def transfer(cells: dict, runs: dict) -> dict:
     """Own vs swapped scores per cell, the spread change, cross-algorithm means, ensembles."""
     own_pairs, swaps, cross, ensembles = [], [], [], []
@@ -216,7 +238,8 @@ def analyse(data: dict) -> dict:
     per = {}
     for ds, runs in sorted(data["runs"].items()):
         per[ds] = {"gfdt": gfdt_table(runs, algos), "necessity": necessity(runs, algos),
-                   "transfer": transfer(data["transfer"].get(ds, {}), runs)}
+                   "transfer": transfer(data["transfer"].get(ds, {}), runs),
+                   "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs)}
     all_pairs = []
     for ds, runs in data["runs"].items():
         for key, cell in data["transfer"].get(ds, {}).items():
@@ -302,7 +325,28 @@ def findings(result: dict) -> list[str]:
         lines.append(text)
     else:
         lines.append("3. **Cross-module transfer: inconclusive** (no step-matched swaps evaluated yet).")
+    for ds, r in result["datasets"].items():
+        spread = r.get("spread")
+        if spread and spread["range"] < NARROW_SPREAD:
+            own = f", beside the data's own episodes at {_fmt(r['data']['mean'])}" if r.get("data") else ""
+            lines.append(f"\n**Caveat, {ds}:** every learning curve ends within {_fmt(spread['range'])} points of the "
+                         f"others ({_fmt(spread['low'][1])}..{_fmt(spread['high'][1])}{own}): this dataset barely "
+                         "separates the methods, so the verdicts above rest on differences of a few points.")
     return lines
+
+
+def data_line(r: dict) -> list[str]:
+    """Where the data's own episodes score, and where every learning curve ends."""
+    parts = []
+    if r.get("data"):
+        d = r["data"]
+        parts.append(f"Data: {d['episodes']} episodes, {d['transitions']} transitions; the data's own episodes score "
+                     f"{_fmt(d['mean'])} (min {_fmt(d['min'])}, max {_fmt(d['max'])}; `{d['reference']}` reference).")
+    if r.get("spread"):
+        sp = r["spread"]
+        parts.append(f"Every learning curve (run x inference variant) ends between {_fmt(sp['low'][1])} "
+                     f"({sp['low'][0]}) and {_fmt(sp['high'][1])} ({sp['high'][0]}).")
+    return [" ".join(parts), ""] if parts else []
 
 
 # ----------------------------------------------------------------------------- report
@@ -361,7 +405,7 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
         "## Findings", ""] + findings(result) + [""]
     for ds, r in result["datasets"].items():
         runs = data["runs"][ds]
-        md += [f"## {ds}", ""]
+        md += [f"## {ds}", ""] + data_line(r)
         _fig_curves(runs, ds, report_dir / f"curves_{ds}.png")
         md += [f"![learning curves](curves_{ds}.png)", ""]
         if r["gfdt"]:

@@ -270,12 +270,26 @@ class Reproduction:
                 datasets[it.dataset] = run.dataset
                 done_s = time.monotonic() - t0
             self.log(f"reproduce: training and curves done in {_hms(done_s)}")
+            for ds in self.p.datasets:
+                self.record_data(ds, datasets.get(ds))
             if not train_only and "transfer" in self.p.studies:
                 for ds in self.p.datasets:
                     self.swaps(dataset_dir(ds))
             from mdpt.experiments.findings import write_report
 
             return write_report(self.out)
+
+    def record_data(self, dataset: str, data=None) -> Path:
+        """out/data/<dataset>.json: the data's own statistics (its episodes' normalized scores), which the
+        report sets beside the policies' scores; written once."""
+        path = self.out / "data" / f"{dataset_dir(dataset)}.json"
+        if not path.exists():
+            from mdpt.data.load import load_dataset
+            from mdpt.data.stats import dataset_summary
+
+            env = self.p.base.get("env")
+            write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env)))
+        return path
 
     # ----- guidance swaps at matched checkpoints -----
     def swaps(self, dataset: str) -> Path:
