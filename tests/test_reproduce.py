@@ -154,3 +154,34 @@ def test_an_unwritable_results_directory_is_one_line(tmp_path, reproduction, cap
     code = main(["reproduce", *ARGS, "--out", str(blocker / "out")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "a-file" in err
+
+
+def _necessity_result(dql_last, idql_last):
+    label = "inference: no guidance (plain sampling)"
+    nec = {"dql": {label: [(5000, -40.0, -60.0, -20.0), (15000, *dql_last)]},
+           "idql": {label: [(5000, -1.0, -3.0, 1.0), (15000, *idql_last)]}}
+    return {"datasets": {DATASET: {"gfdt": [], "necessity": nec, "transfer": {"cross": []}}},
+            "spread_all": None, "spread_cells": 0}
+
+
+@pytest.mark.parametrize("dql_last, idql_last, verdict", [
+    ((0.5, -1.0, 2.0), (0.0, -1.0, 1.0), "supported** by our data (stage: supported; algorithm: supported)"),
+    ((-40.0, -60.0, -20.0), (-1.0, -3.0, 1.0), "partly supported** by our data (stage: not supported; algorithm: "
+                                               "supported)"),
+])
+def test_necessity_separates_training_stage_from_algorithm(dql_last, idql_last, verdict):
+    from mdpt.experiments.findings import necessity_finding
+
+    text = necessity_finding(_necessity_result(dql_last, idql_last))
+    assert verdict in text
+    assert "at step 5000: dql -40.0 [-60.0, -20.0], idql -1.0 [-3.0, +1.0]" in text  # the disjoint pair at 5k
+
+
+def test_necessity_with_overlapping_algorithms_is_stage_only():
+    from mdpt.experiments.findings import necessity_finding
+
+    result = _necessity_result((0.5, -1.0, 2.0), (0.0, -1.0, 1.0))
+    result["datasets"][DATASET]["necessity"]["idql"] = {
+        "inference: no guidance (plain sampling)": [(5000, -30.0, -50.0, -10.0), (15000, 0.0, -1.0, 1.0)]}
+    text = necessity_finding(result)
+    assert "partly supported** by our data (stage: supported; algorithm: not supported)" in text

@@ -265,29 +265,59 @@ def _ci(t, digits=1, pct=False):
     return f"{k * t[0]:+.{digits}f}{unit} [{k * t[1]:+.{digits}f}, {k * t[2]:+.{digits}f}]"
 
 
-def findings(result: dict) -> list[str]:
-    lines = []
-    # 1. necessity: does the gap depend on stage and algorithm?
-    stage_rows = []
+def _excludes_zero(ci) -> bool:
+    return ci[1] > 0 or ci[2] < 0
+
+
+def algorithm_contrasts(result: dict) -> list[tuple]:
+    """(dataset, control, step, (algo, gap CI), (algo, gap CI)) where two algorithms' gaps for the same control
+    at the same step have disjoint CIs: the control matters more for one algorithm than for the other."""
+    out = []
     for ds, r in result["datasets"].items():
-        for algo, controls in r["necessity"].items():
-            for label, series in controls.items():
-                if len(series) >= 2:
-                    first, last = series[0], series[-1]
-                    stage_rows.append((ds, algo, label, first[0], first[1:4], last[0], last[1:4]))
-    if stage_rows:
-        early_sig = [x for x in stage_rows if x[4][1] > 0 or x[4][2] < 0]
-        late_sig = [x for x in stage_rows if x[6][1] > 0 or x[6][2] < 0]
-        changes = [x for x in stage_rows if (x[4][1] > 0 or x[4][2] < 0) != (x[6][1] > 0 or x[6][2] < 0)]
-        verdict = "supported" if changes else ("not supported" if stage_rows else "inconclusive")
-        example = changes[0] if changes else stage_rows[0]
-        lines.append(f"1. **Guidance necessity depends on training stage and algorithm: {verdict}** by our data. "
-                     f"Of {len(stage_rows)} (dataset, algorithm, control) gap curves, {len(early_sig)} have a CI that "
-                     f"excludes 0 at the first evaluation and {len(late_sig)} at the last; {len(changes)} change "
-                     f"between the two. E.g. {example[0]} {example[1]}, {example[2]}: gap {_ci(example[4])} at step "
-                     f"{example[3]}, {_ci(example[6])} at step {example[5]}.")
-    else:
-        lines.append("1. **Guidance necessity: inconclusive** (no learning curves with controls yet).")
+        nec = r["necessity"]
+        algos = sorted(nec)
+        for i, a in enumerate(algos):
+            for b in algos[i + 1:]:
+                for label in sorted(set(nec[a]) & set(nec[b])):
+                    gb = {t: ci for t, *ci in nec[b][label]}
+                    for t, *ca in nec[a][label]:
+                        cb = gb.get(t)
+                        if cb is not None and (ca[1] > cb[2] or cb[1] > ca[2]):
+                            out.append((ds, label, t, (a, ca), (b, cb)))
+    return out
+
+
+def necessity_finding(result: dict) -> str:
+    """Finding 1 in two parts: does a control's gap change between the first and the last evaluation
+    (training stage), and do two algorithms' gaps for the same control differ (algorithm)?"""
+    rows = [(ds, algo, label, series[0], series[-1]) for ds, r in result["datasets"].items()
+            for algo, controls in r["necessity"].items() for label, series in controls.items() if len(series) >= 2]
+    if not rows:
+        return "1. **Guidance necessity: inconclusive** (no learning curves with controls yet)."
+    changes = [x for x in rows if _excludes_zero(x[3][1:4]) != _excludes_zero(x[4][1:4])]
+    contrasts = algorithm_contrasts(result)
+    paired = any(len(r["necessity"]) >= 2 for r in result["datasets"].values())
+    stage = "supported" if changes else "not supported"
+    algorithm = ("supported" if contrasts else "not supported" if paired
+                 else "untested (one algorithm with controls)")
+    verdict = ("supported" if changes and contrasts else "not supported" if not changes and not contrasts
+               else "partly supported")
+    example = changes[0] if changes else rows[0]
+    text = (f"1. **Guidance necessity depends on training stage and algorithm: {verdict}** by our data "
+            f"(stage: {stage}; algorithm: {algorithm}). Of {len(rows)} (dataset, algorithm, control) gap curves, "
+            f"{sum(_excludes_zero(x[3][1:4]) for x in rows)} have a CI that excludes 0 at the first evaluation and "
+            f"{sum(_excludes_zero(x[4][1:4]) for x in rows)} at the last; {len(changes)} change between the two. "
+            f"E.g. {example[0]} {example[1]}, {example[2]}: gap {_ci(example[3][1:4])} at step {example[3][0]}, "
+            f"{_ci(example[4][1:4])} at step {example[4][0]}.")
+    if contrasts:
+        ds, label, t, (a, ca), (b, cb) = contrasts[0]
+        text += (f" Between algorithms, {len(contrasts)} (control, step) pairs have disjoint gap CIs, e.g. {ds} "
+                 f"{label} at step {t}: {a} {_ci(ca)}, {b} {_ci(cb)}.")
+    return text
+
+
+def findings(result: dict) -> list[str]:
+    lines = [necessity_finding(result)]
     # 2. GFDT vs joint
     gf = [(ds, row) for ds, r in result["datasets"].items() for row in r["gfdt"]]
     if gf:
