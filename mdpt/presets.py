@@ -12,7 +12,9 @@ is what the paper's numbers come from, with two deliberate departures, each a pu
   pipelines move the target 0.995 of the way to the online critic every 5th step (a reversed
   Polyak rate, see ../shared/REFERENCE.md "traps");
 - DQL clips gradient norms per task as Diffusion-QL does (main.py's table), on top of the
-  authors' LayerNorm critic: either alone has been seen to fail on bullet walker2d.
+  authors' LayerNorm critic: either alone has been seen to fail on bullet walker2d;
+and one warm-up that leaves runs of the paper's length unchanged: IDQL's actor EMA decay is
+min(0.9999, (1 + n) / (10 + n)) after n updates (see the "idql" entry).
 Sources: docs/ARCHITECTURE.md "Presets" lists file and line for every value.
 This module imports nothing from mdpt: the modules read their defaults from it.
 """
@@ -56,17 +58,20 @@ ALGORITHMS = {
     # jointly; the authors: actor AdamW (weight decay 0.01), actor and critic lr cosine over 200k.
     "dql": {
         "policy": {"net": "mlp", "T": 5, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
-                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5,
-                   "weight_decay": 0.01, **DIFFUSION_DQL},
+                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "ema_warmup": False, "sampler": "ddpm",
+                   "sample_steps": 5, "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "dql-critic", "lr_schedule": "cosine", "lr_decay_steps": 200_000},
         "selector": {"candidates": 50, "temperature": 0.5},
     },
     # IDQL: LN-ResNet, T = 5, pure BC, actor EMA every step; the authors: actor AdamW (0.01), lr
     # cosine over 200k, EMA 0.9999, IQL critic updated every second step (CleanDiffuser's pipeline).
+    # EMA 0.9999 from step 0 leaves 22% of the initial weights in the sampling copy at 15k steps
+    # (IDQL's own code: decay 0.999): the decay is warmed up, (1 + n) / (10 + n) after n updates,
+    # and reaches 0.9999 at 90k updates, so runs at the paper's length are unchanged.
     "idql": {
         "policy": {"net": "lnresnet", "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
-                   "ema_decay": 0.9999, "ema_every": 1, "ema_start": 0, "sampler": "ddpm", "sample_steps": 5,
-                   "weight_decay": 0.01, **DIFFUSION_DQL},
+                   "ema_decay": 0.9999, "ema_every": 1, "ema_start": 0, "ema_warmup": True, "sampler": "ddpm",
+                   "sample_steps": 5, "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "iql", "update_every": 2},
         "selector": {"candidates": 256, "temperature": 0.5},
     },
@@ -75,8 +80,9 @@ ALGORITHMS = {
     # schedule (diffusionsde.py:338), T = 50, DPM-Solver++(2M) with 15 steps; DQL's critic.
     "edp": {
         "policy": {"net": "mlp", "T": 50, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
-                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "weight_decay": 0.01,
-                   "prediction": "x0", "noise_schedule": "cosine", "sampler": "dpm-solver++", "sample_steps": 15,
+                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "ema_warmup": False,
+                   "weight_decay": 0.01, "prediction": "x0", "noise_schedule": "cosine", "sampler": "dpm-solver++",
+                   "sample_steps": 15,
                    "temperature_mode": "initial-noise", "clip_denoised": True, "clip_one_step": False},
         "guidance": {"kind": "dql-critic", "lr_schedule": "cosine", "lr_decay_steps": 200_000},
         "selector": {"candidates": 50, "temperature": 0.5},
@@ -84,8 +90,8 @@ ALGORITHMS = {
     # Classifier-free reward guidance (CFGRL-style labels from an IQL critic).
     "cfg": {
         "policy": {"net": "mlp", "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
-                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "sampler": "ddpm", "sample_steps": 5,
-                   "weight_decay": 0.01, **DIFFUSION_DQL},
+                   "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "ema_warmup": False, "sampler": "ddpm",
+                   "sample_steps": 5, "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "iql"},
         "selector": {"candidates": 50, "temperature": 0.5},
     },

@@ -51,7 +51,8 @@ def test_task_presets_follow_the_published_tables(dataset, beta, clip):
 def test_idql_preset_and_an_unknown_dataset_gets_the_algorithm_default_with_a_note():
     c = resolve_config({"dataset": "bullet-hopper-medium-v0", "algo": "idql"})
     assert (c.selector.candidates, c.selector.beta, c.guidance.kind, c.guidance.update_every) == (256, 0.5, "iql", 2)
-    assert c.policy.net == "lnresnet" and c.policy.ema_decay == 0.9999
+    assert c.policy.net == "lnresnet" and c.policy.ema_decay == 0.9999 and c.policy.ema_warmup
+    assert not resolve_config({"dataset": "bullet-hopper-medium-v0", "algo": "dql"}).policy.ema_warmup
     other = resolve_config({"dataset": "my-data.hdf5", "algo": "dql"})
     assert other.selector.beta == presets.SELECTION["dql-critic"]["beta"] and other.policy.grad_clip is None
     assert "no published preset" in presets.task_note("dql", "dql-critic", "my-data.hdf5")
@@ -99,6 +100,20 @@ def test_lr_decay_horizon_is_separate_from_the_run_length():
     long_horizon, _ = _updates(make_optimizer(1e-2, "cosine", 200_000), grads)
     assert np.abs(to_run_end[-1]).max() < 1e-4  # decayed to ~0 at the run's end
     assert np.abs(long_horizon[-1]).max() > 0.99e-2  # barely decayed
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_warmup_lets_a_young_sampling_copy_follow_the_weights(warmup):
+    policy = DiffusionPolicy(PolicyConfig(algo="idql", hidden=8, depth=1, ema_warmup=warmup), 3, 2)
+    zeros = jax.tree.map(jnp.zeros_like, policy.init(jax.random.PRNGKey(0))["params"])
+    ones = jax.tree.map(jnp.ones_like, zeros)
+
+    def copy_after(n):  # the copy's weight on the new parameters at the n-th update
+        return float(jax.tree.leaves(policy._ema(zeros, ones, jnp.int32(n)))[0].ravel()[0])
+
+    assert copy_after(1) == pytest.approx(1 - 2 / 11 if warmup else 1e-4, rel=1e-4)
+    assert copy_after(1000) == pytest.approx(1 - 1001 / 1010 if warmup else 1e-4, rel=1e-3)
+    assert copy_after(10**6) == pytest.approx(1e-4, rel=1e-3)  # at the paper's length: the published 0.9999
 
 
 def test_weight_decay_is_adamw():

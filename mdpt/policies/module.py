@@ -75,6 +75,8 @@ class PolicyConfig:
     ema_decay: float | None = setting(None, "EMA decay of the sampling copy", preset=True)
     ema_every: int | None = setting(None, "EMA update every k steps", preset=True)
     ema_start: int | None = setting(None, "EMA copy frozen at the initial parameters until this step", preset=True)
+    ema_warmup: bool | None = setting(None, "EMA decay warmed up as min(decay, (1 + n) / (10 + n)) after n updates, "
+                                      "so a short run's sampling copy is not mostly its initial weights", preset=True)
     sampler: str | None = setting(None, "inference sampler: ddpm | ddim | dpm-solver++", choices=SAMPLERS, preset=True)
     sample_steps: int | None = setting(None, "network calls of the ddim / dpm-solver++ sampler", preset=True)
     prediction: str | None = setting(None, "the network predicts the noise (eps) or the clean action (x0)",
@@ -110,8 +112,8 @@ class PolicyConfig:
              f"unknown noise schedule {self.noise_schedule!r}; use one of: {', '.join(ddpm.NOISE_SCHEDULES)}"),
             (self.temperature_mode in ddpm.TEMPERATURE_MODES,
              f"unknown temperature mode {self.temperature_mode!r}; use one of: {', '.join(ddpm.TEMPERATURE_MODES)}"),
-            (isinstance(self.clip_denoised, bool) and isinstance(self.clip_one_step, bool),
-             "clip_denoised and clip_one_step must be true or false"),
+            (all(isinstance(x, bool) for x in (self.clip_denoised, self.clip_one_step, self.ema_warmup)),
+             "clip_denoised, clip_one_step and ema_warmup must be true or false"),
             (self.T >= 1, f"diffusion steps T must be >= 1, got {self.T}"),
             (self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}"),
             (self.hidden >= 1 and self.depth >= 1, "policy hidden width and depth must be positive"),
@@ -265,8 +267,14 @@ class DiffusionPolicy:
         return {"params": params, "ema": ema, "opt": opt, "step": step}, aux
 
     def _ema(self, ema, params, step):
-        """Diffusion-QL's schedule: update every `ema_every` steps; before `ema_start` keep the copy."""
+        """Diffusion-QL's schedule: update every `ema_every` steps; before `ema_start` keep the copy.
+        With `ema_warmup` the n-th update uses min(decay, (1 + n) / (10 + n))."""
         c = self.config
         due = (step % c.ema_every == 0) & (step >= c.ema_start)
-        averaged = polyak(ema, params, 1.0 - c.ema_decay)
+        decay = c.ema_decay
+        if c.ema_warmup:
+            first_due = max(-(-c.ema_start // c.ema_every), 1)  # in units of ema_every; steps count from 1
+            n = (step // c.ema_every - first_due + 1).astype(jnp.float32)
+            decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+        averaged = polyak(ema, params, 1.0 - decay)
         return jax.tree.map(lambda a, e: jnp.where(due, a, e), averaged, ema)
