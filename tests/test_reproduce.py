@@ -67,7 +67,7 @@ def test_a_dataset_whose_curves_all_end_together_gets_a_caveat(width, caveat):
     from mdpt.experiments.findings import findings
 
     spread = {"range": width, "low": ("dql-bc unguided", 60.0), "high": ("dql-joint guided", 60.0 + width)}
-    result = {"datasets": {DATASET: {"gfdt": [], "necessity": {}, "transfer": {"cross": []}, "spread": spread,
+    result = {"datasets": {DATASET: {"gfdt": [], "necessity": {}, "transfer": {"cross": []}, "methods_spread": spread,
                                      "data": {"mean": 64.1}}},
               "spread_all": None, "spread_cells": 0}
     text = "\n".join(findings(result))
@@ -185,3 +185,11 @@ def test_necessity_with_overlapping_algorithms_is_stage_only():
         "inference: no guidance (plain sampling)": [(5000, -30.0, -50.0, -10.0), (15000, 0.0, -1.0, 1.0)]}
     text = necessity_finding(result)
     assert "partly supported** by our data (stage: supported; algorithm: not supported)" in text
+
+
+def test_a_gap_that_flips_sign_counts_as_a_change_of_stage():
+    from mdpt.experiments.findings import necessity_finding
+
+    result = _necessity_result((30.0, 20.0, 40.0), (-1.0, -3.0, 1.0))  # dql: -40 at 5k, +30 at 15k, both clear of 0
+    del result["datasets"][DATASET]["necessity"]["idql"]
+    assert "(stage: supported; algorithm: untested" in necessity_finding(result)

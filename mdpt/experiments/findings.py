@@ -189,11 +189,13 @@ def necessity(runs: dict, algos) -> dict:
     return out
 
 
-def final_spread(runs: dict) -> dict | None:
-    """The last-iterate mean score of every learning curve (each run x inference variant) and their range:
-    a dataset on which every curve ends within a few points cannot tell the methods apart."""
+def final_spread(runs: dict, methods_only: bool = False) -> dict | None:
+    """The last-iterate mean score of every learning curve (each run x inference variant; with
+    `methods_only` the guided curves of the joint and guidance-first runs) and their range: a dataset
+    on which the methods all end within a few points cannot tell them apart."""
     finals = {f"{name} {variant}": float(np.mean(seed_means(series[-1][1])))
-              for name, run in sorted(runs.items()) for variant, series in sorted(run["evals"].items()) if series}
+              for name, run in sorted(runs.items()) for variant, series in sorted(run["evals"].items())
+              if series and (not methods_only or (variant == "guided" and name.endswith(("-joint", "-gfdt"))))}
     if not finals:
         return None
     low, high = min(finals, key=finals.get), max(finals, key=finals.get)
@@ -239,7 +241,8 @@ def analyse(data: dict) -> dict:
     for ds, runs in sorted(data["runs"].items()):
         per[ds] = {"gfdt": gfdt_table(runs, algos), "necessity": necessity(runs, algos),
                    "transfer": transfer(data["transfer"].get(ds, {}), runs),
-                   "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs)}
+                   "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
+                   "methods_spread": final_spread(runs, methods_only=True)}
     all_pairs = []
     for ds, runs in data["runs"].items():
         for key, cell in data["transfer"].get(ds, {}).items():
@@ -269,6 +272,14 @@ def _excludes_zero(ci) -> bool:
     return ci[1] > 0 or ci[2] < 0
 
 
+def _stage_changed(first, last) -> bool:
+    """A gap that becomes, or stops being, distinguishable from 0, or that changes sign with both CIs
+    excluding 0."""
+    if _excludes_zero(first) != _excludes_zero(last):
+        return True
+    return _excludes_zero(first) and (first[0] > 0) != (last[0] > 0)
+
+
 def algorithm_contrasts(result: dict) -> list[tuple]:
     """(dataset, control, step, (algo, gap CI), (algo, gap CI)) where two algorithms' gaps for the same control
     at the same step have disjoint CIs: the control matters more for one algorithm than for the other."""
@@ -294,7 +305,7 @@ def necessity_finding(result: dict) -> str:
             for algo, controls in r["necessity"].items() for label, series in controls.items() if len(series) >= 2]
     if not rows:
         return "1. **Guidance necessity: inconclusive** (no learning curves with controls yet)."
-    changes = [x for x in rows if _excludes_zero(x[3][1:4]) != _excludes_zero(x[4][1:4])]
+    changes = [x for x in rows if _stage_changed(x[3][1:4], x[4][1:4])]
     contrasts = algorithm_contrasts(result)
     paired = any(len(r["necessity"]) >= 2 for r in result["datasets"].values())
     stage = "supported" if changes else "not supported"
@@ -302,11 +313,12 @@ def necessity_finding(result: dict) -> str:
                  else "untested (one algorithm with controls)")
     verdict = ("supported" if changes and contrasts else "not supported" if not changes and not contrasts
                else "partly supported")
-    example = changes[0] if changes else rows[0]
+    example = max(changes or rows, key=lambda x: abs(x[4][1] - x[3][1]))  # the largest move along training
     text = (f"1. **Guidance necessity depends on training stage and algorithm: {verdict}** by our data "
             f"(stage: {stage}; algorithm: {algorithm}). Of {len(rows)} (dataset, algorithm, control) gap curves, "
             f"{sum(_excludes_zero(x[3][1:4]) for x in rows)} have a CI that excludes 0 at the first evaluation and "
-            f"{sum(_excludes_zero(x[4][1:4]) for x in rows)} at the last; {len(changes)} change between the two. "
+            f"{sum(_excludes_zero(x[4][1:4]) for x in rows)} at the last; {len(changes)} change between the two (in "
+            f"sign or in whether the CI excludes 0). "
             f"E.g. {example[0]} {example[1]}, {example[2]}: gap {_ci(example[3][1:4])} at step {example[3][0]}, "
             f"{_ci(example[4][1:4])} at step {example[4][0]}.")
     if contrasts:
@@ -356,12 +368,13 @@ def findings(result: dict) -> list[str]:
     else:
         lines.append("3. **Cross-module transfer: inconclusive** (no step-matched swaps evaluated yet).")
     for ds, r in result["datasets"].items():
-        spread = r.get("spread")
+        spread = r.get("methods_spread")
         if spread and spread["range"] < NARROW_SPREAD:
             own = f", beside the data's own episodes at {_fmt(r['data']['mean'])}" if r.get("data") else ""
-            lines.append(f"\n**Caveat, {ds}:** every learning curve ends within {_fmt(spread['range'])} points of the "
-                         f"others ({_fmt(spread['low'][1])}..{_fmt(spread['high'][1])}{own}): this dataset barely "
-                         "separates the methods, so the verdicts above rest on differences of a few points.")
+            lines.append(f"\n**Caveat, {ds}:** the joint and guidance-first policies all end within "
+                         f"{_fmt(spread['range'])} points of each other ({_fmt(spread['low'][1])}.."
+                         f"{_fmt(spread['high'][1])}{own}): this dataset barely separates the methods, so the "
+                         "verdicts above rest on differences of a few points.")
     return lines
 
 
