@@ -26,8 +26,10 @@ DQL's critic, step-matched); and K-member ensembles of iql-b (mean and min of mi
 step. Each guidance scores candidates with its own rule and beta; each policy samples its own
 candidate count.
 
-Everything is resumable: a finished run is skipped, a swap evaluated before is read back; the
-report (`findings.write_report`) is regenerated from what is on disk.
+The data's own statistics (out/data/<dataset>.json: its episodes scored like the policies) go
+beside the policies' scores in the report. Everything is resumable: a finished run is skipped, a
+swap evaluated before is read back; the report (`findings.write_report`) is regenerated from what
+is on disk.
 """
 
 from __future__ import annotations
