@@ -197,3 +197,32 @@ def test_stale_temporaries_of_a_killed_process_are_removed_under_the_lock(tmp_pa
         removed = remove_stale_temporaries(tmp_path)
     assert len(removed) == 4 and keep.exists() and not stray_temporaries(tmp_path)
     shutil.rmtree(tmp_path / "checkpoints")
+
+
+def test_a_kill_during_an_evaluation_redoes_only_its_missing_variants(tiny_dataset, tmp_path):
+    config = RunConfig.from_dict({
+        "algo": "dql", "dataset": "bullet-hopper-medium-v0", "steps": 4, "chunk": 2, "seeds": 1, "batch_size": 8,
+        "policy": {"hidden": 8, "depth": 1}, "guidance": {"hidden": 8, "depth": 1}, "selector": {"candidates": 2},
+        "eval": {"every": 2, "episodes": 1, "max_steps": 3, "variants": ["guided", "unguided"]}})
+    out = tmp_path / "run"
+
+    def execute(resume):
+        return Run(out, config, resume=resume, progress=False, log=lambda *a: None, dataset=tiny_dataset).execute()
+
+    def rows():
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+    execute(False)
+    before = rows()
+    # what a kill in the last evaluation leaves: the checkpoint of step 4 (written first), its first variant
+    cut = [r for r in before if not (r["phase"] == "eval" and r["step"] == 4 and r["variant"] == "unguided")]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cut))
+    (out / "summary.json").unlink()
+    FAULTS.append("kill during the final evaluation")
+    execute(True)
+    after = rows()
+    final = [r for r in after if r["phase"] == "eval" and r["step"] == 4]
+    assert [r["variant"] for r in final] == ["guided", "unguided"]  # each once
+    assert final[0] == next(r for r in before if r["phase"] == "eval" and r["step"] == 4)  # kept, not redone
+    assert [r for r in after if r["phase"] == "train"] == [r for r in before if r["phase"] == "train"]  # no retraining
+    assert (out / "summary.json").exists()

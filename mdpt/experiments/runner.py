@@ -329,6 +329,8 @@ class Run:
         self._replay_value_check()
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
+        if step > 0:  # a kill during an evaluation (its checkpoint comes first): only its missing variants
+            self._maybe_evaluate(state, step, done=self._evaluated_variants(step))
         if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
             self.check_evaluation_memory(state)  # the cheaper program to compile first
             self.check_training_memory(state, self._chunk_length(step))
@@ -353,10 +355,12 @@ class Run:
             self.record({"phase": "train", "step": step, "wall_s": dt,
                                  **{k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}})
             values_ok = self._check_values(m, step)
-            evaluated = self._maybe_evaluate(state, step)
-            if values_ok and (evaluated or step >= c.steps or (c.checkpoint_every and step % c.checkpoint_every < n)):
+            due = self._evaluation_due(step)
+            if values_ok and (due or step >= c.steps or (c.checkpoint_every and step % c.checkpoint_every < n)):
                 self._check_finite_state(state, step)
                 save_checkpoint(self.dir / "checkpoints", state, step)
+            if due:  # after the checkpoint: a kill during a long evaluation does not cost the training again
+                self._maybe_evaluate(state, step)
             if bar:
                 bar.update(n)
         if bar:
@@ -455,14 +459,24 @@ class Run:
             gui = self.frozen_guidance
         return pol, gui
 
-    def _maybe_evaluate(self, state, step: int) -> bool:
+    def _evaluation_due(self, step: int) -> bool:
         c = self.config
         due = step >= c.steps or (c.eval.every and step % c.eval.every == 0)
-        if not c.algo or not c.eval.variants or not due:
+        return bool(c.algo and c.eval.variants and due)
+
+    def _evaluated_variants(self, step: int) -> set[str]:
+        return {r.get("variant") for r in self.metrics.rows() if r["phase"] == "eval" and r["step"] == step}
+
+    def _maybe_evaluate(self, state, step: int, done: set[str] = frozenset()) -> bool:
+        """Evaluate the variants due at `step` (but those in `done`) and save its snapshot."""
+        c = self.config
+        todo = [v for v in c.eval.variants if v not in done]
+        snapshot = self.dir / "snapshots" / f"step-{step:09d}"
+        if not self._evaluation_due(step) or not (todo or (c.eval.snapshots and not snapshot.exists())):
             return False
         policy, guidance = self.current_artifacts(state)
         selector, episodes = self._eval_setting(step >= c.steps)
-        for variant in c.eval.variants:
+        for variant in todo:
             agent = self._variant_agent(variant, policy, guidance, selector)
             t0 = time.perf_counter()
             result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
@@ -478,7 +492,7 @@ class Run:
             if variant == c.eval.variants[0]:
                 self._keep_if_best(state, step, float(np.mean(scores)))
         if c.eval.snapshots:
-            self._save_artifacts(state, self.dir / "snapshots" / f"step-{step:09d}", step)
+            self._save_artifacts(state, snapshot, step)
         return True
 
     def _keep_if_best(self, state, step: int, mean: float) -> None:
