@@ -329,11 +329,11 @@ class Run:
         self._replay_value_check()
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
-        if step > 0:  # a kill during an evaluation (its checkpoint comes first): only its missing variants
-            self._maybe_evaluate(state, step, done=self._evaluated_variants(step))
         if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
             self.check_evaluation_memory(state)  # the cheaper program to compile first
             self.check_training_memory(state, self._chunk_length(step))
+        if step > 0:  # a kill during an evaluation (its checkpoint comes first): only its missing variants
+            self._maybe_evaluate(state, step, done=self._evaluated_variants(step))
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
         timed_steps, timed_seconds, first = 0, 0.0, True
         while step < c.steps:
