@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import d4rl_arrays, write_raw_hdf5
 
@@ -107,6 +109,42 @@ def test_a_plan_over_budget_is_refused_up_front(tmp_path, reproduction):
     assert not (tmp_path / "big").exists()
     with pytest.raises(MDPTError, match="--ensemble-k"):
         Protocol(datasets=(DATASET,), seeds=2, ensemble_k=3).validate()
+
+
+def test_swaps_at_one_candidate_count_are_compared_with_the_own_guidance_at_that_count(reproduction, tmp_path):
+    import shutil
+
+    from mdpt.experiments.findings import analyse, load
+
+    out, _, main = reproduction
+    shutil.copytree(out, tmp_path / "out")
+    path = tmp_path / "out" / "transfer" / f"{DATASET}.json"
+    assert main(["reproduce", *ARGS, "--swap-candidates", "2", "--out", str(tmp_path / "out")]) == 0
+    cells = json.loads(path.read_text())["cells"]
+    own = {key for key in cells if key.endswith("|own")}
+    assert own == {f"{algo}-{mode}@{t}|own" for algo in ("dql", "idql") for mode in ("joint", "gfdt") for t in (2, 4)}
+    assert {c["selector"]["candidates"] for c in cells.values()} == {2}  # every cell re-evaluated at 2
+    assert cells["dql-gfdt@4|own"]["guidance"][0].endswith("iql-a/guidance")
+    rows = analyse(load(tmp_path / "out"))["datasets"][DATASET]["transfer"]["swaps"]
+    row = next(r for r in rows if r["policy"] == "dql-joint" and r["step"] == 4)
+    assert row["own"][0] == pytest.approx(np.mean(cells["dql-joint@4|own"]["scores"]))
+    assert "at the swaps' candidate count and episode seeds" in (tmp_path / "out" / "report" / "report.md").read_text()
+
+
+def test_the_estimate_counts_each_evaluation_at_its_candidate_count_and_the_swaps():
+    from mdpt.experiments.reproduce import (Protocol, Reproduction, estimate_seconds, evaluation_seconds, plan,
+                                            planned_swaps)
+
+    p = Protocol(datasets=(DATASET,), steps=15_000, eval_every=5_000, curve_candidates=32)
+    runs = {it.name: it for it in plan(p, Path("runs"))}
+    # measured on hopper-medium (results/reproduce-cpu): 264 s and 3628 s of evaluation
+    assert 200 < evaluation_seconds(runs["dql-joint"], p) < 400
+    assert 2900 < evaluation_seconds(runs["idql-joint"], p) < 4500  # 256 final candidates of a wider network
+    swaps = planned_swaps(p)
+    assert len(swaps) == 20 and estimate_seconds([], p, "cpu", swaps) > 2 * 3600  # IDQL's final swaps at 256
+    cheap = Protocol(datasets=(DATASET,), steps=15_000, eval_every=5_000, curve_candidates=32, swap_candidates=32)
+    assert estimate_seconds([], cheap, "cpu", planned_swaps(cheap)) < estimate_seconds([], p, "cpu", swaps) / 3
+    assert len(Reproduction(cheap, "nowhere").remaining_swaps()) == 28  # and the 8 own cells
 
 
 def test_killed_while_swapping_resumes_the_missing_cells_only(reproduction):

@@ -40,6 +40,10 @@ def register(subparsers) -> None:
     r.add_argument("--ensemble-k", type=int, default=3, help="members of the guidance ensembles (default: 3)")
     r.add_argument("--transfer-points", type=int, default=2,
                    help="matched checkpoints (the last N evaluations) for guidance swaps (default: 2)")
+    r.add_argument("--swap-candidates", type=int,
+                   help="candidates for every guidance swap, the policy's own guidance re-evaluated at the same "
+                        "count and seeds beside it (default: each run's own evaluation settings; on a CPU, IDQL's "
+                        "256 candidates make its final-step swaps cost ~30 min each)")
     r.add_argument("--budget-hours", type=float, help="refuse a plan whose estimate exceeds this")
     r.add_argument("--train-only", action="store_true",
                    help="train every run without evaluating (a machine without the simulator, e.g. a GPU box)")
@@ -75,7 +79,7 @@ def protocol_from_args(args):
                     curve_episodes=args.curve_episodes, final_episodes=args.episodes,
                     curve_candidates=args.curve_candidates, eval_max_steps=args.eval_max_steps, stage1=args.stage1,
                     unfreeze_at=args.unfreeze_at, ensemble_k=args.ensemble_k, transfer_points=args.transfer_points,
-                    base=base)
+                    swap_candidates=args.swap_candidates, base=base)
 
 
 def run_reproduce(args) -> int:

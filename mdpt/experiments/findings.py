@@ -27,6 +27,7 @@ from mdpt.settings import flatten
 N_BOOT = 2000
 CONFIDENCE = 0.95
 NARROW_SPREAD = 5.0  # normalized points: curves that all end closer than this cannot rank the methods
+SPREAD_SWAPS = ("seed-swapped", "independent-iql")  # the swaps of the paper's IQR finding
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -210,21 +211,30 @@ def data_scores(summary: dict | None) -> dict | None:
     return {"episodes": summary["episodes"], "transitions": summary["transitions"], **summary["normalized"]}
 
 
-def transfer(cells: dict, runs: dict) -> dict:
-    """Own vs swapped scores per cell, the spread change, cross-algorithm means, ensembles."""
-    own_pairs, swaps, cross, ensembles = [], [], [], []
+def _swap_cells(cells: dict, runs: dict):
+    """(run name, step, swap kind, own scores, swapped scores, cell) of every swap whose own side is known:
+    its `own` cell (the same count and seed as the swap) when evaluated, else the run's guided curve."""
     for key, cell in cells.items():
         run_name, rest = key.split("@", 1)
         step, kind = rest.split("|", 1)
+        if kind == "own":
+            continue
+        own_cell = cells.get(f"{run_name}@{step}|own")
         run = runs.get(run_name)
-        own = dict(_series(run, "guided")).get(int(step)) if run else None
+        own = own_cell["scores"] if own_cell else dict(_series(run, "guided")).get(int(step)) if run else None
         if own is None or np.asarray(own).shape != np.asarray(cell["scores"]).shape:
             continue
-        swapped = np.asarray(cell["scores"], float)
-        row = {"policy": run_name, "step": int(step), "swap": kind, "own": mean_ci(own), "swapped": mean_ci(swapped),
+        yield run_name, int(step), kind, np.asarray(own, float), np.asarray(cell["scores"], float), cell
+
+
+def transfer(cells: dict, runs: dict) -> dict:
+    """Own vs swapped scores per cell, the spread change, cross-algorithm means, ensembles."""
+    own_pairs, swaps, cross, ensembles = [], [], [], []
+    for run_name, step, kind, own, swapped, cell in _swap_cells(cells, runs):
+        row = {"policy": run_name, "step": step, "swap": kind, "own": mean_ci(own), "swapped": mean_ci(swapped),
                "own_iqr": iqr(seed_means(own)), "swapped_iqr": iqr(seed_means(swapped)),
                "selector": cell.get("selector"), "critic": cell.get("critic")}
-        if kind in ("seed-swapped", "independent-iql"):
+        if kind in SPREAD_SWAPS:
             own_pairs.append((own, swapped))
             swaps.append(row)
         elif kind.startswith("ensemble-"):
@@ -232,7 +242,7 @@ def transfer(cells: dict, runs: dict) -> dict:
         else:
             cross.append(row)
     return {"spread": spread_change(own_pairs), "swaps": swaps, "cross": cross, "ensembles": ensembles,
-            "cells": len(own_pairs)}
+            "cells": len(own_pairs), "own_cells": sum(key.endswith("|own") for key in cells)}
 
 
 def analyse(data: dict) -> dict:
@@ -243,15 +253,9 @@ def analyse(data: dict) -> dict:
                    "transfer": transfer(data["transfer"].get(ds, {}), runs),
                    "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
                    "methods_spread": final_spread(runs, methods_only=True)}
-    all_pairs = []
-    for ds, runs in data["runs"].items():
-        for key, cell in data["transfer"].get(ds, {}).items():
-            run_name, rest = key.split("@", 1)
-            step, kind = rest.split("|", 1)
-            own = dict(_series(runs[run_name], "guided")).get(int(step)) if run_name in runs else None
-            if own is not None and kind in ("seed-swapped", "independent-iql") \
-                    and np.asarray(own).shape == np.asarray(cell["scores"]).shape:
-                all_pairs.append((own, np.asarray(cell["scores"], float)))
+    all_pairs = [(own, swapped) for ds, runs in data["runs"].items()
+                 for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs)
+                 if kind in SPREAD_SWAPS]
     return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_cells": len(all_pairs)}
 
 
@@ -477,10 +481,14 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
         t = r["transfer"]
         if t["swaps"] or t["cross"] or t["ensembles"]:
             md += ["### Cross-module transfer (step-matched checkpoints)", ""]
-            rows = [[x["policy"], x["step"], x["swap"], _ci(x["own"]), _ci(x["swapped"]),
-                     f"{_fmt(x['own_iqr'])} -> {_fmt(x['swapped_iqr'])}"] for x in t["swaps"] + t["cross"] + t["ensembles"]]
-            md += _table(("policy", "step", "guidance at inference", "own guidance", "swapped", "seed IQR own -> swapped"),
-                         rows) + [""]
+            rows = [[x["policy"], x["step"], x["swap"], (x["selector"] or {}).get("candidates", "?"), _ci(x["own"]),
+                     _ci(x["swapped"]), f"{_fmt(x['own_iqr'])} -> {_fmt(x['swapped_iqr'])}"]
+                    for x in t["swaps"] + t["cross"] + t["ensembles"]]
+            md += _table(("policy", "step", "guidance at inference", "candidates", "own guidance", "swapped",
+                          "seed IQR own -> swapped"), rows) + [""]
+            if t["own_cells"]:
+                md += ["Own guidance: the policy re-evaluated with its own guidance at the swaps' candidate count and "
+                       "episode seeds (`--swap-candidates`), so each row differs only in the guidance.", ""]
             if t["spread"]:
                 md += [f"Relative IQR change own -> swapped over {t['cells']} cells: {_ci(t['spread'], 0, pct=True)}.", ""]
     return "\n".join(md) + "\n"
@@ -492,7 +500,7 @@ def command_line(p: dict, out: Path) -> str:
              f"--seeds {p['seeds']}", f"--seed {p['seed']}", f"--steps {p['steps']}", f"--eval-every {p['eval_every']}",
              f"--curve-episodes {p['curve_episodes']}", f"--episodes {p['final_episodes']}"]
     for key, flag in (("curve_candidates", "--curve-candidates"), ("eval_max_steps", "--eval-max-steps"),
-                      ("unfreeze_at", "--unfreeze-at")):
+                      ("unfreeze_at", "--unfreeze-at"), ("swap_candidates", "--swap-candidates")):
         if p.get(key) is not None:
             words.append(f"{flag} {p[key]}")
     words += [f"--stage1 {p['stage1']}", f"--ensemble-k {p['ensemble_k']}", f"--transfer-points {p['transfer_points']}"]

@@ -24,7 +24,8 @@ another seed's guidance of the same step (joint) or with the independent iql-b (
 across algorithms in both directions (the DQL policy with IDQL's IQL critic, the IDQL policy with
 DQL's critic, step-matched); and K-member ensembles of iql-b (mean and min of min-Q) at the last
 step. Each guidance scores candidates with its own rule and beta; each policy samples its own
-candidate count.
+candidate count, or `swap_candidates` for every swap: then each (policy, step) is also evaluated
+with its own guidance at that count and seed (an `own` cell), and swaps are compared with it.
 
 The data's own statistics (out/data/<dataset>.json: its episodes scored like the policies) go
 beside the policies' scores in the report. Everything is resumable: a finished run is skipped, a
@@ -57,8 +58,11 @@ RATES = {"cpu": {"iql": 240.0, "dql-joint": 48.0, "dql-gf": 60.0, "idql-joint": 
          "gpu": {"iql": 47_000.0, "dql-joint": 15_000.0, "dql-gf": 18_000.0, "idql-joint": 16_000.0,
                  "idql-gf": 22_000.0, "edp-joint": 17_000.0, "edp-gf": 60_000.0, "dql-bc": 40_000.0,
                  "edp-bc": 40_000.0, "critic": 15_000.0}}
-# Seconds per evaluated episode (1000 env steps, all seeds' episodes batched) on a 2-core CPU.
-EPISODE_SECONDS = {"dql": 2.0, "edp": 2.0, "idql": 8.0, "cfg": 2.0}
+# Evaluation on a 2-core CPU, seconds per episode of one seed (1000 env steps): the simulator and one
+# sample, plus one denoising chain per candidate. Fitted to the hopper reproduction: DQL 63 s for
+# 3 seeds x 10 episodes at 50 candidates; IDQL (LN-ResNet) 1776 s at 256 candidates, 90-110 s for
+# 3 x 5 at 32. EDP samples with 15 solver steps, three times DQL's 5.
+EPISODE_COST = {"dql": (1.0, 0.025), "edp": (1.0, 0.075), "idql": (1.5, 0.235), "cfg": (1.0, 0.025)}
 
 LOG = logging.getLogger("mdpt")
 
@@ -79,6 +83,7 @@ class Protocol:
     unfreeze_at: int | None = None
     ensemble_k: int = 3
     transfer_points: int = 2
+    swap_candidates: int | None = None  # None: each swap as its run evaluates; N: every swap and an own cell at N
     studies: tuple[str, ...] = STUDIES  # a subset plans only the runs (and swaps) those studies need
     base: dict = field(default_factory=dict)  # settings under every run (e.g. tiny networks in tests)
 
@@ -100,6 +105,8 @@ class Protocol:
         bad = [x for x in self.studies if x not in STUDIES]
         if bad or not self.studies:
             raise MDPTError(f"unknown study {bad[0] if bad else ''!r}; use any of: {', '.join(STUDIES)}")
+        if self.swap_candidates is not None and self.swap_candidates < 1:
+            raise MDPTError(f"--swap-candidates must be >= 1, got {self.swap_candidates}")
         if not 1 <= self.ensemble_k <= self.seeds:
             raise MDPTError(f"--ensemble-k must be in 1..--seeds ({self.seeds}): the members are iql-b's seeds")
         return self
@@ -179,6 +186,43 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
     return out
 
 
+@dataclass(frozen=True)
+class Swap:
+    run: str  # the policy's run, e.g. dql-joint
+    step: int
+    kind: str  # own | seed-swapped | independent-iql | <algo>-joint-guidance | ensemble-K-mean|min
+    algo: str  # the policy's algorithm (it sets the candidate count and the cost)
+    members: int = 0
+    rule: str = "mean"
+
+    @property
+    def key(self) -> str:
+        return f"{self.run}@{self.step}|{self.kind}"
+
+
+def eval_steps(p: Protocol) -> list[int]:
+    """The steps every run evaluates (and snapshots) at: each --eval-every and the last."""
+    return sorted({*range(p.eval_every, p.steps, p.eval_every), p.steps})
+
+
+def planned_swaps(p: Protocol) -> list[Swap]:
+    """Every guidance swap of one dataset, at the last `transfer_points` evaluation steps."""
+    points = eval_steps(p)[-p.transfer_points:]
+    out = []
+    for algo in p.algos:
+        joint, gf = f"{algo}-joint", f"{algo}-gfdt"
+        for t in points:
+            if p.swap_candidates is not None:  # the comparison's own side, at the swaps' count and seed
+                out += [Swap(joint, t, "own", algo), Swap(gf, t, "own", algo)]
+            out.append(Swap(joint, t, "seed-swapped", algo))
+            out += [Swap(joint, t, f"{other}-joint-guidance", algo) for other in p.algos if other != algo]
+            out.append(Swap(gf, t, "independent-iql", algo))
+        for run in (joint, gf):
+            out += [Swap(run, points[-1], f"ensemble-{p.ensemble_k}-{rule}", algo, p.ensemble_k, rule)
+                    for rule in ("mean", "min")]
+    return out
+
+
 def run_state(run_dir: Path) -> str:
     """'done' (summary written, finished), 'trained' (trained elsewhere, not evaluated), 'partial', 'new'."""
     summary = run_dir / "summary.json"
@@ -191,16 +235,41 @@ def run_state(run_dir: Path) -> str:
     return "partial" if (run_dir / "checkpoints").exists() else "new"
 
 
-def estimate_seconds(items: list[Planned], p: Protocol, backend: str) -> float:
-    """Rough wall time of training and evaluating `items` (RATES, EPISODE_SECONDS)."""
+def _episode_seconds(algo: str, candidates: int, episodes: int, seeds: int) -> float:
+    fixed, per_candidate = EPISODE_COST[algo]
+    return episodes * seeds * (fixed + per_candidate * candidates)
+
+
+def _candidates(p: Protocol, algo: str, step: int, guided: bool) -> int:
+    from mdpt.presets import ALGORITHMS
+
+    if not guided:
+        return 1
+    if step < p.steps and p.curve_candidates is not None:
+        return p.curve_candidates
+    return ALGORITHMS[algo]["selector"]["candidates"]
+
+
+def evaluation_seconds(it: Planned, p: Protocol) -> float:
+    """A run's evaluations on a CPU: every variant at every evaluation step, at its candidate count."""
+    total = 0.0
+    for t in eval_steps(p) if it.algo else ():
+        episodes = p.final_episodes if t >= p.steps else p.curve_episodes
+        for variant in it.settings.get("eval", {}).get("variants", []):
+            total += _episode_seconds(it.algo, _candidates(p, it.algo, t, variant != "unguided"), episodes, it.seeds)
+    return total
+
+
+def estimate_seconds(items: list[Planned], p: Protocol, backend: str, swaps: list[Swap] = ()) -> float:
+    """Rough wall time of training and evaluating `items` and evaluating `swaps` (RATES, EPISODE_COST)."""
     rates = RATES["gpu" if backend == "gpu" else "cpu"]
     total = 0.0
     for it in items:
-        total += it.steps * it.seeds / rates[it.update]
-        if it.algo and backend != "gpu":
-            variants = len(it.settings.get("eval", {}).get("variants", []))
-            episodes = (it.eval_points - 1) * p.curve_episodes + p.final_episodes
-            total += variants * episodes * EPISODE_SECONDS[it.algo]
+        total += it.steps * it.seeds / rates[it.update] + (evaluation_seconds(it, p) if backend != "gpu" else 0.0)
+    for sw in swaps if backend != "gpu" else ():
+        episodes = p.final_episodes if sw.step >= p.steps else p.curve_episodes
+        n = p.swap_candidates if p.swap_candidates is not None else _candidates(p, sw.algo, sw.step, True)
+        total += _episode_seconds(sw.algo, n, episodes, p.seeds)
     return total
 
 
@@ -226,11 +295,22 @@ class Reproduction:
     def remaining(self) -> list[Planned]:
         return [it for it in self.planned() if run_state(self.runs_dir / it.key) != "done"]
 
-    def check_budget(self, budget_hours: float | None, backend: str) -> float:
-        left = self.remaining()
-        seconds = estimate_seconds(left, self.p, backend)
+    def remaining_swaps(self) -> list[Swap]:
+        if "transfer" not in self.p.studies:
+            return []
+        out = []
+        for ds in self.p.datasets:
+            path = self.out / "transfer" / f"{dataset_dir(ds)}.json"
+            cells = read_json(path, "transfer results")["cells"] if path.exists() else {}
+            out += [sw for sw in planned_swaps(self.p) if not self._cached(cells, sw.key)]
+        return out
+
+    def check_budget(self, budget_hours: float | None, backend: str, train_only: bool = False) -> float:
+        left, swaps = self.remaining(), [] if train_only else self.remaining_swaps()
+        seconds = estimate_seconds(left, self.p, backend, swaps)
         if budget_hours is not None and seconds > budget_hours * 3600:
-            raise MDPTError(f"the plan's {len(left)} remaining run(s) need about {_hms(seconds)} on this machine "
+            raise MDPTError(f"the plan's {len(left)} remaining run(s) and {len(swaps)} guidance swap(s) need about "
+                            f"{_hms(seconds)} on this machine "
                             f"({backend}), more than --budget-hours {budget_hours:g}: lower --steps, --seeds, "
                             "--datasets or --algos, or raise the budget")
         return seconds
@@ -247,7 +327,7 @@ class Reproduction:
             for stale in self.out.glob(".report.*.tmp"):  # a report a kill cut short (the old one stands)
                 shutil.rmtree(stale, ignore_errors=True)
             backend = jax.default_backend()
-            estimate = self.check_budget(budget_hours, backend)
+            estimate = self.check_budget(budget_hours, backend, train_only)
             items = self.planned()
             configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
             write_json_atomic(self.out / "protocol.json", {"protocol": _protocol_json(self.p),
@@ -263,7 +343,7 @@ class Reproduction:
                 if state == "done" or (train_only and state == "trained"):
                     continue
                 left = self.remaining()
-                eta = estimate_seconds(left, self.p, backend)
+                eta = estimate_seconds(left, self.p, backend, [] if train_only else self.remaining_swaps())
                 self.log(f"[{i}/{len(items)}] {it.key} ({it.steps} steps x {it.seeds} seeds); "
                          f"{len(left)} run(s) left, about {_hms(eta)} to go")
                 run = Run(self.runs_dir / it.key, configs[it.key], resume=True, progress=self.progress,
@@ -299,50 +379,35 @@ class Reproduction:
         path = self.out / "transfer" / f"{dataset}.json"
         cache = read_json(path, "transfer results") if path.exists() else {"cells": {}}
         cells = cache["cells"]
-        for key, job in self._swap_jobs(dataset).items():
-            if key in cells:
-                continue
-            self.log(f"transfer {dataset}: {key}")
+        todo = {key: job for key, job in self._swap_jobs(dataset).items() if not self._cached(cells, key)}
+        for i, (key, job) in enumerate(todo.items()):
+            eta = estimate_seconds([], self.p, "cpu", [j["swap"] for j in list(todo.values())[i:]])
+            self.log(f"transfer {dataset}: {key} ({i + 1}/{len(todo)}, about {_hms(eta)} to go)")
             cells[key] = self._evaluate_swap(dataset, job)
             write_json_atomic(path, {"dataset": dataset, "cells": cells})
         write_json_atomic(path, {"dataset": dataset, "cells": cells})
         return path
 
-    def _steps_of(self, run: Path) -> list[int]:
-        snaps = sorted(int(d.name.split("-")[1]) for d in (run / "snapshots").glob("step-*") if d.is_dir())
-        return snaps[-self.p.transfer_points:]
+    def _cached(self, cells: dict, key: str) -> bool:
+        """A swap evaluated before under the same candidate rule."""
+        return key in cells and cells[key].get("swap_candidates") == self.p.swap_candidates
 
     def _swap_jobs(self, dataset: str) -> dict[str, dict]:
+        """The planned swaps whose policy snapshot is on disk, with the paths they read."""
         runs = self.runs_dir / dataset
+        stage1 = runs / ("critic-authors" if self.p.stage1 == "authors" else "iql-a") / "guidance"
         jobs = {}
-        for algo in self.p.algos:
-            joint, gf = runs / f"{algo}-joint", runs / f"{algo}-gfdt"
-            for t in self._steps_of(joint):
-                snap = joint / "snapshots" / f"step-{t:09d}"
-                jobs[f"{algo}-joint@{t}|seed-swapped"] = {"policy": snap / "policy", "guidance": [snap / "guidance"],
-                                                          "shift": 1, "step": t, "own": f"{algo}-joint"}
-                for other in self.p.algos:
-                    if other != algo:
-                        osnap = runs / f"{other}-joint" / "snapshots" / f"step-{t:09d}"
-                        if (osnap / "guidance").exists():
-                            jobs[f"{algo}-joint@{t}|{other}-joint-guidance"] = {
-                                "policy": snap / "policy", "guidance": [osnap / "guidance"], "shift": 0, "step": t,
-                                "own": f"{algo}-joint"}
-            for t in self._steps_of(gf):
-                snap = gf / "snapshots" / f"step-{t:09d}"
-                jobs[f"{algo}-gfdt@{t}|independent-iql"] = {"policy": snap / "policy",
-                                                            "guidance": [runs / "iql-b" / "guidance"], "shift": 0,
-                                                            "step": t, "own": f"{algo}-gfdt"}
-            for run_name, run in ((f"{algo}-joint", joint), (f"{algo}-gfdt", gf)):
-                steps = self._steps_of(run)
-                if not steps:
-                    continue
-                t = steps[-1]
-                for rule in ("mean", "min"):
-                    jobs[f"{run_name}@{t}|ensemble-{self.p.ensemble_k}-{rule}"] = {
-                        "policy": run / "snapshots" / f"step-{t:09d}" / "policy",
-                        "guidance": [runs / "iql-b" / "guidance"] * self.p.ensemble_k, "members": self.p.ensemble_k,
-                        "rule": rule, "shift": 0, "step": t, "own": run_name}
+        for sw in planned_swaps(self.p):
+            snap = runs / sw.run / "snapshots" / f"step-{sw.step:09d}"
+            if sw.kind in ("seed-swapped", "own") and sw.run.endswith("-joint"):
+                guidance = [snap / "guidance"]
+            elif sw.kind in ("own", "independent-iql") or sw.members:
+                guidance = [stage1 if sw.kind == "own" else runs / "iql-b" / "guidance"] * max(sw.members, 1)
+            else:  # another algorithm's joint critic of the same step
+                guidance = [runs / sw.kind.removesuffix("-guidance") / "snapshots" / f"step-{sw.step:09d}" / "guidance"]
+            if (snap / "policy").exists() and all(g.exists() for g in guidance):
+                jobs[sw.key] = {"swap": sw, "policy": snap / "policy", "guidance": guidance, "step": sw.step, "own": sw.run,
+                                "shift": int(sw.kind == "seed-swapped"), "members": sw.members, "rule": sw.rule}
         return jobs
 
     def _evaluate_swap(self, dataset: str, job: dict) -> dict:
@@ -353,7 +418,7 @@ class Reproduction:
         from mdpt.evaluation.api import evaluate
 
         policy = load_policy(job["policy"])
-        if "members" in job:  # K members: seed j of iql-b, each shared by every policy seed
+        if job["members"]:  # K members: seed j of iql-b, each shared by every policy seed
             base = load_guidance(job["guidance"][0])
             guides = [base.select(j) for j in range(job["members"])]
         else:
@@ -362,17 +427,19 @@ class Reproduction:
                 g = guides[0]
                 params = jax.tree.map(lambda x: np.roll(np.asarray(x), -job["shift"], axis=0), g.params)
                 guides = [type(g)(g.module, params, g.normalizer, g.meta, g.path)]
-        selector = SelectorConfig(ensemble=job.get("rule", "mean"))
         episodes = self.p.final_episodes if job["step"] >= self.p.steps else self.p.curve_episodes
-        if job["step"] < self.p.steps and self.p.curve_candidates:
-            selector = SelectorConfig(candidates=self.p.curve_candidates, ensemble=job.get("rule", "mean"))
+        candidates = self.p.swap_candidates
+        if candidates is None and job["step"] < self.p.steps:
+            candidates = self.p.curve_candidates
+        selector = SelectorConfig(candidates=candidates, ensemble=job["rule"])
         start = time.perf_counter()
         ev = evaluate(policy, guides, selector=selector, episodes=episodes, seed=1000 + self.p.seed,
                       max_steps=self.p.eval_max_steps)
         return {"step": job["step"], "own": job["own"], "scores": ev.scores.tolist(), "episodes": episodes,
                 "wall_s": time.perf_counter() - start,
                 "selector": ev.record["selector"], "critic": ev.record.get("critic"),
-                "guidance": [str(g) for g in job["guidance"]], "shift": job["shift"]}
+                "guidance": [str(g) for g in job["guidance"]], "shift": job["shift"],
+                "swap_candidates": self.p.swap_candidates}
 
 
 def _without_eval(config):
