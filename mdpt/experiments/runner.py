@@ -373,8 +373,8 @@ class Run:
         if self.value_check is None:
             return
         for r in self.metrics.rows():
-            if r["phase"] == "train" and "guidance/q_abs_max" in r:
-                self.value_check.observe(r["step"], float(np.max(np.asarray(r["guidance/q_abs_max"]))))
+            if r["phase"] == "train" and (q := _q_abs_max(r)) is not None:
+                self.value_check.observe(r["step"], q)
 
     def _logged_seconds_per_step(self) -> float | None:
         """Seconds per step from the metrics log (a run resumed with nothing left to train); the
@@ -387,9 +387,9 @@ class Run:
         """The value check. With divergence.action 'stop': False while the critic is past its bound
         (no checkpoint is written then, so the kept one is the last good one), and a RunStopped
         when it keeps growing; 'warn' only logs and records."""
-        if self.value_check is None or "guidance/q_abs_max" not in m:
+        q = _q_abs_max(m)
+        if self.value_check is None or q is None:
             return True
-        q = float(np.max(np.asarray(m["guidance/q_abs_max"])))
         verdict = self.value_check.observe(step, q)
         if verdict == "ok":
             return True
@@ -618,3 +618,8 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step", mininterval=2.0)
+
+
+def _q_abs_max(row: dict) -> float | None:
+    """The largest |Q| over seeds in a train metrics row (None: no critic trains)."""
+    return float(np.max(np.asarray(row["guidance/q_abs_max"]))) if "guidance/q_abs_max" in row else None
