@@ -131,9 +131,31 @@ def test_swaps_at_one_candidate_count_are_compared_with_the_own_guidance_at_that
     assert "at the swaps' candidate count and episode seeds" in (tmp_path / "out" / "report" / "report.md").read_text()
 
 
+def test_report_only_records_the_data_line_when_the_data_is_found(reproduction, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    out, _, main = reproduction
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "data" / f"{DATASET}.json").unlink()  # a reproduction made before the data was recorded
+    assert main(["reproduce", "--report-only", "--out", str(copy)]) == 0
+    assert (copy / "data" / f"{DATASET}.json").exists() and "Data: 3 episodes" in (copy / "report" / "report.md").read_text()
+    (copy / "data" / f"{DATASET}.json").unlink()
+    monkeypatch.setenv("MDPT_DATA_DIR", str(tmp_path / "nowhere"))
+    assert main(["reproduce", "--report-only", "--out", str(copy)]) == 0
+    assert f"note: no data line for {DATASET}" in capsys.readouterr().out
+    assert "Data: " not in (copy / "report" / "report.md").read_text()
+
+
 def test_the_estimate_counts_each_evaluation_at_its_candidate_count_and_the_swaps():
-    from mdpt.experiments.reproduce import (Protocol, Reproduction, estimate_seconds, evaluation_seconds, plan,
-                                            planned_swaps)
+    from mdpt.experiments.reproduce import (
+        Protocol,
+        Reproduction,
+        estimate_seconds,
+        evaluation_seconds,
+        plan,
+        planned_swaps,
+    )
 
     p = Protocol(datasets=(DATASET,), steps=15_000, eval_every=5_000, curve_candidates=32)
     runs = {it.name: it for it in plan(p, Path("runs"))}

@@ -82,6 +82,19 @@ def protocol_from_args(args):
                     swap_candidates=args.swap_candidates, base=base)
 
 
+def _record_data(out: Path) -> None:
+    """The data's statistics of a reproduction made before they were recorded, where the data is found."""
+    from mdpt.experiments.reproduce import record_data
+    from mdpt.io import read_json
+
+    protocol = read_json(out / "protocol.json", "reproduction plan")["protocol"]
+    for dataset in protocol["datasets"]:
+        try:
+            record_data(out, dataset, env=protocol.get("base", {}).get("env"))
+        except MDPTError as e:
+            print(f"note: no data line for {dataset} in the report: {e}")
+
+
 def run_reproduce(args) -> int:
     from mdpt.experiments.findings import write_report
     from mdpt.experiments.reproduce import Reproduction
@@ -90,6 +103,7 @@ def run_reproduce(args) -> int:
     if args.report_only:
         if not (out / "protocol.json").exists():
             raise MDPTError(f"{out}: no reproduction here (protocol.json missing); run mdpt reproduce first")
+        _record_data(out)
         print(f"report: {write_report(out)}")
         return 0
     repro = Reproduction(protocol_from_args(args), out, progress=not args.no_progress)

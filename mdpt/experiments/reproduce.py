@@ -362,16 +362,7 @@ class Reproduction:
             return write_report(self.out)
 
     def record_data(self, dataset: str, data=None) -> Path:
-        """out/data/<dataset>.json: the data's own statistics (its episodes' normalized scores), which the
-        report sets beside the policies' scores; written once."""
-        path = self.out / "data" / f"{dataset_dir(dataset)}.json"
-        if not path.exists():
-            from mdpt.data.load import load_dataset
-            from mdpt.data.stats import dataset_summary
-
-            env = self.p.base.get("env")
-            write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env)))
-        return path
+        return record_data(self.out, dataset, data, env=self.p.base.get("env"))
 
     # ----- guidance swaps at matched checkpoints -----
     def swaps(self, dataset: str) -> Path:
@@ -440,6 +431,18 @@ class Reproduction:
                 "selector": ev.record["selector"], "critic": ev.record.get("critic"),
                 "guidance": [str(g) for g in job["guidance"]], "shift": job["shift"],
                 "swap_candidates": self.p.swap_candidates}
+
+
+def record_data(out: Path, dataset: str, data=None, env: str | None = None) -> Path:
+    """out/data/<dataset>.json: the data's own statistics (its episodes' normalized scores), which the
+    report sets beside the policies' scores; written once."""
+    path = Path(out) / "data" / f"{dataset_dir(dataset)}.json"
+    if not path.exists():
+        from mdpt.data.load import load_dataset
+        from mdpt.data.stats import dataset_summary
+
+        write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env)))
+    return path
 
 
 def _without_eval(config):
