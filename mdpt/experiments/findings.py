@@ -256,7 +256,8 @@ def analyse(data: dict) -> dict:
     all_pairs = [(own, swapped) for ds, runs in data["runs"].items()
                  for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs)
                  if kind in SPREAD_SWAPS]
-    return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_cells": len(all_pairs)}
+    return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_cells": len(all_pairs),
+            "swap_candidates": data["protocol"].get("swap_candidates")}
 
 
 # ----------------------------------------------------------------------------- findings
@@ -362,6 +363,9 @@ def findings(result: dict) -> list[str]:
         text = (f"3. **An independently trained guidance at inference shrinks the spread of scores across seeds: "
                 f"{verdict}**: relative IQR change own -> swapped {_ci(spread, 0, pct=True)} over "
                 f"{result['spread_cells']} step-matched (policy, step) cells (the paper reports -86%).")
+        if result.get("swap_candidates"):
+            text += (f" Own and swapped guidance both score {result['swap_candidates']} candidates per state, on the "
+                     "same episode seeds.")
         if cross:
             near = [x for x in cross if x[1]["swapped"][0] >= 0.9 * max(x[1]["own"][0], 1e-9)]
             text += (f" Across algorithms, {len(near)} of {len(cross)} pairings score at least 90% of the policy's "
