@@ -254,3 +254,32 @@ def test_a_gap_that_flips_sign_counts_as_a_change_of_stage():
     result = _necessity_result((30.0, 20.0, 40.0), (-1.0, -3.0, 1.0))  # dql: -40 at 5k, +30 at 15k, both clear of 0
     del result["datasets"][DATASET]["necessity"]["idql"]
     assert "(stage: supported; algorithm: untested" in necessity_finding(result)
+
+
+def test_the_spread_of_scores_across_seeds_own_vs_swapped():
+    from mdpt.experiments.findings import spread_change, spread_difference
+
+    def seeds(*x):
+        return np.array(x, float)[:, None]  # (seeds, 1 episode)
+
+    narrower = [(seeds(1, 3, 5), seeds(2, 3, 4))]  # IQR 2 -> 1
+    assert spread_change(narrower)[0] == pytest.approx(-0.5)
+    assert spread_difference(narrower)[0] == pytest.approx(-1.0)
+    lo, hi = spread_difference(narrower)[1:]
+    assert lo <= -1.0 <= hi
+    flat_own = [(seeds(69, 69, 69), seeds(60, 69, 69))]  # every own seed alike: no relative change exists
+    assert spread_change(flat_own) is None
+    assert spread_difference(flat_own)[0] == pytest.approx(4.5)
+
+
+def test_a_report_of_a_reproduction_in_progress_names_the_runs_still_to_come(reproduction, tmp_path):
+    import shutil
+
+    out, _, main = reproduction
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "runs" / DATASET / "dql-bc" / "summary.json").unlink()
+    assert main(["reproduce", "--report-only", "--out", str(copy)]) == 0
+    report = (copy / "report" / "report.md").read_text()
+    assert "Not finished yet: dql-bc (the same command continues them)" in report
+    assert "Not finished yet" not in (out / "report" / "report.md").read_text()

@@ -59,27 +59,42 @@ def iqr(x) -> float:
     return float(q75 - q25)
 
 
-def spread_change(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> tuple[float, float, float] | None:
-    """Relative change of the seed spread, own -> swapped guidance: (sum IQR_swap - sum IQR_own) /
-    sum IQR_own over cells (each cell: the per-seed means of one policy at one step, own vs swapped),
-    with a bootstrap CI resampling seeds within cells (the same seeds for own and swapped)."""
-    pairs = [(seed_means(a), seed_means(b)) for a, b in pairs if np.asarray(a).shape[0] > 1]
-    if not pairs:
+def _seed_cells(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(seed_means(a), seed_means(b)) for a, b in pairs if np.asarray(a).shape[0] > 1]
+
+
+def _iqr_bootstrap(cells, stat, seed: int) -> tuple[float, float, float] | None:
+    """stat(own IQRs, swapped IQRs) of the cells, with a bootstrap CI resampling seeds within cells (the same
+    seeds for own and swapped); None where the statistic is undefined."""
+    if not cells:
         return None
-    own = sum(iqr(a) for a, _ in pairs)
-    if own == 0:
+    point = stat(np.array([iqr(a) for a, _ in cells]), np.array([iqr(b) for _, b in cells]))
+    if not np.isfinite(point):
         return None
-    point = (sum(iqr(b) for _, b in pairs) - own) / own
     rng = np.random.default_rng(seed)
     reps = []
     for _ in range(N_BOOT):
-        so = sw = 0.0
-        for a, b in pairs:
-            idx = rng.integers(0, len(a), len(a))
-            so, sw = so + iqr(a[idx]), sw + iqr(b[idx])
-        reps.append((sw - so) / so if so > 0 else np.nan)
+        idx = [rng.integers(0, len(a), len(a)) for a, _ in cells]
+        reps.append(stat(np.array([iqr(a[i]) for (a, _), i in zip(cells, idx, strict=True)]),
+                         np.array([iqr(b[i]) for (_, b), i in zip(cells, idx, strict=True)])))
     lo, hi = np.nanpercentile(reps, [2.5, 97.5])
     return float(point), float(lo), float(hi)
+
+
+def _relative(own: np.ndarray, swapped: np.ndarray) -> float:
+    return (swapped.sum() - own.sum()) / own.sum() if own.sum() > 0 else np.nan
+
+
+def spread_change(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> tuple[float, float, float] | None:
+    """Relative change of the seed spread, own -> swapped guidance (the paper's measure): (sum IQR_swap -
+    sum IQR_own) / sum IQR_own over cells (each cell: the per-seed means of one policy at one step)."""
+    return _iqr_bootstrap(_seed_cells(pairs), _relative, seed)
+
+
+def spread_difference(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> tuple[float, float, float] | None:
+    """Mean change of the seed IQR per cell, in score points: defined where every own IQR is ~0, where the
+    relative change is not."""
+    return _iqr_bootstrap(_seed_cells(pairs), lambda own, swapped: float(np.mean(swapped - own)), seed)
 
 
 def auc(series: list[tuple[int, np.ndarray]]) -> float:
@@ -120,7 +135,8 @@ def load(out: Path) -> dict:
         transfer[path.stem] = read_json(path, "transfer results")["cells"]
     datasets = {path.stem: read_json(path, "dataset statistics")
                 for path in (sorted((out / "data").glob("*.json")) if (out / "data").exists() else [])}
-    return {"protocol": protocol["protocol"], "runs": runs, "transfer": transfer, "data": datasets}
+    return {"protocol": protocol["protocol"], "runs": runs, "transfer": transfer, "data": datasets,
+            "planned": protocol["runs"]}
 
 
 # ----------------------------------------------------------------------------- analyses
@@ -241,7 +257,8 @@ def transfer(cells: dict, runs: dict) -> dict:
             ensembles.append(row)
         else:
             cross.append(row)
-    return {"spread": spread_change(own_pairs), "swaps": swaps, "cross": cross, "ensembles": ensembles,
+    return {"spread": spread_change(own_pairs), "spread_points": spread_difference(own_pairs), "swaps": swaps,
+            "cross": cross, "ensembles": ensembles,
             "cells": len(own_pairs), "own_cells": sum(key.endswith("|own") for key in cells)}
 
 
@@ -256,7 +273,8 @@ def analyse(data: dict) -> dict:
     all_pairs = [(own, swapped) for ds, runs in data["runs"].items()
                  for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs)
                  if kind in SPREAD_SWAPS]
-    return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_cells": len(all_pairs),
+    return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_points": spread_difference(all_pairs),
+            "spread_cells": len(all_pairs),
             "swap_candidates": data["protocol"].get("swap_candidates")}
 
 
@@ -362,7 +380,10 @@ def findings(result: dict) -> list[str]:
         verdict = "supported" if spread[2] < 0 else "not supported" if spread[1] > 0 else "inconclusive"
         text = (f"3. **An independently trained guidance at inference shrinks the spread of scores across seeds: "
                 f"{verdict}**: relative IQR change own -> swapped {_ci(spread, 0, pct=True)} over "
-                f"{result['spread_cells']} step-matched (policy, step) cells (the paper reports -86%).")
+                f"{result['spread_cells']} step-matched (policy, step) cells (the paper reports -86%)")
+        if result.get("spread_points"):
+            text += f"; in points, the seed IQR changes by {_ci(result['spread_points'])} per cell"
+        text += "."
         if result.get("swap_candidates"):
             text += (f" Own and swapped guidance both score {result['swap_candidates']} candidates per state, on the "
                      "same episode seeds.")
@@ -457,8 +478,14 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
     for ds, r in result["datasets"].items():
         runs = data["runs"][ds]
         md += [f"## {ds}", ""] + data_line(r)
-        _fig_curves(runs, ds, report_dir / f"curves_{ds}.png")
-        md += [f"![learning curves](curves_{ds}.png)", ""]
+        pending = [key.split("/", 1)[1] for key in data["planned"] if key.split("/", 1)[0] == ds
+                   and key.split("/", 1)[1] not in runs]
+        if pending:
+            md += [f"Not finished yet: {', '.join(pending)} (the same command continues them); every number below "
+                   "and in the findings comes from the finished runs only.", ""]
+        if any(_series(run, "guided") for run in runs.values()):
+            _fig_curves(runs, ds, report_dir / f"curves_{ds}.png")
+            md += [f"![learning curves](curves_{ds}.png)", ""]
         if r["gfdt"]:
             md += ["### GFDT vs joint (the paper's table)", ""]
             md += _table(("algo", "joint final", "GFDT final", "GFDT - joint", "AUC joint / GFDT",
@@ -494,7 +521,8 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
                 md += ["Own guidance: the policy re-evaluated with its own guidance at the swaps' candidate count and "
                        "episode seeds (`--swap-candidates`), so each row differs only in the guidance.", ""]
             if t["spread"]:
-                md += [f"Relative IQR change own -> swapped over {t['cells']} cells: {_ci(t['spread'], 0, pct=True)}.", ""]
+                md += [f"Relative IQR change own -> swapped over {t['cells']} cells: {_ci(t['spread'], 0, pct=True)}; "
+                       f"per cell, in points: {_ci(t['spread_points'])}.", ""]
     return "\n".join(md) + "\n"
 
 
