@@ -125,7 +125,6 @@ class Planned:
     update: str  # key of RATES
     steps: int
     seeds: int
-    eval_points: int
     algo: str | None
     after: tuple[str, ...] = ()
 
@@ -149,23 +148,22 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
     from mdpt.presets import merge
 
     out: list[Planned] = []
-    points = -(-p.steps // p.eval_every)
     necessity, transfer = "necessity" in p.studies, "transfer" in p.studies
     for ds in p.datasets:
         common = merge(p.base, {"dataset": ds, "seeds": p.seeds, "seed": p.seed, "steps": p.steps})
         here = runs_dir / dataset_dir(ds)
 
-        def add(name, settings, update, algo=None, after=(), evals=points, ds=ds, common=common):
-            out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, evals, algo, tuple(after)))
+        def add(name, settings, update, algo=None, after=(), ds=ds, common=common):
+            out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, algo, tuple(after)))
 
-        add("iql-a", {"guidance": {"kind": "iql"}}, "iql", evals=0)
+        add("iql-a", {"guidance": {"kind": "iql"}}, "iql")
         if transfer:
-            add("iql-b", {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql", evals=0)
+            add("iql-b", {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql")
         stage1 = here / "iql-a" / "guidance"
         if p.stage1 == "authors":
             # the paper's script: next actions from an untrained actor, the target never updated
             add("critic-authors", {"guidance": {"kind": "dql-critic", "tau": 0.0},
-                                   "stage1": {"next_actions": "untrained"}}, "critic", evals=0)
+                                   "stage1": {"next_actions": "untrained"}}, "critic")
             stage1 = here / "critic-authors" / "guidance"
         for algo in p.algos:
             add(f"{algo}-joint", {"algo": algo, "mode": "joint",
