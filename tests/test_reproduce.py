@@ -282,4 +282,8 @@ def test_a_report_of_a_reproduction_in_progress_names_the_runs_still_to_come(rep
     assert main(["reproduce", "--report-only", "--out", str(copy)]) == 0
     report = (copy / "report" / "report.md").read_text()
     assert "Not finished yet: dql-bc (the same command continues them)" in report
+    from mdpt.experiments.findings import final_spread
+
+    one = {"dql-joint": {"evals": {"guided": [(4, np.array([[1.0], [2.0]]), None)]}}}
+    assert final_spread(one, methods_only=True) is None  # one finished method: nothing to compare, no caveat
     assert "Not finished yet" not in (out / "report" / "report.md").read_text()

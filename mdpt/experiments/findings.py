@@ -213,7 +213,7 @@ def final_spread(runs: dict, methods_only: bool = False) -> dict | None:
     finals = {f"{name} {variant}": float(np.mean(seed_means(series[-1][1])))
               for name, run in sorted(runs.items()) for variant, series in sorted(run["evals"].items())
               if series and (not methods_only or (variant == "guided" and name.endswith(("-joint", "-gfdt"))))}
-    if not finals:
+    if len(finals) < 2:  # one curve has no spread to speak of
         return None
     low, high = min(finals, key=finals.get), max(finals, key=finals.get)
     return {"finals": finals, "low": (low, finals[low]), "high": (high, finals[high]),
