@@ -478,8 +478,8 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
     for ds, r in result["datasets"].items():
         runs = data["runs"][ds]
         md += [f"## {ds}", ""] + data_line(r)
-        pending = [key.split("/", 1)[1] for key in data["planned"] if key.split("/", 1)[0] == ds
-                   and key.split("/", 1)[1] not in runs]
+        planned = (key.split("/", 1) for key in data["planned"])
+        pending = [name for dataset, name in planned if dataset == ds and name not in runs]
         if pending:
             md += [f"Not finished yet: {', '.join(pending)} (the same command continues them); every number below "
                    "and in the findings comes from the finished runs only.", ""]

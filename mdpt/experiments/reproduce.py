@@ -143,6 +143,11 @@ def _eval(p: Protocol, variants: list[str]) -> dict:
     return ev
 
 
+def stage1_guidance(p: Protocol, dataset_runs: Path) -> Path:
+    """The frozen guidance the guidance-first runs of one dataset train against."""
+    return dataset_runs / ("critic-authors" if p.stage1 == "authors" else "iql-a") / "guidance"
+
+
 def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
     """Every run of the protocol, in an order where each run's inputs come first."""
     from mdpt.presets import merge
@@ -159,12 +164,11 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
         add("iql-a", {"guidance": {"kind": "iql"}}, "iql")
         if transfer:
             add("iql-b", {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql")
-        stage1 = here / "iql-a" / "guidance"
+        stage1 = stage1_guidance(p, here)
         if p.stage1 == "authors":
             # the paper's script: next actions from an untrained actor, the target never updated
             add("critic-authors", {"guidance": {"kind": "dql-critic", "tau": 0.0},
                                    "stage1": {"next_actions": "untrained"}}, "critic")
-            stage1 = here / "critic-authors" / "guidance"
         for algo in p.algos:
             add(f"{algo}-joint", {"algo": algo, "mode": "joint",
                                   "eval": _eval(p, ["guided", "unguided", "random-guidance"])}, f"{algo}-joint", algo)
@@ -384,7 +388,7 @@ class Reproduction:
     def _swap_jobs(self, dataset: str) -> dict[str, dict]:
         """The planned swaps whose policy snapshot is on disk, with the paths they read."""
         runs = self.runs_dir / dataset
-        stage1 = runs / ("critic-authors" if self.p.stage1 == "authors" else "iql-a") / "guidance"
+        stage1 = stage1_guidance(self.p, runs)
         jobs = {}
         for sw in planned_swaps(self.p):
             snap = runs / sw.run / "snapshots" / f"step-{sw.step:09d}"
@@ -395,8 +399,8 @@ class Reproduction:
             else:  # another algorithm's joint critic of the same step
                 guidance = [runs / sw.kind.removesuffix("-guidance") / "snapshots" / f"step-{sw.step:09d}" / "guidance"]
             if (snap / "policy").exists() and all(g.exists() for g in guidance):
-                jobs[sw.key] = {"swap": sw, "policy": snap / "policy", "guidance": guidance, "step": sw.step, "own": sw.run,
-                                "shift": int(sw.kind == "seed-swapped"), "members": sw.members, "rule": sw.rule}
+                jobs[sw.key] = {"swap": sw, "policy": snap / "policy", "guidance": guidance,
+                                "shift": int(sw.kind == "seed-swapped")}
         return jobs
 
     def _evaluate_swap(self, dataset: str, job: dict) -> dict:
@@ -406,25 +410,26 @@ class Reproduction:
         from mdpt.artifacts import load_guidance, load_policy
         from mdpt.evaluation.api import evaluate
 
+        sw = job["swap"]
         policy = load_policy(job["policy"])
-        if job["members"]:  # K members: seed j of iql-b, each shared by every policy seed
+        if sw.members:  # K members: seed j of iql-b, each shared by every policy seed
             base = load_guidance(job["guidance"][0])
-            guides = [base.select(j) for j in range(job["members"])]
+            guides = [base.select(j) for j in range(sw.members)]
         else:
             guides = [load_guidance(g) for g in job["guidance"]]
             if job["shift"]:
                 g = guides[0]
                 params = jax.tree.map(lambda x: np.roll(np.asarray(x), -job["shift"], axis=0), g.params)
                 guides = [type(g)(g.module, params, g.normalizer, g.meta, g.path)]
-        episodes = self.p.final_episodes if job["step"] >= self.p.steps else self.p.curve_episodes
+        episodes = self.p.final_episodes if sw.step >= self.p.steps else self.p.curve_episodes
         candidates = self.p.swap_candidates
-        if candidates is None and job["step"] < self.p.steps:
+        if candidates is None and sw.step < self.p.steps:
             candidates = self.p.curve_candidates
-        selector = SelectorConfig(candidates=candidates, ensemble=job["rule"])
+        selector = SelectorConfig(candidates=candidates, ensemble=sw.rule)
         start = time.perf_counter()
         ev = evaluate(policy, guides, selector=selector, episodes=episodes, seed=1000 + self.p.seed,
                       max_steps=self.p.eval_max_steps)
-        return {"step": job["step"], "own": job["own"], "scores": ev.scores.tolist(), "episodes": episodes,
+        return {"step": sw.step, "own": sw.run, "scores": ev.scores.tolist(), "episodes": episodes,
                 "wall_s": time.perf_counter() - start,
                 "selector": ev.record["selector"], "critic": ev.record.get("critic"),
                 "guidance": [str(g) for g in job["guidance"]], "shift": job["shift"],
