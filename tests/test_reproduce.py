@@ -58,6 +58,8 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert "- wall time: training and evaluation of 8 runs" in report and "untimed" not in report
     findings = json.loads((out / "report" / "findings.json").read_text())
     assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
+    assert findings["datasets"][DATASET]["gfdt"][0]["plain_step"] == 4
+    assert "| GFDT - joint, plain sampling |" in report
     data = json.loads((out / "data" / f"{DATASET}.json").read_text())
     assert data["episodes"] == 3 and data["normalized"]["reference"] == "d4rl"
     assert f"Data: 3 episodes, 60 transitions; the data's own episodes score {data['normalized']['mean']:.1f}" in report
@@ -75,6 +77,20 @@ def test_a_dataset_whose_curves_all_end_together_gets_a_caveat(width, caveat):
     text = "\n".join(findings(result))
     assert ("this dataset barely separates the methods" in text) is caveat
     assert ("beside the data's own episodes at 64.1" in text) is caveat
+
+
+@pytest.mark.parametrize("plain, by_selection", [((-5.0, -8.0, -2.0), True), ((20.0, 15.0, 25.0), False)])
+def test_a_gfdt_difference_that_plain_sampling_reverses_is_put_on_the_selection(plain, by_selection):
+    from mdpt.experiments.findings import findings
+
+    row = {"algo": "dql", "final_diff": (20.9, 10.0, 30.0), "plain_diff": plain, "plain_step": 15000,
+           "ms_per_step": (150.0, 50.0), "peak_mib": (80.0, 50.0)}
+    result = {"datasets": {DATASET: {"gfdt": [row], "necessity": {}, "transfer": {"cross": []}}},
+              "spread_all": None, "spread_cells": 0}
+    text = findings(result)[1]
+    assert "GFDT gives a better final score than joint training: supported" in text
+    assert f"(plain sampling from both, no selection): {DATASET} dql at step 15000: " in text
+    assert ("the guided difference comes from the selection at inference" in text) is by_selection
 
 
 def test_guidance_swaps_at_matched_checkpoints(reproduction):

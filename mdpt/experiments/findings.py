@@ -148,10 +148,13 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             continue
         sj, sg = _series(joint, "guided"), _series(gf, "guided")
         j_final, g_final = sj[-1][1], sg[-1][1]
+        plain = _last_common_step(joint, gf, "unguided")
         js, gs = joint["summary"], gf["summary"]
         rows.append({
             "algo": algo, "joint_final": mean_ci(j_final), "gfdt_final": mean_ci(g_final),
             "final_diff": diff_ci(g_final, j_final), "joint_auc": auc(sj), "gfdt_auc": auc(sg),
+            # the same policies sampled without selection: separates what training did from what the selector did
+            "plain_diff": diff_ci(plain[2], plain[1]) if plain else None, "plain_step": plain[0] if plain else None,
             "steps_to_90_joint": steps_to(sj, 0.9 * float(np.mean(j_final))),
             "steps_to_90_gfdt": steps_to(sg, 0.9 * float(np.mean(j_final))),
             "ms_per_step": (_ms(js), _ms(gs)), "peak_mib": (_mib(js), _mib(gs)),
@@ -161,6 +164,13 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             "selector": (js.get("preset", {}).get("selector"), gs.get("preset", {}).get("selector")),
         })
     return rows
+
+
+def _last_common_step(a: dict, b: dict, variant: str):
+    """(step, a's scores, b's scores) at the last step at which both runs evaluated `variant`, or None."""
+    sa, sb = dict(_series(a, variant)), dict(_series(b, variant))
+    common = sorted(set(sa) & set(sb))
+    return (common[-1], sa[common[-1]], sb[common[-1]]) if common else None
 
 
 def _ms(summary):
@@ -370,7 +380,8 @@ def findings(result: dict) -> list[str]:
                      f"Cost: guidance-first is cheaper per step in {len(cheaper)} of {len(gf)} "
                      f"(time ratio GF/joint {_fmt(min(ratios), 2) if ratios else 'n/a'}.."
                      f"{_fmt(max(ratios), 2) if ratios else 'n/a'}) and lighter in peak memory in {len(mem)} "
-                     f"(ratio {_fmt(min(mratios), 2) if mratios else 'n/a'}..{_fmt(max(mratios), 2) if mratios else 'n/a'}).")
+                     f"(ratio {_fmt(min(mratios), 2) if mratios else 'n/a'}..{_fmt(max(mratios), 2) if mratios else 'n/a'})."
+                     + plain_sampling_sentence(gf))
     else:
         lines.append("2. **GFDT vs joint: inconclusive** (no finished pair of runs yet).")
     # 3. transfer
@@ -405,6 +416,23 @@ def findings(result: dict) -> list[str]:
                          f"{_fmt(spread['high'][1])}{own}): this dataset barely separates the methods, so the "
                          "verdicts above rest on differences of a few points.")
     return lines
+
+
+def plain_sampling_sentence(gf: list[tuple[str, dict]]) -> str:
+    """The GFDT - joint difference of the policies themselves (plain sampling), and where the selector made the
+    guided difference: joint and guidance-first policies are selected by different guidance at its own preset."""
+    plain = [(ds, row) for ds, row in gf if row.get("plain_diff")]
+    if not plain:
+        return ""
+    text = (" The policies alone (plain sampling from both, no selection): " + "; ".join(
+        f"{ds} {row['algo']} at step {row['plain_step']}: {_ci(row['plain_diff'])}" for ds, row in plain) + ".")
+    by_selection = [f"{ds} {row['algo']}" for ds, row in plain
+                    if _excludes_zero(row["final_diff"]) and row["plain_diff"][0] * row["final_diff"][0] <= 0]
+    if by_selection:
+        text += (f" In {', '.join(by_selection)} the guided difference comes from the selection at inference (each "
+                 "mode's guidance with its own preset): sampled plainly, the policies differ the other way or not at "
+                 "all.")
+    return text
 
 
 def data_line(r: dict) -> list[str]:
@@ -488,10 +516,12 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
             md += [f"![learning curves](curves_{ds}.png)", ""]
         if r["gfdt"]:
             md += ["### GFDT vs joint (the paper's table)", ""]
-            md += _table(("algo", "joint final", "GFDT final", "GFDT - joint", "AUC joint / GFDT",
+            md += _table(("algo", "joint final", "GFDT final", "GFDT - joint", "GFDT - joint, plain sampling",
+                          "AUC joint / GFDT",
                           "steps to 90% of joint final (joint / GFDT)", "ms/step joint / GFDT",
                           "peak MiB joint / GFDT", "guidance joint / GFDT", "selection joint / GFDT"),
                          [[x["algo"], _ci(x["joint_final"]), _ci(x["gfdt_final"]), _ci(x["final_diff"]),
+                           _ci(x["plain_diff"]) if x.get("plain_diff") else "n/a",
                            f"{_fmt(x['joint_auc'])} / {_fmt(x['gfdt_auc'])}",
                            f"{x['steps_to_90_joint']} / {x['steps_to_90_gfdt']}",
                            f"{_fmt(x['ms_per_step'][0], 2)} / {_fmt(x['ms_per_step'][1], 2)}",
@@ -499,7 +529,8 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
                            f"{x['joint_guidance']} / {x['gfdt_guidance']}", f"{x['selector'][0]} / {x['selector'][1]}"]
                           for x in r["gfdt"]])
             md += ["", f"Final = guided score at step {r['gfdt'][0]['final_step']}, {r['gfdt'][0]['seeds']} seeds x "
-                   f"{r['gfdt'][0]['episodes']} episodes. AUC = mean score over the learning curve.", ""]
+                   f"{r['gfdt'][0]['episodes']} episodes. Plain sampling = the same two policies without selection "
+                   "(one candidate) at that step. AUC = mean score over the learning curve.", ""]
         if r["necessity"]:
             _fig_necessity(r["necessity"], ds, report_dir / f"necessity_{ds}.png")
             md += ["### Guidance necessity", "", f"![necessity gaps](necessity_{ds}.png)", ""]
