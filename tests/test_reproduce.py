@@ -60,6 +60,9 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
     assert findings["datasets"][DATASET]["gfdt"][0]["plain_step"] == 4
     assert "| GFDT - joint, plain sampling |" in report
+    values = {row["run"]: row for row in findings["datasets"][DATASET]["values"]}
+    assert {"dql-joint", "iql-a", "iql-b"} <= set(values) and "dql-gfdt" not in values
+    assert "### Critic values" in report and ("Values: all" in report or "**Warning, values:**" in report)
     data = json.loads((out / "data" / f"{DATASET}.json").read_text())
     assert data["episodes"] == 3 and data["normalized"]["reference"] == "d4rl"
     assert f"Data: 3 episodes, 60 transitions; the data's own episodes score {data['normalized']['mean']:.1f}" in report
@@ -91,6 +94,20 @@ def test_a_gfdt_difference_that_plain_sampling_reverses_is_put_on_the_selection(
     assert "GFDT gives a better final score than joint training: supported" in text
     assert f"(plain sampling from both, no selection): {DATASET} dql at step 15000: " in text
     assert ("the guided difference comes from the selection at inference" in text) is by_selection
+
+
+def test_a_critic_past_its_bound_is_flagged_in_the_findings():
+    from mdpt.experiments.findings import findings
+
+    def result(q):
+        row = {"run": "dql-joint", "max_abs_q": q, "bound": 100.0, "share": q / 100.0, "within": q <= 100.0,
+               "first_exceeded_step": None if q <= 100.0 else 5000}
+        return {"datasets": {DATASET: {"gfdt": [], "necessity": {}, "transfer": {"cross": []}, "values": [row]}},
+                "spread_all": None, "spread_cells": 0}
+
+    assert "the largest |Q| is 40% of its bound" in "\n".join(findings(result(40.0)))
+    flagged = "\n".join(findings(result(250.0)))
+    assert "**Warning, values:** 1 of 1 critics left their bound" in flagged and "from step 5000" in flagged
 
 
 def test_guidance_swaps_at_matched_checkpoints(reproduction):

@@ -230,6 +230,18 @@ def final_spread(runs: dict, methods_only: bool = False) -> dict | None:
             "range": finals[high] - finals[low]}
 
 
+def critic_values(runs: dict) -> list[dict]:
+    """Every trained critic's largest |Q| over training against its bound max |r| / (1 - gamma)."""
+    rows = []
+    for name, run in sorted(runs.items()):
+        vc = run["summary"].get("value_check")
+        if vc:
+            rows.append({"run": name, "max_abs_q": vc["max_abs_q"], "bound": vc["bound"],
+                         "share": vc["max_abs_q"] / vc["bound"], "within": vc["within_bound"],
+                         "first_exceeded_step": vc.get("first_exceeded_step")})
+    return rows
+
+
 def data_scores(summary: dict | None) -> dict | None:
     """The data's own episodes, scored like the policies (`normalized`: reference, mean, min, max)."""
     if not summary:
@@ -279,7 +291,7 @@ def analyse(data: dict) -> dict:
         per[ds] = {"gfdt": gfdt_table(runs, algos), "necessity": necessity(runs, algos),
                    "transfer": transfer(data["transfer"].get(ds, {}), runs),
                    "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
-                   "methods_spread": final_spread(runs, methods_only=True)}
+                   "methods_spread": final_spread(runs, methods_only=True), "values": critic_values(runs)}
     all_pairs = [(own, swapped) for ds, runs in data["runs"].items()
                  for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs)
                  if kind in SPREAD_SWAPS]
@@ -407,6 +419,7 @@ def findings(result: dict) -> list[str]:
         lines.append(text)
     else:
         lines.append("3. **Cross-module transfer: inconclusive** (no step-matched swaps evaluated yet).")
+    lines.append(values_line(result))
     for ds, r in result["datasets"].items():
         spread = r.get("methods_spread")
         if spread and spread["range"] < NARROW_SPREAD:
@@ -416,6 +429,22 @@ def findings(result: dict) -> list[str]:
                          f"{_fmt(spread['high'][1])}{own}): this dataset barely separates the methods, so the "
                          "verdicts above rest on differences of a few points.")
     return lines
+
+
+def values_line(result: dict) -> str:
+    """The critics' values beside their bounds: a critic past its bound makes its runs' scores suspect."""
+    rows = [(ds, row) for ds, r in result["datasets"].items() for row in r.get("values", [])]
+    if not rows:
+        return "\nValues: no trained critic recorded its |Q| yet."
+    past = [f"{ds} {row['run']} (|Q| {row['max_abs_q']:.3g} of {row['bound']:.3g}, from step {row['first_exceeded_step']})"
+            for ds, row in rows if not row["within"]]
+    if past:
+        return (f"\n**Warning, values:** {len(past)} of {len(rows)} critics left their bound max |r| / (1 - gamma): "
+                f"{'; '.join(past)}. Scores selected or trained by them are suspect.")
+    ds, top = max(rows, key=lambda x: x[1]["share"])
+    return (f"\nValues: all {len(rows)} trained critics stayed inside their bound max |r| / (1 - gamma) over training; "
+            f"the largest |Q| is {100 * top['share']:.0f}% of its bound ({ds} {top['run']}: {top['max_abs_q']:.3g} of "
+            f"{top['bound']:.3g}).")
 
 
 def plain_sampling_sentence(gf: list[tuple[str, dict]]) -> str:
@@ -540,6 +569,13 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
             if "idql" in r["necessity"]:
                 md += ["IDQL's policy never sees its critic in training: its training-time controls are IDQL itself; "
                        "its necessity is the inference-time gap.", ""]
+        if r.get("values"):
+            md += ["### Critic values", ""]
+            md += _table(("run", r"largest \|Q\| over training (any seed)", r"bound max \|r\| / (1 - gamma)", "share",
+                          "within the bound"),
+                         [[x["run"], f"{x['max_abs_q']:.3g}", f"{x['bound']:.3g}", f"{100 * x['share']:.0f}%",
+                           "yes" if x["within"] else f"no, from step {x['first_exceeded_step']}"] for x in r["values"]])
+            md += ["", "Runs without a row train no critic of their own (they read a frozen guidance module).", ""]
         t = r["transfer"]
         if t["swaps"] or t["cross"] or t["ensembles"]:
             md += ["### Cross-module transfer (step-matched checkpoints)", ""]
