@@ -59,6 +59,8 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     findings = json.loads((out / "report" / "findings.json").read_text())
     assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
     assert findings["datasets"][DATASET]["gfdt"][0]["plain_step"] == 4
+    assert findings["datasets"][DATASET]["gfdt"][0]["stage1"]["run"] == "iql-a"
+    assert "shared: dql: iql-a, 4 steps at" in report and "with the stage-1 guidance's training added" in report
     assert "| GFDT - joint, plain sampling |" in report
     values = {row["run"]: row for row in findings["datasets"][DATASET]["values"]}
     assert {"dql-joint", "iql-a", "iql-b"} <= set(values) and "dql-gfdt" not in values
@@ -87,10 +89,13 @@ def test_a_gfdt_difference_that_plain_sampling_reverses_is_put_on_the_selection(
     from mdpt.experiments.findings import findings
 
     row = {"algo": "dql", "final_diff": (20.9, 10.0, 30.0), "plain_diff": plain, "plain_step": 15000,
-           "ms_per_step": (150.0, 50.0), "peak_mib": (80.0, 50.0)}
+           "ms_per_step": (150.0, 50.0), "peak_mib": (80.0, 50.0), "final_step": 15000,
+           "stage1": {"run": "iql-a", "steps": 30000, "ms_per_step": 25.0}}
     result = {"datasets": {DATASET: {"gfdt": [row], "necessity": {}, "transfer": {"cross": []}}},
               "spread_all": None, "spread_cells": 0}
     text = findings(result)[1]
+    assert "time ratio GF/joint 0.33..0.33" in text
+    assert "guidance's training added to guidance-first whole, the time ratio is 0.67..0.67" in text  # (50+50)/150
     assert "GFDT gives a better final score than joint training: supported" in text
     assert f"(plain sampling from both, no selection): {DATASET} dql at step 15000: " in text
     assert ("the guided difference comes from the selection at inference" in text) is by_selection

@@ -162,8 +162,29 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             "seeds": int(np.asarray(g_final).shape[0]), "episodes": int(np.asarray(g_final).shape[1]),
             "joint_guidance": joint["config"]["guidance"]["kind"], "gfdt_guidance": gf["summary"].get("guidance_kind"),
             "selector": (js.get("preset", {}).get("selector"), gs.get("preset", {}).get("selector")),
+            "stage1": stage1_cost(gf, runs),
         })
     return rows
+
+
+def stage1_cost(gf: dict, runs: dict) -> dict | None:
+    """The guidance-first run's stage-1 guidance: its run, steps and time per step (trained once, shared by every
+    guidance-first policy of the dataset; counted whole here, its most expensive reading)."""
+    path = (gf["config"].get("stage1") or {}).get("guidance_path")
+    name = Path(path).parent.name if path and path != "random" else None
+    run = runs.get(name) if name else None
+    if run is None or _ms(run["summary"]) is None:
+        return None
+    return {"run": name, "steps": int(run["summary"].get("steps") or 0), "ms_per_step": _ms(run["summary"])}
+
+
+def _with_stage1(row: dict) -> float | None:
+    """GF/joint time for the same number of policy steps, the stage-1 guidance's steps added to guidance-first."""
+    (joint_ms, gf_ms), st = row["ms_per_step"], row.get("stage1")
+    if None in (joint_ms, gf_ms) or not st:
+        return None
+    steps = row["final_step"]
+    return (gf_ms * steps + st["ms_per_step"] * st["steps"]) / (joint_ms * steps)
 
 
 def _last_common_step(a: dict, b: dict, variant: str):
@@ -392,8 +413,8 @@ def findings(result: dict) -> list[str]:
                      f"Cost: guidance-first is cheaper per step in {len(cheaper)} of {len(gf)} "
                      f"(time ratio GF/joint {_fmt(min(ratios), 2) if ratios else 'n/a'}.."
                      f"{_fmt(max(ratios), 2) if ratios else 'n/a'}) and lighter in peak memory in {len(mem)} "
-                     f"(ratio {_fmt(min(mratios), 2) if mratios else 'n/a'}..{_fmt(max(mratios), 2) if mratios else 'n/a'})."
-                     + plain_sampling_sentence(gf))
+                     f"(ratio {_fmt(min(mratios), 2) if mratios else 'n/a'}..{_fmt(max(mratios), 2) if mratios else 'n/a'})"
+                     + stage1_sentence(gf) + "." + plain_sampling_sentence(gf))
     else:
         lines.append("2. **GFDT vs joint: inconclusive** (no finished pair of runs yet).")
     # 3. transfer
@@ -445,6 +466,14 @@ def values_line(result: dict) -> str:
     return (f"\nValues: all {len(rows)} trained critics stayed inside their bound max |r| / (1 - gamma) over training; "
             f"the largest |Q| is {100 * top['share']:.0f}% of its bound ({ds} {top['run']}: {top['max_abs_q']:.3g} of "
             f"{top['bound']:.3g}).")
+
+
+def stage1_sentence(gf: list[tuple[str, dict]]) -> str:
+    ratios = [r for _, row in gf if (r := _with_stage1(row)) is not None]
+    if not ratios:
+        return ""
+    return (f"; with the stage-1 guidance's training added to guidance-first whole, the time ratio is "
+            f"{_fmt(min(ratios), 2)}..{_fmt(max(ratios), 2)}")
 
 
 def plain_sampling_sentence(gf: list[tuple[str, dict]]) -> str:
@@ -559,7 +588,12 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
                           for x in r["gfdt"]])
             md += ["", f"Final = guided score at step {r['gfdt'][0]['final_step']}, {r['gfdt'][0]['seeds']} seeds x "
                    f"{r['gfdt'][0]['episodes']} episodes. Plain sampling = the same two policies without selection "
-                   "(one candidate) at that step. AUC = mean score over the learning curve.", ""]
+                   "(one candidate) at that step. AUC = mean score over the learning curve. ms/step is the policy's "
+                   "training step; guidance-first also needs its stage-1 guidance, trained once per dataset and "
+                   "shared: " + "; ".join(f"{x['algo']}: {x['stage1']['run']}, {x['stage1']['steps']} steps at "
+                                          f"{_fmt(x['stage1']['ms_per_step'], 2)} ms, GF/joint time "
+                                          f"{_fmt(_with_stage1(x), 2)} with it" if x.get("stage1") else
+                                          f"{x['algo']}: n/a" for x in r["gfdt"]) + ".", ""]
         if r["necessity"]:
             _fig_necessity(r["necessity"], ds, report_dir / f"necessity_{ds}.png")
             md += ["### Guidance necessity", "", f"![necessity gaps](necessity_{ds}.png)", ""]
