@@ -468,6 +468,14 @@ def values_line(result: dict) -> str:
             f"{top['bound']:.3g}).")
 
 
+def _stage1_note(row: dict) -> str:
+    st = row.get("stage1")
+    if not st:
+        return f"{row['algo']}: n/a"
+    return (f"{row['algo']}: {st['run']}, {st['steps']} steps at {_fmt(st['ms_per_step'], 2)} ms, GF/joint time "
+            f"{_fmt(_with_stage1(row), 2)} with it")
+
+
 def stage1_sentence(gf: list[tuple[str, dict]]) -> str:
     ratios = [r for _, row in gf if (r := _with_stage1(row)) is not None]
     if not ratios:
@@ -590,10 +598,7 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
                    f"{r['gfdt'][0]['episodes']} episodes. Plain sampling = the same two policies without selection "
                    "(one candidate) at that step. AUC = mean score over the learning curve. ms/step is the policy's "
                    "training step; guidance-first also needs its stage-1 guidance, trained once per dataset and "
-                   "shared: " + "; ".join(f"{x['algo']}: {x['stage1']['run']}, {x['stage1']['steps']} steps at "
-                                          f"{_fmt(x['stage1']['ms_per_step'], 2)} ms, GF/joint time "
-                                          f"{_fmt(_with_stage1(x), 2)} with it" if x.get("stage1") else
-                                          f"{x['algo']}: n/a" for x in r["gfdt"]) + ".", ""]
+                   "shared: " + "; ".join(_stage1_note(x) for x in r["gfdt"]) + ".", ""]
         if r["necessity"]:
             _fig_necessity(r["necessity"], ds, report_dir / f"necessity_{ds}.png")
             md += ["### Guidance necessity", "", f"![necessity gaps](necessity_{ds}.png)", ""]
