@@ -252,6 +252,14 @@ def _candidates(p: Protocol, algo: str, step: int, guided: bool) -> int:
     return ALGORITHMS[algo]["selector"]["candidates"]
 
 
+def swap_candidates(p: Protocol, step: int) -> int | None:
+    """Candidates a swap at `step` scores: `--swap-candidates`, else the curve count before the last step;
+    None: the policy's own preset."""
+    if p.swap_candidates is not None:
+        return p.swap_candidates
+    return p.curve_candidates if step < p.steps else None
+
+
 def evaluation_seconds(it: Planned, p: Protocol) -> float:
     """A run's evaluations on a CPU: every variant at every evaluation step, at its candidate count."""
     total = 0.0
@@ -270,7 +278,7 @@ def estimate_seconds(items: list[Planned], p: Protocol, backend: str, swaps: lis
         total += it.steps * it.seeds / rates[it.update] + (evaluation_seconds(it, p) if backend != "gpu" else 0.0)
     for sw in swaps if backend != "gpu" else ():
         episodes = p.final_episodes if sw.step >= p.steps else p.curve_episodes
-        n = p.swap_candidates if p.swap_candidates is not None else _candidates(p, sw.algo, sw.step, True)
+        n = swap_candidates(p, sw.step) or _candidates(p, sw.algo, sw.step, True)
         total += _episode_seconds(sw.algo, n, episodes, p.seeds)
     return total
 
@@ -422,10 +430,7 @@ class Reproduction:
                 params = jax.tree.map(lambda x: np.roll(np.asarray(x), -job["shift"], axis=0), g.params)
                 guides = [type(g)(g.module, params, g.normalizer, g.meta, g.path)]
         episodes = self.p.final_episodes if sw.step >= self.p.steps else self.p.curve_episodes
-        candidates = self.p.swap_candidates
-        if candidates is None and sw.step < self.p.steps:
-            candidates = self.p.curve_candidates
-        selector = SelectorConfig(candidates=candidates, ensemble=sw.rule)
+        selector = SelectorConfig(candidates=swap_candidates(self.p, sw.step), ensemble=sw.rule)
         start = time.perf_counter()
         ev = evaluate(policy, guides, selector=selector, episodes=episodes, seed=1000 + self.p.seed,
                       max_steps=self.p.eval_max_steps)
