@@ -332,7 +332,14 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", default="", help="throughput programs only, e.g. dql-joint:32,dql-joint:512:highest")
     ap.add_argument("--threads", type=int, default=8, help="parallel compilations")
     ap.add_argument("--no-train", action="store_true", help="the throughput table only")
+    ap.add_argument("--compile-cache", default=str(HERE.parent / ".gpu" / "xla-cache"),
+                    help="persistent XLA cache ('off': none); a warm machine keeps it between calls, so a later "
+                         "call loads the programs an earlier one compiled (its 'compile s' is then load time)")
     args = ap.parse_args(argv)
+    os.environ["MDPT_COMPILE_CACHE"] = args.compile_cache
+    from mdpt.compile_cache import enable_compile_cache
+
+    log(f"compilation cache: {enable_compile_cache() or 'off'}")
     out, data_dir, work = Path(args.out), Path(args.data), Path(args.work)
     if args.smoke:
         SMALL_NETS.update(hidden=16, depth=1)

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from mdpt import __version__
+from mdpt.compile_cache import enable_compile_cache
 from mdpt.errors import MDPTError
 
 COMMAND_MODULES = (
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.quiet, args.verbose)
+    enable_compile_cache()
     try:
         result = args.func(args)
     except MDPTError as e:
