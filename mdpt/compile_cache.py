@@ -9,6 +9,7 @@ process-wide, so the library never sets it on import: `mdpt.cli` calls `enable_c
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -47,5 +48,6 @@ def enable_compile_cache(path: str | Path | None = None, min_compile_secs: float
     jax.config.update("jax_compilation_cache_dir", str(folder))
     if min_compile_secs is not None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    if importlib.util.find_spec("filelock") is not None:  # JAX refuses a bound without it (a --no-deps install)
+        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return folder
