@@ -62,6 +62,8 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert findings["datasets"][DATASET]["gfdt"][0]["stage1"]["run"] == "iql-a"
     assert "shared: dql: iql-a, 4 steps at" in report and "with the stage-1 guidance's training added" in report
     assert "| GFDT - joint, plain sampling |" in report
+    assert set(findings["other_spreads"]) == {"cross", "ensemble"}
+    assert "The seed IQR changes own -> with the other algorithm's guidance" in report
     values = {row["run"]: row for row in findings["datasets"][DATASET]["values"]}
     assert {"dql-joint", "iql-a", "iql-b"} <= set(values) and "dql-gfdt" not in values
     assert "### Critic values" in report and ("Values: all" in report or "**Warning, values:**" in report)
@@ -308,6 +310,16 @@ def test_the_spread_of_scores_across_seeds_own_vs_swapped():
     flat_own = [(seeds(69, 69, 69), seeds(60, 69, 69))]  # every own seed alike: no relative change exists
     assert spread_change(flat_own) is None
     assert spread_difference(flat_own)[0] == pytest.approx(4.5)
+
+
+def test_the_seed_spread_of_cross_algorithm_swaps_and_ensembles_is_reported_as_the_papers_measure():
+    from mdpt.experiments.findings import other_spreads_sentence
+
+    spreads = {"cross": ((-0.79, -0.94, -0.49), (-5.2, -5.6, -0.5), 8), "ensemble": (None, (0.0, -1.0, 1.0), 2)}
+    assert other_spreads_sentence(spreads) == (
+        " The seed IQR changes own -> with the other algorithm's guidance -79% [-94, -49] (-5.2 [-5.6, -0.5] points"
+        " per cell, 8 cells); with a guidance ensemble n/a (+0.0 [-1.0, +1.0] points per cell, 2 cells).")
+    assert other_spreads_sentence({}) == ""
 
 
 def test_a_report_of_a_reproduction_in_progress_names_the_runs_still_to_come(reproduction, tmp_path):

@@ -293,13 +293,12 @@ def transfer(cells: dict, runs: dict) -> dict:
         row = {"policy": run_name, "step": step, "swap": kind, "own": mean_ci(own), "swapped": mean_ci(swapped),
                "own_iqr": iqr(seed_means(own)), "swapped_iqr": iqr(seed_means(swapped)),
                "selector": cell.get("selector"), "critic": cell.get("critic")}
-        if kind in SPREAD_SWAPS:
+        group = _swap_group(kind)
+        if group == "spread":
             own_pairs.append((own, swapped))
             swaps.append(row)
-        elif kind.startswith("ensemble-"):
-            ensembles.append(row)
         else:
-            cross.append(row)
+            (ensembles if group == "ensemble" else cross).append(row)
     return {"spread": spread_change(own_pairs), "spread_points": spread_difference(own_pairs), "swaps": swaps,
             "cross": cross, "ensembles": ensembles,
             "cells": len(own_pairs), "own_cells": sum(key.endswith("|own") for key in cells)}
@@ -313,15 +312,35 @@ def analyse(data: dict) -> dict:
                    "transfer": transfer(data["transfer"].get(ds, {}), runs),
                    "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
                    "methods_spread": final_spread(runs, methods_only=True), "values": critic_values(runs)}
-    all_pairs = [(own, swapped) for ds, runs in data["runs"].items()
-                 for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs)
-                 if kind in SPREAD_SWAPS]
+    all_pairs, cross_pairs, ensemble_pairs = (_pairs(data, group) for group in ("spread", "cross", "ensemble"))
     return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_points": spread_difference(all_pairs),
             "spread_cells": len(all_pairs),
+            "other_spreads": {group: (spread_change(pairs), spread_difference(pairs), len(pairs))
+                              for group, pairs in (("cross", cross_pairs), ("ensemble", ensemble_pairs)) if pairs},
             "swap_candidates": data["protocol"].get("swap_candidates")}
 
 
+def _swap_group(kind: str) -> str:
+    return "spread" if kind in SPREAD_SWAPS else "ensemble" if kind.startswith("ensemble-") else "cross"
+
+
+def _pairs(data: dict, group: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(own, swapped) scores of every swap cell of `group` (`_swap_group`), over all datasets."""
+    return [(own, swapped) for ds, runs in data["runs"].items()
+            for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs)
+            if _swap_group(kind) == group]
+
+
 # ----------------------------------------------------------------------------- findings
+def other_spreads_sentence(spreads: dict) -> str:
+    """The seed-spread change of the cross-algorithm swaps and of the guidance ensembles, measured as the
+    paper's finding is (relative, and in points per cell)."""
+    names = {"cross": "with the other algorithm's guidance", "ensemble": "with a guidance ensemble"}
+    parts = [f"{names[group]} {_ci(rel, 0, pct=True)} ({_ci(points)} points per cell, {n} cells)"
+             for group, (rel, points, n) in spreads.items()]
+    return f" The seed IQR changes own -> {'; '.join(parts)}." if parts else ""
+
+
 def _fmt(x, digits=1):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -437,6 +456,7 @@ def findings(result: dict) -> list[str]:
                      "own-guidance score: " + "; ".join(
                          f"{ds} {row['policy']} with {row['swap']} at step {row['step']}: {_fmt(row['swapped'][0])} vs "
                          f"own {_fmt(row['own'][0])}" for ds, row in cross[:4]) + ".")
+        text += other_spreads_sentence(result.get("other_spreads", {}))
         lines.append(text)
     else:
         lines.append("3. **Cross-module transfer: inconclusive** (no step-matched swaps evaluated yet).")
