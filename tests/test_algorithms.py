@@ -287,3 +287,16 @@ def test_fast_mish_equals_textbook_mish_and_its_gradient():
     grad_ref = jax.vmap(jax.grad(lambda v: v * jnp.tanh(jax.nn.softplus(v))))(x)
     np.testing.assert_allclose(grad, grad_ref, atol=1e-4)
     assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_a_guidance_first_step_keeps_every_dataset_array_as_an_argument(tiny_setup):
+    """Peak memory less `dataset_bytes` is a step's own memory only if the arrays a mode never reads (a
+    guidance-first step reads no rewards or next observations) stay arguments of its executable."""
+    from mdpt.training.profiling import compiled_memory_bytes
+
+    arrays, policy, critic = tiny_setup
+    params = jax.vmap(lambda k: critic.init(k)["params"])(jax.random.split(jax.random.PRNGKey(0), 1))
+    first = Trainer(arrays, policy, critic, "train", "frozen", batch_size=32, frozen={"guidance": params})
+    state = first.init([0])
+    resident = sum(np.asarray(x).nbytes for x in jax.tree.leaves((state, first.frozen)))
+    assert compiled_memory_bytes(first.compiled(state, 1))["argument"] >= first.dataset_bytes + resident

@@ -185,7 +185,10 @@ class Trainer:
             fn = jax.vmap(lambda s, f, a, t: self._chunk(s, f, a, t, steps), in_axes=(0, self._frozen_in_axes, None, None))
             if self.groups:
                 fn = jax.vmap(fn, in_axes=(0, 0, 0, None))
-            jitted = jax.jit(fn, donate_argnums=(0,))
+            # keep_unused: every dataset array stays an argument even where a mode never reads it (a
+            # guidance-first step reads only obs and act), so that peak memory less `dataset_bytes` is the
+            # step's own memory in every mode; jit's default drops unused arguments from the executable.
+            jitted = jax.jit(fn, donate_argnums=(0,), keep_unused=True)
             self._compiled[cache_key] = jitted.lower(state, self._frozen_args, self.arrays, jnp.int32(0)).compile()
         return self._compiled[cache_key]
 
