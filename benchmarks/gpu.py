@@ -5,7 +5,9 @@
 1. environment: device, driver, versions;
 2. throughput: seed-steps/s and XLA peak memory of joint and guidance-first dql, idql, edp at
    S = 1, 8, 32, 128, 512 replicas per program (compiled in parallel threads), the matmul
-   precision of the fp32 step (TF32 'default' vs 'highest') for joint dql, and the eager PyTorch
+   precision of the fp32 step (TF32 'default' vs 'highest') for joint dql, DQL with its Q-term
+   chain rematerialized (`dql-joint-remat`, `dql-gf-remat`: policy.chain_remat = matmuls) at
+   S = 32 and 512, and the eager PyTorch
    DQL step on the same GPU (in a subprocess, so that the two frameworks never share memory);
 3. training: the paper's bullet protocol at 100k steps x 5 seeds, each environment's datasets
    stacked in one program (experiments/group.py): IQL guidance, guidance-first DQL, joint DQL,
@@ -44,6 +46,8 @@ UPDATES = {  # name -> (algo, guidance kind, policy role, guidance role)
     "edp-joint": ("edp", "dql-critic", "train", "train"),
     "edp-gf": ("edp", "iql", "train", "frozen"),
 }
+# the same programs with DQL's Q-term chain rematerialized (policy.chain_remat), for peak memory per replica
+REMAT_UPDATES = {"dql-joint-remat": "dql-joint", "dql-gf-remat": "dql-gf"}
 ENVS = {"hopper": ("medium", "medium-replay", "expert"), "halfcheetah": ("medium", "medium-replay", "expert")}
 
 
@@ -92,8 +96,9 @@ def make_trainer(name: str, arrays, dims, batch: int):
     from mdpt.policies.module import DiffusionPolicy, PolicyConfig
     from mdpt.training.trainer import Trainer
 
-    algo, kind, p_role, g_role = UPDATES[name]
-    policy = DiffusionPolicy(PolicyConfig(algo, **SMALL_NETS), *dims, 1_000_000)
+    remat = "matmuls" if name in REMAT_UPDATES else "none"
+    algo, kind, p_role, g_role = UPDATES[REMAT_UPDATES.get(name, name)]
+    policy = DiffusionPolicy(PolicyConfig(algo, chain_remat=remat, **SMALL_NETS), *dims, 1_000_000)
     guidance = GuidanceModule(GuidanceConfig(kind, **SMALL_NETS), *dims, 1_000_000)
     frozen = {}
     if g_role == "frozen":  # one trained-elsewhere guidance shared by every replica
@@ -157,6 +162,7 @@ def throughput(data_dir: Path, out: Path, sizes, chunk: int, min_s: float, deadl
     if not jobs:
         jobs = [(n, s, None) for s in sizes for n in UPDATES]
         jobs += [("dql-joint", max(sizes), "highest")]  # the fp32 'highest' precision step beside the default
+        jobs += [(n, s, None) for n in REMAT_UPDATES for s in sizes[-3::2]]
     result = {"data": f"bullet-hopper-medium-replay-v0 ({len(data)} transitions)", "batch": 256, "chunk": chunk,
               "rows": rows}
     compiled = {}
@@ -329,7 +335,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=540.0, help="stop everything after this many seconds")
     ap.add_argument("--bench-s", type=float, default=170.0, help="time for the throughput table")
     ap.add_argument("--smoke", action="store_true", help="toy sizes, any machine")
-    ap.add_argument("--jobs", default="", help="throughput programs only, e.g. dql-joint:32,dql-joint:512:highest")
+    ap.add_argument("--jobs", default="", help="throughput programs only, e.g. dql-joint:32,dql-joint:512:highest,dql-gf-remat:512")
     ap.add_argument("--threads", type=int, default=8, help="parallel compilations")
     ap.add_argument("--no-train", action="store_true", help="the throughput table only")
     ap.add_argument("--compile-cache", default=str(HERE.parent / ".gpu" / "xla-cache"),

@@ -31,6 +31,7 @@ import numpy as np
 
 from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
+from mdpt.diffusion.ddpm import REMAT
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 from mdpt.training.profiling import compiled_flops, compiled_memory_bytes
@@ -40,6 +41,8 @@ HERE = Path(__file__).resolve().parent
 DATA = Path("/work/shared/datasets/bullet-hopper-medium-replay-v0.hdf5")
 TOTAL_STEPS = 1_000_000  # only sets the cosine schedule length
 SECTIONS = ("train", "seeds", "infer", "torch", "eval")
+REMAT_MEANS = {"matmuls": "the backward pass keeps each reverse step's matmul outputs and recomputes its activations",
+               "all": "the backward pass keeps each reverse step's input and recomputes the step"}
 
 # name -> (policy algo or None, guidance kind, policy role, guidance role, mode label)
 UPDATES = {
@@ -123,9 +126,9 @@ def matmul_peak(n: int, repeats: int) -> float:
     return 2.0 * n**3 / best
 
 
-def make_trainer(name: str, arrays, obs_dim: int, act_dim: int, batch: int) -> Trainer:
+def make_trainer(name: str, arrays, obs_dim: int, act_dim: int, batch: int, remat: str = "none") -> Trainer:
     algo, kind, p_role, g_role, _ = UPDATES[name]
-    policy = DiffusionPolicy(PolicyConfig(algo), obs_dim, act_dim, TOTAL_STEPS) if algo else None
+    policy = DiffusionPolicy(PolicyConfig(algo, chain_remat=remat), obs_dim, act_dim, TOTAL_STEPS) if algo else None
     guidance = GuidanceModule(GuidanceConfig(kind), obs_dim, act_dim, TOTAL_STEPS)
     frozen = {}
     if g_role == "frozen":  # one trained-elsewhere guidance shared by every seed (seed axis of size 1)
@@ -134,15 +137,16 @@ def make_trainer(name: str, arrays, obs_dim: int, act_dim: int, batch: int) -> T
 
 
 def bench_update(name: str, arrays, dims, batch: int, seeds: int, chunk: int, target_s: float,
-                 min_calls: int) -> dict:
-    trainer = make_trainer(name, arrays, *dims, batch)
+                 min_calls: int, remat: str = "none") -> dict:
+    trainer = make_trainer(name, arrays, *dims, batch, remat)
     state = trainer.init(list(range(seeds)))
     t0 = time.perf_counter()
     compiled = trainer.compiled(state, chunk)
     compile_s = time.perf_counter() - t0
     # XLA's cost analysis counts a while-loop (lax.scan) body once: the chunk's FLOPs are one step's
     # FLOPs for all S seeds.
-    flops = compiled_flops(compiled)
+    # A rematerialized chain is a loop inside the scan, whose body the cost analysis also counts once.
+    flops = compiled_flops(compiled) if remat == "none" else None
     mem = compiled_memory_bytes(compiled)
     if mem:  # the resident dataset is an argument every mode shares; report the step's own memory
         mem["dataset"] = trainer.dataset_bytes
@@ -158,10 +162,15 @@ def bench_update(name: str, arrays, dims, batch: int, seeds: int, chunk: int, ta
         calls += 1
     finite = bool(np.all(np.asarray(m["nonfinite_at"]) < 0))
     steps_per_s = calls * chunk / elapsed
-    return {"name": name, "seeds": seeds, "chunk": chunk, "calls": calls, "compile_s": compile_s,
+    return {"name": name, "label": row_label(name, remat), "remat": remat, "seeds": seeds, "chunk": chunk,
+            "calls": calls, "compile_s": compile_s,
             "steps_per_s": steps_per_s, "seed_steps_per_s": steps_per_s * seeds,
             "flops_per_step": flops, "flops_per_seed_step": flops / seeds if flops else None,
             "achieved_flops": flops * steps_per_s if flops else None, "memory": mem, "finite": finite}
+
+
+def row_label(name: str, remat: str) -> str:
+    return name if remat == "none" else f"{name} (chain_remat={remat})"
 
 
 def bench_inference(data, norm, arrays, dims, envs: int, candidates: int, repeats: int) -> dict:
@@ -334,7 +343,7 @@ def report(info: dict, res: dict, cmd: str) -> str:
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             frac = r["achieved_flops"] / peak * 100 if (peak and r["achieved_flops"]) else None
-            L.append(f"| {r['name']} | {UPDATES[r['name']][4]} | {r['seeds']} | {r['chunk']} | {r['steps_per_s']:.2f} | "
+            L.append(f"| {r['label']} | {UPDATES[r['name']][4]} | {r['seeds']} | {r['chunk']} | {r['steps_per_s']:.2f} | "
                      f"{r['seed_steps_per_s']:.2f} | {fmt((r['flops_per_seed_step'] or 0) / 1e9, '.3f')} | "
                      f"{fmt((r['achieved_flops'] or 0) / 1e9)} | {fmt(frac)} | "
                      f"{fmt(mib(r['memory']['peak']) if r['memory'] else None, '.2f')} | {r['compile_s']:.1f} |"
@@ -345,11 +354,11 @@ def report(info: dict, res: dict, cmd: str) -> str:
               "(an argument every mode shares).", ""]
 
     mem_rows = []
-    s1 = {r["name"]: r for r in rows if r["seeds"] == 1}
-    for algo in ("dql", "edp"):
-        j, g = s1.get(f"{algo}-joint"), s1.get(f"{algo}-gf")
+    s1 = {r["label"]: r for r in rows if r["seeds"] == 1}
+    for algo, remat in [("dql", "none"), ("edp", "none")] + [("dql", r) for r in REMAT if r != "none"]:
+        j, g = s1.get(row_label(f"{algo}-joint", remat)), s1.get(row_label(f"{algo}-gf", remat))
         if j and g and j["memory"] and g["memory"]:
-            mem_rows.append((algo, j["memory"], g["memory"]))
+            mem_rows.append((algo if remat == "none" else f"{algo}, chain_remat={remat}", j["memory"], g["memory"]))
     if mem_rows:
         L += ["## Peak memory of the compiled step: joint vs guidance-first (1 seed)", "",
               "| algo | joint MiB (state / temp) | guidance-first MiB (state / temp) | reduction |",
@@ -432,7 +441,7 @@ def headlines(info, res, s1, peak, mem_rows, on_gpu) -> list[str]:
     torch_cores = tr["cores"]["steps_per_s"] if tr else None
     torch_best = max(r["steps_per_s"] for r in tr.values()) if tr else None
     dj, dg = s1.get("dql-joint"), s1.get("dql-gf")
-    d8 = next((r for r in rows if r["name"] == "dql-joint" and r["seeds"] == 8), None)
+    d8 = next((r for r in rows if r["label"] == "dql-joint" and r["seeds"] == 8), None)
     L = ["## Headline ratios and targets", "", "| quantity | value | target | verdict |", "|---|---:|---|---|"]
     first_train_row = len(L)
     gf = dg["steps_per_s"] / dj["steps_per_s"] if dj and dg else None
@@ -504,7 +513,16 @@ def notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu) -> list[st
         if not on_gpu and red < 0.30:
             out.append(f"- {algo} memory ({red * 100:.0f}% lower): the train state (params, EMA, Adam moments) and "
                        "activations kept for the backward pass through the actor's chain dominate; guidance-first "
-                       "removes the critic's state and its target-action chain only.")
+                       "removes the critic's state and its target-action chain only (the chain_remat rows keep "
+                       "less of the actor's chain).")
+    for remat in REMAT[1:]:
+        pairs = [(s1.get(n), s1.get(row_label(n, remat))) for n in ("dql-joint", "dql-gf")]
+        if all(a and b and a["memory"] and b["memory"] for a, b in pairs):
+            (j, jr), (g, gr) = pairs
+            out.append(f"- chain_remat={remat} ({REMAT_MEANS[remat]}): peak memory {mib(jr['memory']['peak']):.2f} vs {mib(j['memory']['peak']):.2f} MiB joint, "
+                       f"{mib(gr['memory']['peak']):.2f} vs {mib(g['memory']['peak']):.2f} MiB guidance-first; steps/s "
+                       f"{jr['steps_per_s'] / j['steps_per_s']:.2f}x (joint) and {gr['steps_per_s'] / g['steps_per_s']:.2f}x "
+                       "(guidance-first) the default's, timed one after the other (tens of percent of noise here).")
     ev = res.get("eval")
     for c in (ev or {}).get("cases", []):
         o = c["runs"]["old"]
@@ -552,6 +570,9 @@ def main(argv=None):
                     help="updates timed with several seeds (comma list, or 'all'; each costs a compile)")
     ap.add_argument("--eval-groups", default="2", help="pipelined group counts timed in the 'eval' section")
     ap.add_argument("--eval-rounds", type=int, default=3, help="alternating old/new rounds in the 'eval' section")
+    ap.add_argument("--chain-remat", default=",".join(r for r in REMAT if r != "none"),
+                    help="chain_remat settings of the DQL policy timed beside 'none' (joint and guidance-first, 1 seed; "
+                         "'' for none)")
     ap.add_argument("--chunk", type=int, default=None, help="steps per call (default: 200 on GPU, 20/S on CPU)")
     args = ap.parse_args(argv)
     sections = [s for s in args.section.split(",") if s]
@@ -566,6 +587,10 @@ def main(argv=None):
         for u in args.seed_updates.split(","):
             if u not in UPDATES:
                 ap.error(f"unknown update {u!r} in --seed-updates")
+    remats = [r for r in args.chain_remat.split(",") if r]
+    for r in remats:
+        if r not in REMAT:
+            ap.error(f"unknown chain_remat {r!r} in --chain-remat; use {', '.join(REMAT)}")
     cmd = " ".join(shlex.quote(a) for a in ["python", "benchmarks/run.py", *sys.argv[1:]])
 
     on_cpu = jax.default_backend() == "cpu"
@@ -600,10 +625,14 @@ def main(argv=None):
         for s in seed_counts:
             names = updates if s == 1 or args.seed_updates == "all" else \
                 [u for u in updates if u in args.seed_updates.split(",")]
-            for name in names:
-                r = bench_update(name, arrays, dims, batch, s, chunk_for(s), info["target_s"], info["min_calls"])
+            jobs = [(name, "none") for name in names]
+            if s == 1:
+                jobs += [(name, r) for r in remats for name in ("dql-joint", "dql-gf") if name in updates]
+            for name, remat in jobs:
+                r = bench_update(name, arrays, dims, batch, s, chunk_for(s), info["target_s"], info["min_calls"],
+                                 remat)
                 res["train"].append(r)
-                log(f"  {name:11s} S={s}: {r['steps_per_s']:8.2f} steps/s, {r['seed_steps_per_s']:8.2f} seed-steps/s, "
+                log(f"  {r['label']:11s} S={s}: {r['steps_per_s']:8.2f} steps/s, {r['seed_steps_per_s']:8.2f} seed-steps/s, "
                     f"{(r['flops_per_seed_step'] or 0) / 1e9:.3f} GFLOP/seed-step, "
                     f"peak {fmt(mib(r['memory']['peak']) if r['memory'] else None, '.2f')} MiB, compile {r['compile_s']:.1f}s")
         # Re-measure the peak after the training runs and keep the best: on a shared machine one

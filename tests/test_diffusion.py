@@ -295,8 +295,42 @@ def test_algo_defaults():
     assert (mine.prediction, mine.sampler, mine.clip_one_step) == ("eps", "ddim", True)
 
 
+
+def _chain_loss(remat: str, hidden: int = 16, batch: int = 64):
+    """(loss of DQL's Q-term chain as a function of the noise net's parameters, the parameters)."""
+    pol = policy("dql", hidden=hidden, depth=3, T=5, chain_remat=remat)
+    params = pol.init(jax.random.PRNGKey(0))["params"]
+    obs = jax.random.normal(jax.random.PRNGKey(1), (batch, 3))
+    act = jnp.zeros((batch, 2))
+
+    def loss(p):
+        return jnp.sum(pol.q_action(pol.model_fn(p, obs), act, jax.random.PRNGKey(2)) ** 2)
+
+    return loss, params
+
+
+@pytest.mark.parametrize("remat", ["matmuls", "all"])
+def test_a_rematerialized_chain_gives_the_same_actions_and_gradients(remat):
+    loss_none, params = _chain_loss("none")
+    loss_remat, _ = _chain_loss(remat)
+    value_none, grad_none = jax.value_and_grad(loss_none)(params)
+    value, grad = jax.value_and_grad(loss_remat)(params)
+    np.testing.assert_allclose(value, value_none, rtol=1e-5)
+    for g, g_none in zip(jax.tree.leaves(grad), jax.tree.leaves(grad_none), strict=True):
+        np.testing.assert_allclose(g, g_none, rtol=1e-4, atol=1e-6)
+
+
+def test_a_rematerialized_chain_keeps_less_for_the_backward_pass():
+    def temporaries(remat):
+        loss, params = _chain_loss(remat, hidden=64, batch=512)
+        return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    keep_all, matmuls, inputs = (temporaries(r) for r in ddpm.REMAT)
+    assert matmuls < 0.7 * keep_all and inputs < 0.7 * matmuls, (keep_all, matmuls, inputs)
+
 @pytest.mark.parametrize("bad", [dict(prediction="v"), dict(noise_schedule="sqrt"), dict(sampler="dpm"),
-                                 dict(temperature_mode="both"), dict(clip_denoised="yes"), dict(clip_one_step=1)])
+                                 dict(temperature_mode="both"), dict(clip_denoised="yes"), dict(clip_one_step=1),
+                                 dict(chain_remat="yes")])
 def test_policy_config_refuses_unknown_diffusion_settings(bad):
     with pytest.raises(MDPTError):
         PolicyConfig(algo="edp", **bad).resolved()

@@ -144,6 +144,17 @@ def test_unwritable_output_is_refused_before_training(tiny_hopper_hdf5, tmp_path
     assert sorted(p.name for p in out.iterdir()) == []  # nothing written: not even config.json
 
 
+
+def test_a_run_refused_before_training_does_not_claim_its_directory(tiny_hopper_hdf5, tmp_path, run_cli):
+    out = tmp_path / "run"
+    code, _, err = run_cli(*guidance_argv(tmp_path / "missing.hdf5", out, steps=5))
+    FAULTS.append("dataset missing at start")
+    assert code == 2 and "missing.hdf5" in one_line(err)
+    assert not (out / "config.json").exists()
+    code, _, err = run_cli(*guidance_argv(tiny_hopper_hdf5, out, steps=5))  # the same --out, the data now found
+    assert code == 0, err
+    assert (out / "config.json").exists()
+
 def test_full_disk_is_refused_before_training(tiny_hopper_hdf5, tmp_path, monkeypatch, run_cli):
     import mdpt.experiments.rundir as rundir
 

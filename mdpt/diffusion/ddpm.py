@@ -31,6 +31,10 @@ PREDICTIONS = ("eps", "x0")
 NOISE_SCHEDULES = ("vp", "linear", "cosine")
 SAMPLERS = ("ddpm", "ddim", "dpm-solver++")
 TEMPERATURE_MODES = ("per-step", "initial-noise")
+# Rematerialization of a gradient through `ddpm_sample`: "none" keeps every activation for the
+# backward pass, "matmuls" keeps each reverse step's matmul outputs and recomputes its elementwise
+# ops, "all" keeps each step's input only and recomputes the step.
+REMAT = ("none", "matmuls", "all")
 
 
 @dataclass(frozen=True)
@@ -167,23 +171,38 @@ def one_step_x0(model_fn: ModelFn, tab: dict, x0: jax.Array, key: jax.Array, T: 
 
 def ddpm_sample(model_fn: ModelFn, tab: dict, key: jax.Array, shape: tuple, T: int,
                 temperature: float = 1.0, clip: float | None = 1.0, prediction: str = "eps",
-                temperature_mode: str = "per-step") -> jax.Array:
-    """Ancestral sampling through all T reverse steps (unrolled; differentiable w.r.t. model_fn).
+                temperature_mode: str = "per-step", remat: str = "none") -> jax.Array:
+    """Ancestral sampling through all T reverse steps (differentiable w.r.t. model_fn).
 
     The posterior mean from the (clipped) x0 prediction plus posterior-variance noise, none at t = 0.
+    `remat` (see REMAT) decides what a gradient through the chain keeps for the backward pass;
+    every mode gives the same actions and gradients.
     """
+    if remat not in REMAT:
+        raise ValueError(f"unknown remat {remat!r}; use one of: {', '.join(REMAT)}")
     init, per_step = noise_scales(temperature, temperature_mode, stochastic=True)
     k0, key = jax.random.split(key)
     x = init * jax.random.normal(k0, shape)
-    for i in reversed(range(T)):
+    step_keys = []
+    for _ in range(T):
         key, k = jax.random.split(key)
-        t = jnp.full(shape[:-1], i, jnp.int32)
-        x0, _ = denoise(model_fn, tab, x, t, prediction, clip)
+        step_keys.append(k)
+
+    def step(x, i, k):
+        x0, _ = denoise(model_fn, tab, x, jnp.full(shape[:-1], i, jnp.int32), prediction, clip)
         mean = tab["post_coef_x0"][i] * x0 + tab["post_coef_xt"][i] * x
-        if i > 0:
-            x = mean + per_step * jnp.exp(0.5 * tab["post_log_var"][i]) * jax.random.normal(k, shape)
-        else:
-            x = mean
+        noise = per_step * jnp.exp(0.5 * tab["post_log_var"][i]) * jax.random.normal(k, shape)
+        return mean + jnp.where(i > 0, noise, 0.0)
+
+    if remat == "none":
+        for i, k in zip(reversed(range(T)), step_keys, strict=True):
+            x = step(x, i, k)
+        return _clip(x, clip)
+    # A rolled loop, so that the backward pass recomputes one reverse step at a time: unrolled,
+    # XLA schedules every step's recomputation early and keeps them all alive, saving nothing.
+    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if remat == "matmuls" else None
+    body = jax.checkpoint(lambda x, ik: (step(x, *ik), None), policy=policy)
+    x, _ = jax.lax.scan(body, x, (jnp.arange(T - 1, -1, -1, dtype=jnp.int32), jnp.stack(step_keys)))
     return _clip(x, clip)
 
 

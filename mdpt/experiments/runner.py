@@ -105,7 +105,6 @@ class Run:
             if not self._same_config(read_json(existing, "run config")):
                 raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with "
                                 "(or one written by another mdpt version); start a new --out")
-        write_json_atomic(existing, {**self.config.to_json(), "versions": versions()})
 
     def _same_config(self, old) -> bool:
         """The stored config means this run: equal, or equal once settings added since it was
@@ -257,9 +256,11 @@ class Run:
         with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
             remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
             self._check_dir()
+            self.build()  # before config.json claims the directory: a run refused here (no data, a
+            # guidance that does not fit) leaves nothing that the same command would refuse next time
+            write_json_atomic(self.dir / "config.json", {**self.config.to_json(), "versions": versions()})
             self.sinks = Sinks(self.dir, self.config.log.backends, self.config.log.wandb_project, self.config.to_json())
             try:
-                self.build()
                 return self._train()
             finally:
                 self.sinks.close()

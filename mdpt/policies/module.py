@@ -22,7 +22,9 @@ Diffusion settings (per-algo defaults in `mdpt.presets.ALGORITHMS`, filled by `r
 - `temperature_mode`: the selector's temperature scales every step's injected noise ("per-step")
   or only the initial noise x_T ("initial-noise"); deterministic samplers scale x_T in both modes,
 - `clip_denoised`: clip every x0 prediction to the action box [-1, 1] while sampling,
-- `clip_one_step`: clip EDP's one-step x0 estimate (the Q term's action) to the box.
+- `clip_one_step`: clip EDP's one-step x0 estimate (the Q term's action) to the box,
+- `chain_remat`: what DQL's gradient through the reverse chain keeps for the backward pass (memory
+  against recomputation; the same gradients, see `ddpm.REMAT`).
 Sampled actions are always clipped to the box at the end.
 """
 
@@ -89,6 +91,10 @@ class PolicyConfig:
     clip_denoised: bool | None = setting(None, "clip every x0 prediction to the action box while sampling",
                                          preset=True)
     clip_one_step: bool | None = setting(None, "edp: clip the one-step x0 estimate the Q term scores", preset=True)
+    chain_remat: str = setting("none", "dql: what the Q term's reverse chain keeps for the backward pass: none (every "
+                               "activation, as the published code), matmuls (the matmul outputs; the activations "
+                               "are recomputed one reverse step at a time) or all (each step's input; the step is "
+                               "recomputed). Less memory, the same gradients", choices=ddpm.REMAT)
     cond_dropout: float = setting(0.1, "cfg: probability of dropping the condition in training")
     cond_bins: tuple[float, ...] = setting((), "cfg: advantage bin edges (empty: the label 1[A >= 0])")
 
@@ -110,6 +116,8 @@ class PolicyConfig:
              f"unknown prediction {self.prediction!r}; use one of: {', '.join(ddpm.PREDICTIONS)}"),
             (self.noise_schedule in ddpm.NOISE_SCHEDULES,
              f"unknown noise schedule {self.noise_schedule!r}; use one of: {', '.join(ddpm.NOISE_SCHEDULES)}"),
+            (self.chain_remat in ddpm.REMAT,
+             f"unknown chain_remat {self.chain_remat!r}; use one of: {', '.join(ddpm.REMAT)}"),
             (self.temperature_mode in ddpm.TEMPERATURE_MODES,
              f"unknown temperature mode {self.temperature_mode!r}; use one of: {', '.join(ddpm.TEMPERATURE_MODES)}"),
             (all(isinstance(x, bool) for x in (self.clip_denoised, self.clip_one_step, self.ema_warmup)),
@@ -229,7 +237,8 @@ class DiffusionPolicy:
         EDP's one-step estimate from the dataset action `act`."""
         c = self.config
         if c.algo == "dql":
-            chain = ddpm.ddpm_sample(model_fn, self.tab, key, act.shape, c.T, clip=self._clip, prediction=c.prediction)
+            chain = ddpm.ddpm_sample(model_fn, self.tab, key, act.shape, c.T, clip=self._clip, prediction=c.prediction,
+                                     remat=c.chain_remat)
             return jnp.clip(chain, -1.0, 1.0)
         return ddpm.one_step_x0(model_fn, self.tab, act, key, c.T, c.prediction, 1.0 if c.clip_one_step else None)
 
