@@ -136,37 +136,48 @@ def make_trainer(name: str, arrays, obs_dim: int, act_dim: int, batch: int, rema
     return Trainer(arrays, policy, guidance, p_role, g_role, batch, frozen)
 
 
-def bench_update(name: str, arrays, dims, batch: int, seeds: int, chunk: int, target_s: float,
-                 min_calls: int, remat: str = "none") -> dict:
+def prepare_update(name: str, arrays, dims, batch: int, seeds: int, chunk: int, remat: str = "none") -> dict:
+    """One update compiled, analysed (FLOPs, memory) and run once (the warm-up); timed later by `time_updates`."""
     trainer = make_trainer(name, arrays, *dims, batch, remat)
     state = trainer.init(list(range(seeds)))
     t0 = time.perf_counter()
     compiled = trainer.compiled(state, chunk)
     compile_s = time.perf_counter() - t0
     # XLA's cost analysis counts a while-loop (lax.scan) body once: the chunk's FLOPs are one step's
-    # FLOPs for all S seeds.
-    # A rematerialized chain is a loop inside the scan, whose body the cost analysis also counts once.
+    # FLOPs for all S seeds. A rematerialized chain is a loop inside that loop, counted once too.
     flops = compiled_flops(compiled) if remat == "none" else None
     mem = compiled_memory_bytes(compiled)
     if mem:  # the resident dataset is an argument every mode shares; report the step's own memory
         mem["dataset"] = trainer.dataset_bytes
         mem["peak"] -= mem["dataset"]
-    state, m = trainer.run(state, chunk)  # warm-up (first execution)
+    state, m = trainer.run(state, chunk)
     jax.block_until_ready(state)
-    calls, elapsed = 0, 0.0
-    while calls < min_calls or (elapsed < target_s and calls < 50):
-        t0 = time.perf_counter()
-        state, m = trainer.run(state, chunk)
-        jax.block_until_ready(state)
-        elapsed += time.perf_counter() - t0
-        calls += 1
-    finite = bool(np.all(np.asarray(m["nonfinite_at"]) < 0))
-    steps_per_s = calls * chunk / elapsed
     return {"name": name, "label": row_label(name, remat), "remat": remat, "seeds": seeds, "chunk": chunk,
-            "calls": calls, "compile_s": compile_s,
-            "steps_per_s": steps_per_s, "seed_steps_per_s": steps_per_s * seeds,
-            "flops_per_step": flops, "flops_per_seed_step": flops / seeds if flops else None,
-            "achieved_flops": flops * steps_per_s if flops else None, "memory": mem, "finite": finite}
+            "compile_s": compile_s, "flops_per_step": flops, "flops_per_seed_step": flops / seeds if flops else None,
+            "memory": mem, "_run": (trainer, state), "_times": []}
+
+
+def time_updates(rows: list[dict], target_s: float, min_calls: int) -> None:
+    """Time every prepared update in alternating rounds (one call each per round), so that a slow
+    moment of a shared machine falls on all of them alike; steps/s is the median over the calls."""
+    rounds = 0
+    while rounds < min_calls or (min(sum(r["_times"]) for r in rows) < target_s and rounds < 50):
+        for r in rows:
+            trainer, state = r["_run"]
+            t0 = time.perf_counter()
+            state, m = trainer.run(state, r["chunk"])
+            jax.block_until_ready(state)
+            r["_times"].append(time.perf_counter() - t0)
+            r["_run"] = (trainer, state)
+            r["finite"] = bool(np.all(np.asarray(m["nonfinite_at"]) < 0))
+        rounds += 1
+    for r in rows:
+        times = r.pop("_times")
+        r.pop("_run")
+        r["calls"] = len(times)
+        r["steps_per_s"] = r["chunk"] / float(np.median(times))
+        r["seed_steps_per_s"] = r["steps_per_s"] * r["seeds"]
+        r["achieved_flops"] = r["flops_per_step"] * r["steps_per_s"] if r["flops_per_step"] else None
 
 
 def row_label(name: str, remat: str) -> str:
@@ -329,8 +340,9 @@ def report(info: dict, res: dict, cmd: str) -> str:
           f"- load average at start {fmt_load(info['load_start'])}, at end {fmt_load(info.get('load_end'))} "
           "(the CPU is shared: other processes running at the same time slow every number below)",
           f"- data: {info['data']}; batch {info['batch']}, width 256, T = 5 (EDP: T = 50, one-step Q term)",
-          f"- timing: one compiled `lax.scan` chunk per call (chunk sizes below), warm-up call excluded, "
-          f"at least {info['min_calls']} timed calls and >= {info['target_s']} s per entry, block_until_ready", ""]
+          f"- timing: one compiled `lax.scan` chunk per call (chunk sizes below), warm-up call excluded; the updates "
+          f"of one seed count are timed in alternating rounds (one call each per round) until each has at least "
+          f"{info['min_calls']} calls and {info['target_s']} s; steps/s from the median call; block_until_ready", ""]
     peak = res.get("peak")
     if peak:
         L += [f"Measured float32 matmul peak ({info['mm_n']}^3, best of {info['mm_repeats']}): "
@@ -344,12 +356,12 @@ def report(info: dict, res: dict, cmd: str) -> str:
         for r in rows:
             frac = r["achieved_flops"] / peak * 100 if (peak and r["achieved_flops"]) else None
             L.append(f"| {r['label']} | {UPDATES[r['name']][4]} | {r['seeds']} | {r['chunk']} | {r['steps_per_s']:.2f} | "
-                     f"{r['seed_steps_per_s']:.2f} | {fmt((r['flops_per_seed_step'] or 0) / 1e9, '.3f')} | "
-                     f"{fmt((r['achieved_flops'] or 0) / 1e9)} | {fmt(frac)} | "
+                     f"{r['seed_steps_per_s']:.2f} | {fmt(r['flops_per_seed_step'] and r['flops_per_seed_step'] / 1e9, '.3f')} | "
+                     f"{fmt(r['achieved_flops'] and r['achieved_flops'] / 1e9)} | {fmt(frac)} | "
                      f"{fmt(mib(r['memory']['peak']) if r['memory'] else None, '.2f')} | {r['compile_s']:.1f} |"
                      + ("" if r["finite"] else " (non-finite metrics!)"))
         L += ["", "FLOPs are XLA's cost analysis of the compiled chunk (which counts the scan body once, i.e. one "
-              "step for all seeds). Peak memory is XLA's memory analysis of the compiled chunk: arguments "
+              "step for all seeds; n/a for the chain_remat rows, whose chain is a loop inside that loop). Peak memory is XLA's memory analysis of the compiled chunk: arguments "
               "(train state) + outputs + temporaries - donated (aliased) bytes, less the resident dataset "
               "(an argument every mode shares).", ""]
 
@@ -522,7 +534,7 @@ def notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu) -> list[st
             out.append(f"- chain_remat={remat} ({REMAT_MEANS[remat]}): peak memory {mib(jr['memory']['peak']):.2f} vs {mib(j['memory']['peak']):.2f} MiB joint, "
                        f"{mib(gr['memory']['peak']):.2f} vs {mib(g['memory']['peak']):.2f} MiB guidance-first; steps/s "
                        f"{jr['steps_per_s'] / j['steps_per_s']:.2f}x (joint) and {gr['steps_per_s'] / g['steps_per_s']:.2f}x "
-                       "(guidance-first) the default's, timed one after the other (tens of percent of noise here).")
+                       "(guidance-first) the default's, timed in the same alternating rounds.")
     ev = res.get("eval")
     for c in (ev or {}).get("cases", []):
         o = c["runs"]["old"]
@@ -628,12 +640,12 @@ def main(argv=None):
             jobs = [(name, "none") for name in names]
             if s == 1:
                 jobs += [(name, r) for r in remats for name in ("dql-joint", "dql-gf") if name in updates]
-            for name, remat in jobs:
-                r = bench_update(name, arrays, dims, batch, s, chunk_for(s), info["target_s"], info["min_calls"],
-                                 remat)
-                res["train"].append(r)
+            prepared = [prepare_update(name, arrays, dims, batch, s, chunk_for(s), remat) for name, remat in jobs]
+            time_updates(prepared, info["target_s"], info["min_calls"])
+            res["train"] += prepared
+            for r in prepared:
                 log(f"  {r['label']:11s} S={s}: {r['steps_per_s']:8.2f} steps/s, {r['seed_steps_per_s']:8.2f} seed-steps/s, "
-                    f"{(r['flops_per_seed_step'] or 0) / 1e9:.3f} GFLOP/seed-step, "
+                    f"{fmt(r['flops_per_seed_step'] and r['flops_per_seed_step'] / 1e9, '.3f')} GFLOP/seed-step, "
                     f"peak {fmt(mib(r['memory']['peak']) if r['memory'] else None, '.2f')} MiB, compile {r['compile_s']:.1f}s")
         # Re-measure the peak after the training runs and keep the best: on a shared machine one
         # measurement can land in a busy moment and flatter every "% of peak" figure.
