@@ -312,11 +312,12 @@ def analyse(data: dict) -> dict:
                    "transfer": transfer(data["transfer"].get(ds, {}), runs),
                    "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
                    "methods_spread": final_spread(runs, methods_only=True), "values": critic_values(runs)}
-    all_pairs, cross_pairs, ensemble_pairs = (_pairs(data, group) for group in ("spread", "cross", "ensemble"))
+    pairs = _pairs_by_group(data)
+    all_pairs = pairs["spread"]
     return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_points": spread_difference(all_pairs),
             "spread_cells": len(all_pairs),
-            "other_spreads": {group: (spread_change(pairs), spread_difference(pairs), len(pairs))
-                              for group, pairs in (("cross", cross_pairs), ("ensemble", ensemble_pairs)) if pairs},
+            "other_spreads": {group: (spread_change(pairs[group]), spread_difference(pairs[group]), len(pairs[group]))
+                              for group in ("cross", "ensemble") if pairs[group]},
             "swap_candidates": data["protocol"].get("swap_candidates")}
 
 
@@ -324,11 +325,13 @@ def _swap_group(kind: str) -> str:
     return "spread" if kind in SPREAD_SWAPS else "ensemble" if kind.startswith("ensemble-") else "cross"
 
 
-def _pairs(data: dict, group: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(own, swapped) scores of every swap cell of `group` (`_swap_group`), over all datasets."""
-    return [(own, swapped) for ds, runs in data["runs"].items()
-            for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs)
-            if _swap_group(kind) == group]
+def _pairs_by_group(data: dict) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """(own, swapped) scores of every swap cell over all datasets, by `_swap_group`."""
+    out = {"spread": [], "cross": [], "ensemble": []}
+    for ds, runs in data["runs"].items():
+        for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs):
+            out[_swap_group(kind)].append((own, swapped))
+    return out
 
 
 # ----------------------------------------------------------------------------- findings
