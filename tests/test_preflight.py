@@ -111,6 +111,7 @@ def test_tiny_limit_refuses_a_run_before_its_first_chunk(tiny_hopper_hdf5, tmp_p
     assert have == 1000 < need and LIMIT in err and "lower batch_size, seeds" in err
     assert not (out / "checkpoints" / "checkpoint.json").exists()
     assert not (out / "metrics.jsonl").exists() or (out / "metrics.jsonl").read_text() == ""
+    assert not (out / "config.json").exists()  # the smaller run the message suggests may use the same --out
 
 
 def test_a_batch_xla_says_is_huge_is_refused_with_both_numbers(tiny_dataset, tmp_path, monkeypatch, no_training):

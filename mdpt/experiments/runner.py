@@ -256,9 +256,7 @@ class Run:
         with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
             remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
             self._check_dir()
-            self.build()  # before config.json claims the directory: a run refused here (no data, a
-            # guidance that does not fit) leaves nothing that the same command would refuse next time
-            write_json_atomic(self.dir / "config.json", {**self.config.to_json(), "versions": versions()})
+            self.build()
             self.sinks = Sinks(self.dir, self.config.log.backends, self.config.log.wandb_project, self.config.to_json())
             try:
                 return self._train()
@@ -333,6 +331,10 @@ class Run:
         if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
             self.check_evaluation_memory(state)  # the cheaper program to compile first
             self.check_training_memory(state, self._chunk_length(step))
+        # Only now does config.json claim the directory: a run refused before this point (no data, a
+        # guidance of other sizes, a program that cannot fit) leaves nothing that would make the same
+        # command, or the one with a smaller batch the refusal suggests, ask for --resume.
+        write_json_atomic(self.dir / "config.json", {**c.to_json(), "versions": versions()})
         if step > 0:  # a kill during an evaluation (its checkpoint comes first): only its missing variants
             self._maybe_evaluate(state, step, done=self._evaluated_variants(step))
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
