@@ -64,6 +64,7 @@ def test_group_stops_at_deadline_and_resumes(tmp_path, datasets):
     assert GroupRun(items, log=lambda *a: None, deadline=0.0, datasets=datasets).execute() == []
     steps = {json.loads((d / "checkpoints" / "checkpoint.json").read_text())["step"] for d, _ in items}
     assert steps == {3}  # one chunk, then the time limit: every run checkpointed at the same step
+    assert all(json.loads((d / "config.json").read_text())["dataset"] == c.dataset for d, c in items)
     summaries = GroupRun(items, log=lambda *a: None, datasets=datasets).execute()
     assert all(s["steps"] == 6 and s["status"] == "trained" for s in summaries)
     rows = [json.loads(x) for x in (items[0][0] / "metrics.jsonl").read_text().splitlines()]

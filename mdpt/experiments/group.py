@@ -137,6 +137,8 @@ class GroupRun:
         if step < c.steps:
             what = f"the grouped training step ({len(self.runs)} datasets x {c.seeds} seeds x batch {c.batch_size})"
             check_memory(trainer.compiled(state, min(c.chunk, c.steps - step)), what, GROUP_LOWER)
+        for r in self.runs:
+            r.claim_dir()
         self.log(f"group of {len(self.runs)} runs x {c.seeds} seeds ({', '.join(r.config.dataset for r in self.runs)}) "
                  f"from step {step} to {c.steps}")
         timed_steps, timed_seconds, first = 0, 0.0, True

@@ -106,6 +106,12 @@ class Run:
                 raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with "
                                 "(or one written by another mdpt version); start a new --out")
 
+    def claim_dir(self) -> None:
+        """config.json, written once the run is through its checks (data, guidance, memory): a run refused
+        before leaves nothing that would make the same command, or the one with a smaller batch the
+        refusal suggests, ask for --resume."""
+        write_json_atomic(self.dir / "config.json", {**self.config.to_json(), "versions": versions()})
+
     def _same_config(self, old) -> bool:
         """The stored config means this run: equal, or equal once settings added since it was
         written take their defaults (a stored value is never overridden)."""
@@ -331,10 +337,7 @@ class Run:
         if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
             self.check_evaluation_memory(state)  # the cheaper program to compile first
             self.check_training_memory(state, self._chunk_length(step))
-        # Only now does config.json claim the directory: a run refused before this point (no data, a
-        # guidance of other sizes, a program that cannot fit) leaves nothing that would make the same
-        # command, or the one with a smaller batch the refusal suggests, ask for --resume.
-        write_json_atomic(self.dir / "config.json", {**c.to_json(), "versions": versions()})
+        self.claim_dir()
         if step > 0:  # a kill during an evaluation (its checkpoint comes first): only its missing variants
             self._maybe_evaluate(state, step, done=self._evaluated_variants(step))
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
