@@ -583,8 +583,8 @@ def main(argv=None):
     ap.add_argument("--eval-groups", default="2", help="pipelined group counts timed in the 'eval' section")
     ap.add_argument("--eval-rounds", type=int, default=3, help="alternating old/new rounds in the 'eval' section")
     ap.add_argument("--chain-remat", default=",".join(r for r in REMAT if r != "none"),
-                    help="chain_remat settings of the DQL policy timed beside 'none' (joint and guidance-first, 1 seed; "
-                         "'' for none)")
+                    help="chain_remat settings of the DQL policy timed beside 'none' (joint and guidance-first, at every "
+                         "seed count they are timed at; '' for none)")
     ap.add_argument("--chunk", type=int, default=None, help="steps per call (default: 200 on GPU, 20/S on CPU)")
     args = ap.parse_args(argv)
     sections = [s for s in args.section.split(",") if s]
@@ -638,8 +638,7 @@ def main(argv=None):
             names = updates if s == 1 or args.seed_updates == "all" else \
                 [u for u in updates if u in args.seed_updates.split(",")]
             jobs = [(name, "none") for name in names]
-            if s == 1:
-                jobs += [(name, r) for r in remats for name in ("dql-joint", "dql-gf") if name in updates]
+            jobs += [(name, r) for r in remats for name in ("dql-joint", "dql-gf") if name in names]
             prepared = [prepare_update(name, arrays, dims, batch, s, chunk_for(s), remat) for name, remat in jobs]
             time_updates(prepared, info["target_s"], info["min_calls"])
             res["train"] += prepared
