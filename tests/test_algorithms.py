@@ -237,6 +237,20 @@ def test_frozen_guidance_is_bit_identical_after_guidance_first_training(tiny_set
         assert np.array_equal(a, np.asarray(b))
 
 
+
+def test_an_idql_policy_trains_bit_identically_in_both_modes(tiny_setup, iql_guidance):
+    """IDQL's policy loss never reads a critic, so its guidance-first policy is the joint run's policy,
+    bit for bit: one training could serve both (the modes differ only in the guidance they select with)."""
+    arrays, _, _ = tiny_setup
+    g, params = iql_guidance
+    policy = DiffusionPolicy(PolicyConfig(algo="idql", hidden=16, depth=1, ema_start=0), 1, 2)
+    joint = Trainer(arrays, policy, g, "train", "train", batch_size=32)
+    guidance_first = Trainer(arrays, policy, g, "train", "frozen", batch_size=32, frozen={"guidance": params})
+    a, _ = joint.run(joint.init([0, 1]), 10)
+    b, _ = guidance_first.run(guidance_first.init([0, 1]), 10)
+    for x, y in zip(jax.tree.leaves(a["policy"]), jax.tree.leaves(b["policy"]), strict=True):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
 def test_same_seed_same_result_and_vmapped_seeds_equal_separate_runs(tiny_setup):
     arrays, policy, guidance = tiny_setup
     trainer = Trainer(arrays, policy, guidance, "train", "train", batch_size=32)
