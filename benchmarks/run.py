@@ -41,8 +41,10 @@ HERE = Path(__file__).resolve().parent
 DATA = Path("/work/shared/datasets/bullet-hopper-medium-replay-v0.hdf5")
 TOTAL_STEPS = 1_000_000  # only sets the cosine schedule length
 SECTIONS = ("train", "seeds", "infer", "torch", "eval")
-REMAT_MEANS = {"matmuls": "the backward pass keeps each reverse step's matmul outputs and recomputes its activations",
-               "all": "the backward pass keeps each reverse step's input and recomputes the step"}
+REMAT_MEANS = {  # every chain_remat but "none", as the report describes it
+    "matmuls": "the backward pass keeps each reverse step's matmul outputs and recomputes its activations",
+    "all": "the backward pass keeps each reverse step's input and recomputes the step",
+}
 
 # name -> (policy algo or None, guidance kind, policy role, guidance role, mode label)
 UPDATES = {
@@ -367,7 +369,7 @@ def report(info: dict, res: dict, cmd: str) -> str:
 
     mem_rows = []
     s1 = {r["label"]: r for r in rows if r["seeds"] == 1}
-    for algo, remat in [("dql", "none"), ("edp", "none")] + [("dql", r) for r in REMAT if r != "none"]:
+    for algo, remat in [("dql", "none"), ("edp", "none")] + [("dql", r) for r in REMAT_MEANS]:
         j, g = s1.get(row_label(f"{algo}-joint", remat)), s1.get(row_label(f"{algo}-gf", remat))
         if j and g and j["memory"] and g["memory"]:
             mem_rows.append((algo if remat == "none" else f"{algo}, chain_remat={remat}", j["memory"], g["memory"]))
@@ -527,7 +529,7 @@ def notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu) -> list[st
                        "activations kept for the backward pass through the actor's chain dominate; guidance-first "
                        "removes the critic's state and its target-action chain only (the chain_remat rows keep "
                        "less of the actor's chain).")
-    for remat in REMAT[1:]:
+    for remat in REMAT_MEANS:
         pairs = [(s1.get(n), s1.get(row_label(n, remat))) for n in ("dql-joint", "dql-gf")]
         if all(a and b and a["memory"] and b["memory"] for a, b in pairs):
             (j, jr), (g, gr) = pairs
@@ -582,7 +584,7 @@ def main(argv=None):
                     help="updates timed with several seeds (comma list, or 'all'; each costs a compile)")
     ap.add_argument("--eval-groups", default="2", help="pipelined group counts timed in the 'eval' section")
     ap.add_argument("--eval-rounds", type=int, default=3, help="alternating old/new rounds in the 'eval' section")
-    ap.add_argument("--chain-remat", default=",".join(r for r in REMAT if r != "none"),
+    ap.add_argument("--chain-remat", default=",".join(REMAT_MEANS),
                     help="chain_remat settings of the DQL policy timed beside 'none' (joint and guidance-first, at every "
                          "seed count they are timed at; '' for none)")
     ap.add_argument("--chunk", type=int, default=None, help="steps per call (default: 200 on GPU, 20/S on CPU)")
