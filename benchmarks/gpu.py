@@ -5,13 +5,13 @@
 1. environment: device, driver, versions;
 2. throughput: seed-steps/s and XLA peak memory of joint and guidance-first dql, idql, edp at
    S = 1, 8, 32, 128, 512 replicas per program (compiled in parallel threads), the matmul
-   precision of the fp32 step (TF32 'default' vs 'highest') for joint dql, DQL with its Q-term
-   chain rematerialized (`dql-joint-remat`, `dql-gf-remat`: policy.chain_remat = matmuls) at
-   S = 32 and 512, and the eager PyTorch
+   precision (`matmul_precision` of both networks: the 'default' TF32 vs 'highest' fp32 vs 'bf16')
+   for DQL, DQL with its Q-term chain rematerialized (`dql-joint-remat`, `dql-gf-remat`:
+   policy.chain_remat = matmuls) at S = 32 and 512, and the eager PyTorch
    DQL step on the same GPU (in a subprocess, so that the two frameworks never share memory);
 3. training: the paper's bullet protocol at 100k steps x 5 seeds, each environment's datasets
    stacked in one program (experiments/group.py): IQL guidance, guidance-first DQL, joint DQL,
-   and one joint DQL at 'highest' precision (the precision check), until the deadline; every
+   and joint DQL at 'highest' and at 'bf16' precision (the precision check), until the deadline; every
    finished run is packed into DIR as float16 parameters (see gpu_unpack.py) with its config,
    metrics and summary, for evaluation on a CPU machine with the simulator.
 
@@ -48,6 +48,7 @@ UPDATES = {  # name -> (algo, guidance kind, policy role, guidance role)
 }
 # the same programs with DQL's Q-term chain rematerialized (policy.chain_remat), for peak memory per replica
 REMAT_UPDATES = {"dql-joint-remat": "dql-joint", "dql-gf-remat": "dql-gf"}
+PRECISION_CHECKS = ("highest", "bf16")  # joint DQL trained at these matmul precisions beside the default (TF32)
 ENVS = {"hopper": ("medium", "medium-replay", "expert"), "halfcheetah": ("medium", "medium-replay", "expert")}
 
 
@@ -91,15 +92,16 @@ def hopper_arrays(data_dir: Path):
 SMALL_NETS: dict = {}  # --smoke: tiny networks everywhere
 
 
-def make_trainer(name: str, arrays, dims, batch: int):
+def make_trainer(name: str, arrays, dims, batch: int, precision: str | None = None):
     from mdpt.guidance.module import GuidanceConfig, GuidanceModule
     from mdpt.policies.module import DiffusionPolicy, PolicyConfig
     from mdpt.training.trainer import Trainer
 
     remat = "matmuls" if name in REMAT_UPDATES else "none"
     algo, kind, p_role, g_role = UPDATES[REMAT_UPDATES.get(name, name)]
-    policy = DiffusionPolicy(PolicyConfig(algo, chain_remat=remat, **SMALL_NETS), *dims, 1_000_000)
-    guidance = GuidanceModule(GuidanceConfig(kind, **SMALL_NETS), *dims, 1_000_000)
+    numerics = {"matmul_precision": precision or "default"}
+    policy = DiffusionPolicy(PolicyConfig(algo, chain_remat=remat, **numerics, **SMALL_NETS), *dims, 1_000_000)
+    guidance = GuidanceModule(GuidanceConfig(kind, **numerics, **SMALL_NETS), *dims, 1_000_000)
     frozen = {}
     if g_role == "frozen":  # one trained-elsewhere guidance shared by every replica
         frozen["guidance"] = jax.tree.map(lambda x: x[None], guidance.init(jax.random.PRNGKey(1))["params"])
@@ -110,31 +112,16 @@ def compile_one(name: str, seeds: int, arrays, dims, chunk: int, precision: str 
     """Build and compile one program against abstract state (no device memory yet)."""
     from mdpt.training.profiling import compiled_peak_bytes
 
-    trainer = make_trainer(name, arrays, dims, 256)
+    trainer = make_trainer(name, arrays, dims, 256, precision)
     abstract = jax.eval_shape(lambda: trainer.init(list(range(seeds))))
     t0 = time.perf_counter()
-    with precision_scope(precision):
-        compiled = trainer.compiled(abstract, chunk)
+    compiled = trainer.compiled(abstract, chunk)
     compile_s = time.perf_counter() - t0
     try:
         peak = compiled_peak_bytes(compiled) - trainer.dataset_bytes
     except Exception:
         peak = None
     return trainer, compiled, compile_s, peak
-
-
-def precision_scope(precision: str | None):
-    """jax.default_matmul_precision(precision), or nothing for the default."""
-    scope = getattr(jax, "default_matmul_precision", None)
-    return scope(precision) if precision and scope is not None else _null()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def time_one(trainer, seeds: int, compiled, chunk: int, min_s: float) -> tuple[float, bool]:
@@ -162,6 +149,7 @@ def throughput(data_dir: Path, out: Path, sizes, chunk: int, min_s: float, deadl
     if not jobs:
         jobs = [(n, s, None) for s in sizes for n in UPDATES]
         jobs += [("dql-joint", max(sizes), "highest")]  # the fp32 'highest' precision step beside the default
+        jobs += [(n, s, "bf16") for n in ("dql-joint", "dql-gf") for s in sizes[-3::2]]
         jobs += [(n, s, None) for n in REMAT_UPDATES for s in sizes[-3::2]]
     result = {"data": f"bullet-hopper-medium-replay-v0 ({len(data)} transitions)", "batch": 256, "chunk": chunk,
               "rows": rows}
@@ -229,6 +217,8 @@ print(json.dumps(torch_dql.benchmark(arrays, 100000, warmup=20, max_seconds={sec
 # ----------------------------------------------------------------------------- 3. training
 def plan(steps: int, seeds: int, chunk: int, smoke: bool) -> list[tuple[str, str, dict]]:
     """[(group name, algo-mode label, base settings)] in priority order."""
+    from mdpt.presets import merge
+
     common = {"steps": steps, "seeds": seeds, "chunk": chunk, "eval_variants": [], "divergence": {"action": "warn"}}
     if smoke:
         common.update({"batch_size": 16, "policy": {"hidden": 16, "depth": 1}, "guidance": {"hidden": 16, "depth": 1}})
@@ -239,7 +229,10 @@ def plan(steps: int, seeds: int, chunk: int, smoke: bool) -> list[tuple[str, str
         items.append((env, "dql-guidance-first", {**common, "algo": "dql", "mode": "guidance-first"}))
     for env in ENVS:
         items.append((env, "dql-joint", {**common, "algo": "dql", "mode": "joint"}))
-    items.append(("hopper", "dql-joint-highest", {**common, "algo": "dql", "mode": "joint"}))
+    for precision in PRECISION_CHECKS:
+        numerics = {"matmul_precision": precision}
+        items.append(("hopper", f"dql-joint-{precision}",
+                      merge(common, {"algo": "dql", "mode": "joint", "policy": numerics, "guidance": numerics})))
     return items
 
 
@@ -256,7 +249,7 @@ def train(data_dir: Path, work: Path, out: Path, deadline: float, steps: int, se
         if time.monotonic() > deadline:
             log(f"training: deadline reached before {env} {label}")
             break
-        qualities = ENVS[env] if label != "dql-joint-highest" else ("medium-replay",)
+        qualities = ("medium-replay",) if label.removeprefix("dql-joint-") in PRECISION_CHECKS else ENVS[env]
         items = []
         for q in qualities:
             ds = f"bullet-{env}-{q}-v0"
@@ -268,10 +261,8 @@ def train(data_dir: Path, work: Path, out: Path, deadline: float, steps: int, se
             log(f"training: {env} {label} skipped (its guidance did not finish)")
             continue
         t0 = time.monotonic()
-        precision = "highest" if label.endswith("-highest") else None
         try:
-            with precision_scope(precision):
-                finished = GroupRun(items, log=log, deadline=deadline, datasets=datasets).execute()
+            finished = GroupRun(items, log=log, deadline=deadline, datasets=datasets).execute()
         except Exception as e:
             log(f"training {env} {label} FAILED: {e.__class__.__name__}: {e}")
             traceback.print_exc()
@@ -335,7 +326,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=540.0, help="stop everything after this many seconds")
     ap.add_argument("--bench-s", type=float, default=170.0, help="time for the throughput table")
     ap.add_argument("--smoke", action="store_true", help="toy sizes, any machine")
-    ap.add_argument("--jobs", default="", help="throughput programs only, e.g. dql-joint:32,dql-joint:512:highest,dql-gf-remat:512")
+    ap.add_argument("--jobs", default="", help="throughput programs only, NAME:REPLICAS[:PRECISION], e.g. "
+                    "dql-joint:32,dql-joint:512:highest,dql-gf:512:bf16,dql-gf-remat:512")
     ap.add_argument("--threads", type=int, default=8, help="parallel compilations")
     ap.add_argument("--no-train", action="store_true", help="the throughput table only")
     ap.add_argument("--compile-cache", default=str(HERE.parent / ".gpu" / "xla-cache"),

@@ -25,6 +25,7 @@ from mdpt.errors import MDPTError
 from mdpt.nets.averaging import polyak
 from mdpt.nets.modules import ACTIVATIONS, TwinQ, ValueNet
 from mdpt.nets.optim import make_optimizer
+from mdpt.nets.precision import MATMUL_PRECISIONS
 from mdpt.settings import setting
 
 GUIDANCE_KINDS = ("iql", "sarsa", "dql-critic")
@@ -56,6 +57,9 @@ class GuidanceConfig:
     update_every: int | None = setting(None, "train the critic every k-th step of a joint run", preset=True)
     max_q_backup: bool | None = setting(None, "dql-critic: back up the max over sampled next actions", preset=True)
     backup_samples: int | None = setting(None, "next actions sampled per state for max_q_backup", preset=True)
+    matmul_precision: str = setting("default", "the Q and V networks' matmul inputs: default (the backend's fp32 "
+                                    "matmul; TF32 on NVIDIA GPUs), highest (fp32 everywhere), tf32 or bf16 (rounded "
+                                    "so, with fp32 sums, on every backend)", choices=MATMUL_PRECISIONS)
 
     def resolved(self) -> GuidanceConfig:
         """Every None filled from the kind's preset (mdpt.presets)."""
@@ -83,6 +87,8 @@ class GuidanceConfig:
             (self.update_every >= 1, f"update_every must be >= 1, got {self.update_every}"),
             (self.backup_samples >= 1, f"backup_samples must be >= 1, got {self.backup_samples}"),
             (self.activation in ACTIVATIONS, f"unknown activation {self.activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
+            (self.matmul_precision in MATMUL_PRECISIONS,
+             f"unknown matmul_precision {self.matmul_precision!r}; use one of: {', '.join(MATMUL_PRECISIONS)}"),
             (self.first_activation == "same" or self.first_activation in ACTIVATIONS,
              f"unknown activation {self.first_activation!r}; use one of: {', '.join(ACTIVATIONS)}"),
         ]
@@ -114,8 +120,9 @@ class GuidanceModule:
         self.obs_dim, self.act_dim = obs_dim, act_dim
         c = self.config
         first = None if c.first_activation == "same" else c.first_activation
-        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm, first)
-        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm, first) if self.has_v else None
+        self.q_net = TwinQ(c.hidden, c.depth, c.activation, c.layer_norm, first, c.matmul_precision)
+        self.v_net = ValueNet(c.hidden, c.depth, c.activation, c.layer_norm, first, c.matmul_precision) \
+            if self.has_v else None
         self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps, c.grad_clip,
                                         c.weight_decay)
 

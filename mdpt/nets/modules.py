@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mdpt.nets.precision import dense_kwargs
+
 
 @jax.custom_jvp
 def mish(x):
@@ -37,6 +39,10 @@ ACTIVATIONS: dict[str, Callable] = {"mish": mish, "relu": nn.relu, "swish": nn.s
 
 def activation(name: str) -> Callable:
     return ACTIVATIONS[name]
+
+
+def dense(features: int, matmul_precision: str) -> nn.Dense:
+    return nn.Dense(features, **dense_kwargs(matmul_precision))
 
 
 class SinusoidalPosEmb(nn.Module):
@@ -69,32 +75,35 @@ class DQLNoiseNet(nn.Module):
     depth: int = 3
     time_dim: int = 16
     num_classes: int = 0  # > 0 adds a classifier-free condition input
+    matmul_precision: str = "default"
 
     @nn.compact
     def __call__(self, x, t, obs, cond=None, deterministic: bool = True):
+        p = self.matmul_precision
         temb = SinusoidalPosEmb(self.time_dim)(t)
-        temb = nn.Dense(self.time_dim)(mish(nn.Dense(self.time_dim * 2)(temb)))
+        temb = dense(self.time_dim, p)(mish(dense(self.time_dim * 2, p)(temb)))
         parts = [x, temb, obs]
         if self.num_classes:
             parts.append(ConditionEmbedding(self.num_classes)(cond))
         h = jnp.concatenate(parts, axis=-1)
         for _ in range(self.depth):
-            h = mish(nn.Dense(self.hidden)(h))
-        return nn.Dense(self.act_dim)(h)
+            h = mish(dense(self.hidden, p)(h))
+        return dense(self.act_dim, p)(h)
 
 
 class ResidualBlock(nn.Module):
     width: int
     dropout: float
     act: Callable
+    matmul_precision: str = "default"
 
     @nn.compact
     def __call__(self, h, deterministic: bool):
         y = nn.Dropout(self.dropout)(h, deterministic=deterministic)
         y = nn.LayerNorm()(y)
-        y = nn.Dense(self.width * 4)(y)
+        y = dense(self.width * 4, self.matmul_precision)(y)
         y = self.act(y)
-        y = nn.Dense(self.width)(y)
+        y = dense(self.width, self.matmul_precision)(y)
         return h + y
 
 
@@ -109,21 +118,22 @@ class LNResNetNoiseNet(nn.Module):
     time_dim: int = 64
     num_classes: int = 0
     act_name: str = "mish"
+    matmul_precision: str = "default"
 
     @nn.compact
     def __call__(self, x, t, obs, cond=None, deterministic: bool = True):
-        act = activation(self.act_name)
+        act, p = activation(self.act_name), self.matmul_precision
         w = self.param("fourier", nn.initializers.normal(0.2), (self.time_dim // 2, 1))
         f = 2 * jnp.pi * t.astype(jnp.float32)[..., None] @ w.T
         temb = jnp.concatenate([jnp.cos(f), jnp.sin(f)], axis=-1)
-        temb = nn.Dense(self.time_dim)(act(nn.Dense(self.time_dim * 2)(temb)))
+        temb = dense(self.time_dim, p)(act(dense(self.time_dim * 2, p)(temb)))
         parts = [obs, x, temb]
         if self.num_classes:
             parts.append(ConditionEmbedding(self.num_classes)(cond))
-        h = nn.Dense(self.hidden)(jnp.concatenate(parts, axis=-1))
+        h = dense(self.hidden, p)(jnp.concatenate(parts, axis=-1))
         for _ in range(self.depth):
-            h = ResidualBlock(self.hidden, self.dropout, act)(h, deterministic)
-        return nn.Dense(self.act_dim)(act(h))
+            h = ResidualBlock(self.hidden, self.dropout, act, p)(h, deterministic)
+        return dense(self.act_dim, p)(act(h))
 
 
 class MLP(nn.Module):
@@ -136,15 +146,16 @@ class MLP(nn.Module):
     act_name: str = "relu"
     layer_norm: bool = False
     first_act_name: str | None = None
+    matmul_precision: str = "default"
 
     @nn.compact
     def __call__(self, h):
         for i in range(self.depth):
-            h = nn.Dense(self.hidden)(h)
+            h = dense(self.hidden, self.matmul_precision)(h)
             if self.layer_norm:
                 h = nn.LayerNorm()(h)
             h = activation(self.first_act_name if i == 0 and self.first_act_name else self.act_name)(h)
-        return nn.Dense(self.out_dim)(h)
+        return dense(self.out_dim, self.matmul_precision)(h)
 
 
 class TwinQ(nn.Module):
@@ -155,13 +166,15 @@ class TwinQ(nn.Module):
     act_name: str = "relu"
     layer_norm: bool = False
     first_act_name: str | None = None
+    matmul_precision: str = "default"
 
     @nn.compact
     def __call__(self, obs, act):
         h = jnp.concatenate([obs, act], axis=-1)
         ensemble = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=2)
-        return ensemble(self.hidden, self.depth, 1, self.act_name, self.layer_norm, self.first_act_name)(h)[..., 0]
+        return ensemble(self.hidden, self.depth, 1, self.act_name, self.layer_norm, self.first_act_name,
+                        self.matmul_precision)(h)[..., 0]
 
 
 class ValueNet(nn.Module):
@@ -170,7 +183,9 @@ class ValueNet(nn.Module):
     act_name: str = "relu"
     layer_norm: bool = False
     first_act_name: str | None = None
+    matmul_precision: str = "default"
 
     @nn.compact
     def __call__(self, obs):
-        return MLP(self.hidden, self.depth, 1, self.act_name, self.layer_norm, self.first_act_name)(obs)[..., 0]
+        return MLP(self.hidden, self.depth, 1, self.act_name, self.layer_norm, self.first_act_name,
+                   self.matmul_precision)(obs)[..., 0]

@@ -23,6 +23,7 @@ Diffusion settings (per-algo defaults in `mdpt.presets.ALGORITHMS`, filled by `r
   or only the initial noise x_T ("initial-noise"); deterministic samplers scale x_T in both modes,
 - `clip_denoised`: clip every x0 prediction to the action box [-1, 1] while sampling,
 - `clip_one_step`: clip EDP's one-step x0 estimate (the Q term's action) to the box,
+- `matmul_precision`: the noise network's matmul inputs (`mdpt.nets.precision`),
 - `chain_remat`: what DQL's gradient through the reverse chain keeps for the backward pass (memory
   against recomputation; the same gradients, see `ddpm.REMAT`).
 Sampled actions are always clipped to the box at the end.
@@ -43,6 +44,7 @@ from mdpt.errors import MDPTError
 from mdpt.nets.averaging import polyak
 from mdpt.nets.modules import DQLNoiseNet, LNResNetNoiseNet
 from mdpt.nets.optim import make_optimizer
+from mdpt.nets.precision import MATMUL_PRECISIONS
 from mdpt.settings import setting
 
 POLICY_ALGOS = ("dql", "idql", "edp", "cfg")
@@ -95,6 +97,10 @@ class PolicyConfig:
                                "activation, as the published code), matmuls (the matmul outputs; the activations "
                                "are recomputed one reverse step at a time) or all (each step's input; the step is "
                                "recomputed). Less memory, the same gradients", choices=ddpm.REMAT)
+    matmul_precision: str = setting("default", "the noise network's matmul inputs: default (the backend's fp32 "
+                                    "matmul; TF32 on NVIDIA GPUs), highest (fp32 everywhere), tf32 or bf16 (rounded "
+                                    "so, with fp32 sums, on every backend: a CPU computes what the GPU would)",
+                                    choices=MATMUL_PRECISIONS)
     cond_dropout: float = setting(0.1, "cfg: probability of dropping the condition in training")
     cond_bins: tuple[float, ...] = setting((), "cfg: advantage bin edges (empty: the label 1[A >= 0])")
 
@@ -118,6 +124,8 @@ class PolicyConfig:
              f"unknown noise schedule {self.noise_schedule!r}; use one of: {', '.join(ddpm.NOISE_SCHEDULES)}"),
             (self.chain_remat in ddpm.REMAT,
              f"unknown chain_remat {self.chain_remat!r}; use one of: {', '.join(ddpm.REMAT)}"),
+            (self.matmul_precision in MATMUL_PRECISIONS,
+             f"unknown matmul_precision {self.matmul_precision!r}; use one of: {', '.join(MATMUL_PRECISIONS)}"),
             (self.temperature_mode in ddpm.TEMPERATURE_MODES,
              f"unknown temperature mode {self.temperature_mode!r}; use one of: {', '.join(ddpm.TEMPERATURE_MODES)}"),
             (all(isinstance(x, bool) for x in (self.clip_denoised, self.clip_one_step, self.ema_warmup)),
@@ -166,9 +174,11 @@ class DiffusionPolicy:
         self.config = c = config.resolved()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         if c.net == "mlp":
-            self.net = DQLNoiseNet(act_dim, c.hidden, c.depth, num_classes=c.num_classes)
+            self.net = DQLNoiseNet(act_dim, c.hidden, c.depth, num_classes=c.num_classes,
+                                   matmul_precision=c.matmul_precision)
         else:
-            self.net = LNResNetNoiseNet(act_dim, c.hidden, c.depth, c.dropout, num_classes=c.num_classes)
+            self.net = LNResNetNoiseNet(act_dim, c.hidden, c.depth, c.dropout, num_classes=c.num_classes,
+                                        matmul_precision=c.matmul_precision)
         self.tab = ddpm.make_schedule(c.noise_schedule, c.T, c.beta_min, c.beta_max).table()
         self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps, c.grad_clip, c.weight_decay)
 
