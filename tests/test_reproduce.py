@@ -129,6 +129,77 @@ def test_guidance_swaps_at_matched_checkpoints(reproduction):
     assert cells["dql-joint@4|idql-joint-guidance"]["selector"]["beta"] == 0.5
 
 
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _untimed(rows: list[dict]) -> list[dict]:
+    """Metrics rows without their timings and provenance: what training and evaluation computed."""
+    return [{k: v for k, v in r.items() if not k.endswith("_s") and k != "derived_from"} for r in rows]
+
+
+def _run_config(run_dir: Path):
+    from mdpt.experiments.config import RunConfig
+
+    saved = json.loads((run_dir / "config.json").read_text())
+    return RunConfig.from_dict({k: v for k, v in saved.items() if k not in ("versions", "preset")})
+
+
+def test_idql_guidance_first_is_derived_from_its_joint_run_and_equals_training_it(reproduction, tmp_path):
+    """The derived run trains its first chunk only, yet every score and every saved policy equals what
+    training it in full gives."""
+    import jax
+
+    from mdpt.artifacts import load_policy
+    from mdpt.experiments.runner import Run
+
+    out, _, _ = reproduction
+    derived = out / "runs" / DATASET / "idql-gfdt"
+    summary = json.loads((derived / "summary.json").read_text())
+    assert summary["derived_from"]["run"].endswith("idql-joint") and summary["derived_from"]["trained_steps"] == 2
+    assert summary["seconds_per_step"] > 0 and summary["peak_memory_bytes"] > 0  # its own program's cost
+    assert [r["step"] for r in _rows(derived) if r.get("derived_from")] == [4]
+
+    trained = tmp_path / "trained"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MDPT_DATA_DIR", str(out.parent / "data"))
+        Run(trained, _run_config(derived), progress=False).execute()
+    assert _untimed(_rows(derived)) == _untimed(_rows(trained))
+    for sub in ("policy", "best/policy", "snapshots/step-000000002/policy", "snapshots/step-000000004/policy"):
+        a, b = load_policy(derived / sub).params, load_policy(trained / sub).params
+        assert all(np.array_equal(np.asarray(x), np.asarray(y))
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)), sub
+
+
+def test_a_run_that_does_not_match_its_joint_run_is_trained_instead(reproduction, tmp_path, capsys):
+    from mdpt.experiments.derived import DerivedRun
+
+    out, _, _ = reproduction
+    runs = out / "runs" / DATASET
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MDPT_DATA_DIR", str(out.parent / "data"))
+        # dql-joint's policy is another policy: its first chunk's losses differ
+        DerivedRun(tmp_path / "gf", _run_config(runs / "idql-gfdt"), runs / "dql-joint", progress=False,
+                   log=print).execute()
+    assert "not derived from" in capsys.readouterr().out
+    assert "derived_from" not in json.loads((tmp_path / "gf" / "summary.json").read_text())
+    assert not any(r.get("derived_from") for r in _rows(tmp_path / "gf"))
+    assert (tmp_path / "gf" / "checkpoints").exists()
+
+
+def test_only_a_policy_that_ignores_its_guidance_is_derived_and_the_estimate_counts_one_chunk():
+    from mdpt.experiments.reproduce import Protocol, estimate_seconds, plan
+
+    p = Protocol(datasets=(DATASET,), steps=10_000, studies=("gfdt-vs-joint",), base={"chunk": 500})
+    items = {it.name: it for it in plan(p, Path("runs"))}
+    assert {n: it.derive_from for n, it in items.items() if it.derive_from} == {"idql-gfdt": "idql-joint"}
+    assert "idql-joint" in items["idql-gfdt"].after and items["idql-gfdt"].trained_steps == 500
+    every = {it.name: it for it in plan(Protocol(datasets=(DATASET,), steps=10_000, derive=False), Path("runs"))}
+    assert not any(it.derive_from for it in every.values()) and every["idql-gfdt"].trained_steps == 10_000
+    cost = lambda items: estimate_seconds([items["idql-gfdt"]], p, "gpu")  # noqa: E731
+    assert cost(items) == pytest.approx(cost(every) / 20)
+
+
 def test_a_second_call_resumes_without_redoing_anything(reproduction, capsys):
     out, _, main = reproduction
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")}

@@ -44,6 +44,9 @@ def register(subparsers) -> None:
                    help="candidates for every guidance swap, the policy's own guidance re-evaluated at the same "
                         "count and seeds beside it (default: each run's own evaluation settings; on a CPU, IDQL's "
                         "256 candidates make its final-step swaps cost ~30 min each)")
+    r.add_argument("--train-every-run", action="store_true",
+                   help="also train IDQL's guidance-first policy in full (by default it is the joint run's policy, "
+                        "checked bit for bit on its first chunk: IDQL's policy loss never reads its guidance)")
     r.add_argument("--budget-hours", type=float, help="refuse a plan whose estimate exceeds this")
     r.add_argument("--train-only", action="store_true",
                    help="train every run without evaluating (a machine without the simulator, e.g. a GPU box)")
@@ -79,7 +82,7 @@ def protocol_from_args(args):
                     curve_episodes=args.curve_episodes, final_episodes=args.episodes,
                     curve_candidates=args.curve_candidates, eval_max_steps=args.eval_max_steps, stage1=args.stage1,
                     unfreeze_at=args.unfreeze_at, ensemble_k=args.ensemble_k, transfer_points=args.transfer_points,
-                    swap_candidates=args.swap_candidates, base=base)
+                    swap_candidates=args.swap_candidates, derive=not args.train_every_run, base=base)
 
 
 def _record_data(out: Path) -> None:

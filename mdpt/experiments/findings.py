@@ -665,6 +665,8 @@ def command_line(p: dict, out: Path) -> str:
         if p.get(key) is not None:
             words.append(f"{flag} {p[key]}")
     words += [f"--stage1 {p['stage1']}", f"--ensemble-k {p['ensemble_k']}", f"--transfer-points {p['transfer_points']}"]
+    if p.get("derive") is False:
+        words.append("--train-every-run")
     words += [f"--set {k}={json.dumps(v)}" for k, v in sorted(flatten(p.get("base") or {}).items())]
     return " ".join(words + [f"--out {out}"])
 

@@ -16,7 +16,10 @@ vmapped inside each program):
   critic re-selection (iql-a at inference) and with plain sampling;
 - `<algo>-random` (dql, edp): trained against a frozen untrained critic, evaluated with it.
 IDQL's policy never sees its critic in training, so its no-guidance and random-guidance training
-controls are IDQL itself; its necessity is measured at inference only (the report says so).
+controls are IDQL itself; its necessity is measured at inference only (the report says so). For
+the same reason `idql-gfdt`'s policy is `idql-joint`'s bit for bit: it trains one chunk, which
+checks that, and takes the rest from the joint run's snapshots (`derived.DerivedRun`; it trains
+in full if the chunk differs, or with `--train-every-run`).
 
 Then, at the last `transfer_points` evaluation steps (matched checkpoints: every run saves its
 artifacts at each evaluation), guidance swaps (out/transfer/<dataset>.json): each policy seed with
@@ -85,6 +88,7 @@ class Protocol:
     transfer_points: int = 2
     swap_candidates: int | None = None  # None: each swap as its run evaluates; N: every swap and an own cell at N
     studies: tuple[str, ...] = STUDIES  # a subset plans only the runs (and swaps) those studies need
+    derive: bool = True  # a guidance-first policy that ignores its guidance (IDQL) is taken from its joint run
     base: dict = field(default_factory=dict)  # settings under every run (e.g. tiny networks in tests)
 
     def validate(self) -> Protocol:
@@ -127,10 +131,19 @@ class Planned:
     seeds: int
     algo: str | None
     after: tuple[str, ...] = ()
+    derive_from: str | None = None  # the joint run whose policy this guidance-first run takes
 
     @property
     def key(self) -> str:
         return f"{dataset_dir(self.dataset)}/{self.name}"
+
+    @property
+    def trained_steps(self) -> int:
+        """Steps this run trains: all, or a derived run's first chunk."""
+        from mdpt.experiments.config import RunConfig
+
+        chunk = self.settings.get("chunk") or RunConfig.__dataclass_fields__["chunk"].default
+        return min(chunk, self.steps) if self.derive_from else self.steps
 
 
 def _eval(p: Protocol, variants: list[str]) -> dict:
@@ -150,6 +163,7 @@ def stage1_guidance(p: Protocol, dataset_runs: Path) -> Path:
 
 def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
     """Every run of the protocol, in an order where each run's inputs come first."""
+    from mdpt.experiments.derived import policy_ignores_guidance
     from mdpt.presets import merge
 
     out: list[Planned] = []
@@ -158,8 +172,9 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
         common = merge(p.base, {"dataset": ds, "seeds": p.seeds, "seed": p.seed, "steps": p.steps})
         here = runs_dir / dataset_dir(ds)
 
-        def add(name, settings, update, algo=None, after=(), ds=ds, common=common):
-            out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, algo, tuple(after)))
+        def add(name, settings, update, algo=None, after=(), derive_from=None, ds=ds, common=common):
+            out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, algo, tuple(after),
+                               derive_from))
 
         add("iql-a", {"guidance": {"kind": "iql"}}, "iql")
         if transfer:
@@ -176,7 +191,9 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
                   "stage1": {"guidance_path": str(stage1)}}
             if p.unfreeze_at is not None:
                 gf["stage1"]["unfreeze_at"] = p.unfreeze_at
-            add(f"{algo}-gfdt", gf, f"{algo}-gf", algo, after=(stage1.parent.name,))
+            derive = f"{algo}-joint" if p.derive and policy_ignores_guidance(algo) else None
+            add(f"{algo}-gfdt", gf, f"{algo}-gf", algo, after=(stage1.parent.name, *([derive] if derive else [])),
+                derive_from=derive)
             if algo in CONTROLS_WITH_Q and necessity:
                 add(f"{algo}-bc", {"algo": algo, "mode": "guidance-first", "policy": {"eta": 0.0},
                                    "eval": _eval(p, ["guided", "unguided"]),
@@ -275,7 +292,7 @@ def estimate_seconds(items: list[Planned], p: Protocol, backend: str, swaps: lis
     rates = RATES["gpu" if backend == "gpu" else "cpu"]
     total = 0.0
     for it in items:
-        total += it.steps * it.seeds / rates[it.update] + (evaluation_seconds(it, p) if backend != "gpu" else 0.0)
+        total += it.trained_steps * it.seeds / rates[it.update] + (evaluation_seconds(it, p) if backend != "gpu" else 0.0)
     for sw in swaps if backend != "gpu" else ():
         episodes = p.final_episodes if sw.step >= p.steps else p.curve_episodes
         n = swap_candidates(p, sw.step) or _candidates(p, sw.algo, sw.step, True)
@@ -329,6 +346,7 @@ class Reproduction:
         import jax
 
         from mdpt.experiments.config import RunConfig
+        from mdpt.experiments.derived import DerivedRun
         from mdpt.experiments.rundir import RunLock
         from mdpt.experiments.runner import Run
 
@@ -356,8 +374,12 @@ class Reproduction:
                 eta = estimate_seconds(left, self.p, backend, [] if train_only else self.remaining_swaps())
                 self.log(f"[{i}/{len(items)}] {it.key} ({it.steps} steps x {it.seeds} seeds); "
                          f"{len(left)} run(s) left, about {_hms(eta)} to go")
-                run = Run(self.runs_dir / it.key, configs[it.key], resume=True, progress=self.progress,
-                          log=self.log, dataset=datasets.get(it.dataset))
+                common = {"progress": self.progress, "log": self.log, "dataset": datasets.get(it.dataset)}
+                if it.derive_from:
+                    run = DerivedRun(self.runs_dir / it.key, configs[it.key],
+                                     self.runs_dir / dataset_dir(it.dataset) / it.derive_from, **common)
+                else:
+                    run = Run(self.runs_dir / it.key, configs[it.key], resume=True, **common)
                 run.execute()
                 datasets[it.dataset] = run.dataset
                 done_s = time.monotonic() - t0
