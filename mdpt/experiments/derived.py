@@ -23,9 +23,9 @@ from mdpt.experiments.rundir import MetricsLog
 from mdpt.experiments.runner import Run
 
 
-def policy_ignores_guidance(algo: str | None, eta: float | None = None) -> bool:
-    """Whether a policy's training loss never reads the guidance (so its modes train the same policy)."""
-    return algo == "idql" or (algo in ("dql", "edp") and eta == 0.0)
+def policy_ignores_guidance(algo: str | None) -> bool:
+    """Whether an algorithm's policy loss never reads the guidance (so its modes train the same policy)."""
+    return algo == "idql"
 
 
 class DerivedRun(Run):
