@@ -159,6 +159,7 @@ def test_idql_guidance_first_is_derived_from_its_joint_run_and_equals_training_i
     assert summary["derived_from"]["run"].endswith("idql-joint") and summary["derived_from"]["trained_steps"] == 2
     assert summary["seconds_per_step"] > 0 and summary["peak_memory_bytes"] > 0  # its own program's cost
     assert [r["step"] for r in _rows(derived) if r.get("derived_from")] == [4]
+    assert "IDQL: the guidance-first policy is the joint run's policy" in (out / "report" / "report.md").read_text()
 
     trained = tmp_path / "trained"
     with pytest.MonkeyPatch.context() as mp:

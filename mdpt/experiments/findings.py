@@ -163,6 +163,7 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             "joint_guidance": joint["config"]["guidance"]["kind"], "gfdt_guidance": gf["summary"].get("guidance_kind"),
             "selector": (js.get("preset", {}).get("selector"), gs.get("preset", {}).get("selector")),
             "stage1": stage1_cost(gf, runs),
+            "gfdt_derived": bool(gs.get("derived_from")),
         })
     return rows
 
@@ -622,6 +623,12 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
                    "(one candidate) at that step. AUC = mean score over the learning curve. ms/step is the policy's "
                    "training step; guidance-first also needs its stage-1 guidance, trained once per dataset and "
                    "shared: " + "; ".join(_stage1_note(x) for x in r["gfdt"]) + ".", ""]
+            derived = [x["algo"] for x in r["gfdt"] if x.get("gfdt_derived")]
+            if derived:
+                md += [f"{', '.join(a.upper() for a in derived)}: the guidance-first policy is the joint run's policy (its "
+                       "loss never reads a critic; checked bit for bit on the first chunk, then taken from the joint run's "
+                       "snapshots), so its GFDT - joint difference is that of the two guidance modules selecting its "
+                       "actions; its ms/step and peak memory are its own program's.", ""]
         if r["necessity"]:
             _fig_necessity(r["necessity"], ds, report_dir / f"necessity_{ds}.png")
             md += ["### Guidance necessity", "", f"![necessity gaps](necessity_{ds}.png)", ""]
