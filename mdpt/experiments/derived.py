@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from mdpt.artifacts import load_policy
 from mdpt.experiments.rundir import MetricsLog
-from mdpt.experiments.runner import Run
+from mdpt.experiments.runner import Run, recorded_metrics
 
 
 def policy_ignores_guidance(algo: str | None) -> bool:
@@ -60,8 +59,7 @@ class DerivedRun(Run):
         self.log(f"{self.dir.name}: its first {n} steps equal {self.joint_dir.name}'s bit for bit; "
                  "the rest of its policy is taken from that run's snapshots")
         self._check_finite(m, 0)
-        self.record({"phase": "train", "step": n, "wall_s": seconds_per_step * n,
-                     **{k: np.asarray(v).tolist() for k, v in m.items() if "@" not in k and k != "nonfinite_at"}})
+        self.record({"phase": "train", "step": n, "wall_s": seconds_per_step * n, **recorded_metrics(m)})
         self._maybe_evaluate(state, n)
         for row in joint_rows:
             if row["phase"] != "train" or row["step"] <= n:
@@ -79,8 +77,8 @@ class DerivedRun(Run):
         first = next((r for r in joint_rows if r["phase"] == "train"), None)
         if first is None or first["step"] != n:
             return "its metrics do not start with the same chunk"
-        for key in (k for k in m if k.startswith("policy/") and "@" not in k):
-            if key not in first or not np.array_equal(np.asarray(first[key], np.float32), np.asarray(m[key])):
+        for key, value in recorded_metrics(m).items():
+            if key.startswith("policy/") and (key not in first or first[key] != value):
                 return f"{key} of the first chunk differs"
         steps = [r["step"] for r in joint_rows if r["phase"] == "train"]
         if steps[-1] != c.steps:

@@ -358,8 +358,7 @@ class Run:
             first = False
             self._check_finite(m, step)
             step += n
-            self.record({"phase": "train", "step": step, "wall_s": dt,
-                                 **{k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}})
+            self.record({"phase": "train", "step": step, "wall_s": dt, **recorded_metrics(m)})
             values_ok = self._check_values(m, step)
             due = self._evaluation_due(step)
             if values_ok and (due or step >= c.steps or (c.checkpoint_every and step % c.checkpoint_every < n)):
@@ -616,6 +615,11 @@ class Run:
             return compiled_peak_bytes(compiled) - self.trainer.dataset_bytes
         except Exception:  # analysis is best-effort; it never fails a run
             return None
+
+
+def recorded_metrics(m: dict) -> dict:
+    """A chunk's metrics as its metrics.jsonl row keeps them (lists per seed; no per-step '@' series)."""
+    return {k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):

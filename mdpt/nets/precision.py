@@ -45,8 +45,7 @@ def _matmul_of_rounded(a: jax.Array, b: jax.Array, fmt: str, contract: str) -> j
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def rounded_matmul(x: jax.Array, w: jax.Array, fmt: str) -> jax.Array:
     """x (..., k) @ w (k, n) with every matmul's inputs rounded to `fmt` (tf32 | bf16)."""
-    bits = MANTISSA_BITS[fmt]
-    return _matmul_of_rounded(round_mantissa(x, bits), round_mantissa(w, bits), fmt, "...k,kn->...n")
+    return _rounded_matmul_fwd(x, w, fmt)[0]
 
 
 def _rounded_matmul_fwd(x, w, fmt):
