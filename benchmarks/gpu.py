@@ -192,7 +192,7 @@ def throughput(data_dir: Path, out: Path, sizes, chunk: int, min_s: float, deadl
 
 
 def torch_reference(data_dir: Path, seconds: float) -> dict | None:
-    """The eager PyTorch DQL step on the GPU, in its own process."""
+    """The eager PyTorch DQL step on the GPU, in its own process, with MDPT's preset networks (the same work)."""
     code = f"""
 import json, sys, numpy as np
 sys.path.insert(0, {str(HERE)!r}); sys.path.insert(0, {str(HERE.parent)!r})
@@ -204,7 +204,7 @@ n = Normalizer.fit(data)
 arrays = {{"obs": n.normalize_obs(data.observations), "act": data.actions, "rew": n.scale_reward(data.rewards),
           "mask": data.masks, "next_obs": n.normalize_obs(data.next_observations)}}
 dev = "cuda" if torch.cuda.is_available() else "cpu"
-print(json.dumps(torch_dql.benchmark(arrays, 100000, warmup=20, max_seconds={seconds}, device=dev)))
+print(json.dumps(torch_dql.benchmark(arrays, 100000, warmup=20, max_seconds={seconds}, device=dev, networks="authors")))
 """
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds + 120)

@@ -36,11 +36,13 @@ from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 from mdpt.training.profiling import compiled_flops, compiled_memory_bytes
 from mdpt.training.trainer import Trainer
+from mdpt.training.xla_options import training_compiler_options
 
 HERE = Path(__file__).resolve().parent
 DATA = Path("/work/shared/datasets/bullet-hopper-medium-replay-v0.hdf5")
 TOTAL_STEPS = 1_000_000  # only sets the cosine schedule length
 SECTIONS = ("train", "seeds", "infer", "torch", "eval")
+XLA_DEFAULTS = "xla-defaults"  # a row variant: compiled with XLA's default options (no `training_compiler_options`)
 REMAT_MEANS = {  # every chain_remat but "none", as the report describes it
     "matmuls": "the backward pass keeps each reverse step's matmul outputs and recomputes its activations",
     "all": "the backward pass keeps each reverse step's input and recomputes the step",
@@ -128,33 +130,37 @@ def matmul_peak(n: int, repeats: int) -> float:
     return 2.0 * n**3 / best
 
 
-def make_trainer(name: str, arrays, obs_dim: int, act_dim: int, batch: int, remat: str = "none") -> Trainer:
+def make_trainer(name: str, arrays, obs_dim: int, act_dim: int, batch: int, variant: str = "none") -> Trainer:
+    """`variant`: "none", a chain_remat setting of the DQL policy, or XLA_DEFAULTS (compiled without
+    MDPT's training compiler options)."""
     algo, kind, p_role, g_role, _ = UPDATES[name]
+    remat = variant if variant in REMAT else "none"
     policy = DiffusionPolicy(PolicyConfig(algo, chain_remat=remat), obs_dim, act_dim, TOTAL_STEPS) if algo else None
     guidance = GuidanceModule(GuidanceConfig(kind), obs_dim, act_dim, TOTAL_STEPS)
     frozen = {}
     if g_role == "frozen":  # one trained-elsewhere guidance shared by every seed (seed axis of size 1)
         frozen["guidance"] = jax.tree.map(lambda x: x[None], guidance.init(jax.random.PRNGKey(123))["params"])
-    return Trainer(arrays, policy, guidance, p_role, g_role, batch, frozen)
+    options = {} if variant == XLA_DEFAULTS else None
+    return Trainer(arrays, policy, guidance, p_role, g_role, batch, frozen, compiler_options=options)
 
 
-def prepare_update(name: str, arrays, dims, batch: int, seeds: int, chunk: int, remat: str = "none") -> dict:
+def prepare_update(name: str, arrays, dims, batch: int, seeds: int, chunk: int, variant: str = "none") -> dict:
     """One update compiled, analysed (FLOPs, memory) and run once (the warm-up); timed later by `time_updates`."""
-    trainer = make_trainer(name, arrays, *dims, batch, remat)
+    trainer = make_trainer(name, arrays, *dims, batch, variant)
     state = trainer.init(list(range(seeds)))
     t0 = time.perf_counter()
     compiled = trainer.compiled(state, chunk)
     compile_s = time.perf_counter() - t0
     # XLA's cost analysis counts a while-loop (lax.scan) body once: the chunk's FLOPs are one step's
     # FLOPs for all S seeds. A rematerialized chain is a loop inside that loop, counted once too.
-    flops = compiled_flops(compiled) if remat == "none" else None
+    flops = compiled_flops(compiled) if variant not in REMAT_MEANS else None
     mem = compiled_memory_bytes(compiled)
     if mem:  # the resident dataset is an argument every mode shares; report the step's own memory
         mem["dataset"] = trainer.dataset_bytes
         mem["peak"] -= mem["dataset"]
     state, m = trainer.run(state, chunk)
     jax.block_until_ready(state)
-    return {"name": name, "label": row_label(name, remat), "remat": remat, "seeds": seeds, "chunk": chunk,
+    return {"name": name, "label": row_label(name, variant), "variant": variant, "seeds": seeds, "chunk": chunk,
             "compile_s": compile_s, "flops_per_step": flops, "flops_per_seed_step": flops / seeds if flops else None,
             "memory": mem, "_run": (trainer, state), "_times": []}
 
@@ -182,8 +188,10 @@ def time_updates(rows: list[dict], target_s: float, min_calls: int) -> None:
         r["achieved_flops"] = r["flops_per_step"] * r["steps_per_s"] if r["flops_per_step"] else None
 
 
-def row_label(name: str, remat: str) -> str:
-    return name if remat == "none" else f"{name} (chain_remat={remat})"
+def row_label(name: str, variant: str) -> str:
+    if variant == XLA_DEFAULTS:
+        return f"{name} (XLA defaults)"
+    return name if variant == "none" else f"{name} (chain_remat={variant})"
 
 
 def bench_inference(data, norm, arrays, dims, envs: int, candidates: int, repeats: int) -> dict:
@@ -229,12 +237,21 @@ def bench_torch(data, norm, steps: int, warmup: int, max_seconds: float) -> dict
               "rew": norm.scale_reward(data.rewards), "mask": data.masks,
               "next_obs": norm.normalize_obs(data.next_observations)}
     cores = os.cpu_count() or 1
-    res = {"cores": torch_dql.benchmark(arrays, steps, warmup, threads=cores, max_seconds=max_seconds)}
-    log(f"  torch eager DQL, {cores} threads: {res['cores']['steps_per_s']:.2f} steps/s")
-    if cores > 1:
-        res["1 thread"] = torch_dql.benchmark(arrays, steps, warmup, threads=1, max_seconds=max_seconds)
-        log(f"  torch eager DQL, 1 thread: {res['1 thread']['steps_per_s']:.2f} steps/s")
+    res = {}
+    for networks in TORCH_NETWORKS:
+        for threads in ([cores, 1] if cores > 1 else [1]):
+            key = torch_key(networks, threads)
+            res[key] = torch_dql.benchmark(arrays, steps, warmup, threads=threads, max_seconds=max_seconds,
+                                           networks=networks)
+            log(f"  torch eager DQL, {key}: {res[key]['steps_per_s']:.2f} steps/s")
     return res
+
+
+TORCH_NETWORKS = {"authors": "MDPT's preset: LayerNorm critic, AdamW actor", "diffusion-ql": "Diffusion-QL's own: plain Mish critic, Adam actor"}
+
+
+def torch_key(networks: str, threads: int) -> str:
+    return f"{networks} networks, {threads} thread{'s' if threads > 1 else ''}"
 
 
 EVAL_ENV = "halfcheetah"
@@ -338,9 +355,10 @@ def report(info: dict, res: dict, cmd: str) -> str:
     L = ["# MDPT benchmark results", ""]
     L += [f"- date: {info['date']}", f"- command: `{cmd}`",
           f"- machine: {m['cpu']}, {m['cores']} cores; accelerator: {m['accelerator']}; jax backend {m['backend']}",
-          f"- jax {m['jax']}, python {platform.python_version()}" + (f", torch {res['torch']['cores']['torch']}" if res.get("torch") else ""),
+          f"- jax {m['jax']}, python {platform.python_version()}" + (f", torch {next(iter(res['torch'].values()))['torch']}" if res.get("torch") else ""),
           f"- load average at start {fmt_load(info['load_start'])}, at end {fmt_load(info.get('load_end'))} "
           "(the CPU is shared: other processes running at the same time slow every number below)",
+          f"- XLA options of the training programs: {info['xla_options'] or 'none (XLA defaults)'}",
           f"- data: {info['data']}; batch {info['batch']}, width 256, T = 5 (EDP: T = 50, one-step Q term)",
           f"- timing: one compiled `lax.scan` chunk per call (chunk sizes below), warm-up call excluded; the updates "
           f"of one seed count are timed in alternating rounds (one call each per round) until each has at least "
@@ -399,10 +417,11 @@ def report(info: dict, res: dict, cmd: str) -> str:
     tr = res.get("torch")
     if tr:
         L += ["## Reference: eager PyTorch joint DQL (benchmarks/torch_dql.py, 1 seed, Python loop)", "",
-              "| torch threads | steps/s | timed steps |", "|---|---:|---:|"]
-        for k, r in tr.items():
-            L.append(f"| {r['threads']} ({k}) | {r['steps_per_s']:.2f} | {r['steps']} |")
-        L.append("")
+              "| networks | torch threads | steps/s | timed steps |", "|---|---:|---:|---:|"]
+        for r in tr.values():
+            L.append(f"| {TORCH_NETWORKS[r['networks']]} | {r['threads']} | {r['steps_per_s']:.2f} | {r['steps']} |")
+        L += ["", "The two implementations are compared on the same networks (MDPT's preset); Diffusion-QL's own "
+              "critic (no LayerNorm, Mish throughout) is less work and is listed for reference.", ""]
     elif "torch" in info["sections"]:
         L += ["## Reference: eager PyTorch", "", "skipped: torch is not installed.", ""]
 
@@ -452,8 +471,10 @@ def fmt_load(load):
 def headlines(info, res, s1, peak, mem_rows, on_gpu) -> list[str]:
     rows = res.get("train", [])
     tr = res.get("torch")
-    torch_cores = tr["cores"]["steps_per_s"] if tr else None
-    torch_best = max(r["steps_per_s"] for r in tr.values()) if tr else None
+    same = [r["steps_per_s"] for r in (tr or {}).values() if r["networks"] == "authors"]
+    torch_cores = same[0] if same else None
+    torch_best = max(same) if same else None
+    lighter = [r["steps_per_s"] for r in (tr or {}).values() if r["networks"] == "diffusion-ql"]
     dj, dg = s1.get("dql-joint"), s1.get("dql-gf")
     d8 = next((r for r in rows if r["label"] == "dql-joint" and r["seeds"] == 8), None)
     L = ["## Headline ratios and targets", "", "| quantity | value | target | verdict |", "|---|---:|---|---|"]
@@ -463,10 +484,13 @@ def headlines(info, res, s1, peak, mem_rows, on_gpu) -> list[str]:
              f"{verdict(None if gf is None or on_gpu else gf >= 1.5)} |")
     vs = dj["steps_per_s"] / torch_cores if dj and torch_cores else None
     vs_best = dj["steps_per_s"] / torch_best if dj and torch_best else None
-    L.append(f"| our joint DQL (1 seed) vs eager PyTorch, torch at {os.cpu_count()} threads | {fmt(vs, '.2f', unit='x')} | "
-             f"CPU >= 2.5x | {verdict(None if vs is None or on_gpu else vs >= 2.5)} |")
-    L.append(f"| our joint DQL (1 seed) vs eager PyTorch at its best thread count | {fmt(vs_best, '.2f', unit='x')} | "
-             f"(CPU >= 2.5x) | {verdict(None if vs_best is None or on_gpu else vs_best >= 2.5)} |")
+    L.append(f"| our joint DQL (1 seed) vs eager PyTorch, same networks, torch at {os.cpu_count()} threads | "
+             f"{fmt(vs, '.2f', unit='x')} | CPU >= 2.5x | {verdict(None if vs is None or on_gpu else vs >= 2.5)} |")
+    L.append(f"| our joint DQL (1 seed) vs eager PyTorch, same networks, torch at its best thread count | "
+             f"{fmt(vs_best, '.2f', unit='x')} | (CPU >= 2.5x) | {verdict(None if vs_best is None or on_gpu else vs_best >= 2.5)} |")
+    if dj and lighter:
+        L.append(f"| our joint DQL (1 seed) vs eager PyTorch with Diffusion-QL's lighter critic, torch at its best "
+                 f"thread count | {dj['steps_per_s'] / max(lighter):.2f}x | (reference: not the same work) | n/a |")
     agg = d8["seed_steps_per_s"] / torch_cores if d8 and torch_cores else None
     L.append(f"| joint DQL seed-steps/s with 8 seeds vs eager PyTorch | {fmt(agg, '.2f', unit='x')} | GPU >= 20x | "
              f"{verdict(agg >= 20 if (agg is not None and on_gpu) else None)}"
@@ -537,6 +561,12 @@ def notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu) -> list[st
                        f"{mib(gr['memory']['peak']):.2f} vs {mib(g['memory']['peak']):.2f} MiB guidance-first; steps/s "
                        f"{jr['steps_per_s'] / j['steps_per_s']:.2f}x (joint) and {gr['steps_per_s'] / g['steps_per_s']:.2f}x "
                        "(guidance-first) the default's, timed in the same alternating rounds.")
+    for name in UPDATES:
+        r, d = s1.get(name), s1.get(row_label(name, XLA_DEFAULTS))
+        if r and d:
+            out.append(f"- {name} with MDPT's CPU training options vs XLA's defaults: {r['steps_per_s'] / d['steps_per_s']:.2f}x "
+                       f"steps/s, peak memory {mib(r['memory']['peak']):.2f} vs {mib(d['memory']['peak']):.2f} MiB "
+                       "(same alternating rounds; `mdpt/training/xla_options.py`).")
     ev = res.get("eval")
     for c in (ev or {}).get("cases", []):
         o = c["runs"]["old"]
@@ -587,6 +617,9 @@ def main(argv=None):
     ap.add_argument("--chain-remat", default=",".join(REMAT_MEANS),
                     help="chain_remat settings of the DQL policy timed beside 'none' (joint and guidance-first, at every "
                          "seed count they are timed at; '' for none)")
+    ap.add_argument("--xla-defaults", default="dql-joint,dql-gf,idql-joint,iql",
+                    help="updates also timed compiled with XLA's default options (beside MDPT's training options, "
+                         "same rounds; CPU only, at 1 seed; '' for none)")
     ap.add_argument("--chunk", type=int, default=None, help="steps per call (default: 200 on GPU, 20/S on CPU)")
     args = ap.parse_args(argv)
     sections = [s for s in args.section.split(",") if s]
@@ -605,6 +638,10 @@ def main(argv=None):
     for r in remats:
         if r not in REMAT:
             ap.error(f"unknown chain_remat {r!r} in --chain-remat; use {', '.join(REMAT)}")
+    xla_defaults = [u for u in args.xla_defaults.split(",") if u]
+    for u in xla_defaults:
+        if u not in UPDATES:
+            ap.error(f"unknown update {u!r} in --xla-defaults")
     cmd = " ".join(shlex.quote(a) for a in ["python", "benchmarks/run.py", *sys.argv[1:]])
 
     on_cpu = jax.default_backend() == "cpu"
@@ -614,7 +651,7 @@ def main(argv=None):
             "machine": machine(), "batch": batch, "sections": sections,
             "target_s": 0.3 if quick else (2.0 if on_cpu else 1.0), "min_calls": 1 if quick else 3,
             "mm_n": 1024 if quick else (2048 if on_cpu else 8192), "mm_repeats": 3 if quick else 7,
-            "envs": 50, "candidates": 50}
+            "envs": 50, "candidates": 50, "xla_options": training_compiler_options()}
     info["load_start"] = info["machine"]["load"]
     log(f"machine: {info['machine']}")
     data, norm, arrays, desc = load_data()
@@ -641,7 +678,9 @@ def main(argv=None):
                 [u for u in updates if u in args.seed_updates.split(",")]
             jobs = [(name, "none") for name in names]
             jobs += [(name, r) for r in remats for name in ("dql-joint", "dql-gf") if name in names]
-            prepared = [prepare_update(name, arrays, dims, batch, s, chunk_for(s), remat) for name, remat in jobs]
+            if s == 1 and training_compiler_options():
+                jobs += [(name, XLA_DEFAULTS) for name in xla_defaults if name in names]
+            prepared = [prepare_update(name, arrays, dims, batch, s, chunk_for(s), v) for name, v in jobs]
             time_updates(prepared, info["target_s"], info["min_calls"])
             res["train"] += prepared
             for r in prepared:

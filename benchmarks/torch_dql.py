@@ -5,7 +5,9 @@ Eager PyTorch, one seed, a Python loop (after Wang et al.'s `agents/ql_diffusion
 [x, t, s] -> 3 x 256 Mish -> act), VP schedule with T = 5, twin Q critics 3 x 256 Mish, Adam 3e-4,
 gradient-norm clipping (hopper: 4.0), critic step with next actions from the EMA actor through
 5 reverse steps, actor step with BC + Q loss through the 5-step chain with gradient, Polyak target
-update (tau 0.005), actor EMA (0.995) every 5 steps after step 1000.
+update (tau 0.005), actor EMA (0.995) every 5 steps after step 1000. `networks="authors"` runs the
+same loop with the networks of MDPT's DQL preset (the paper authors' LayerNorm critic, actor AdamW),
+so that the two implementations are timed on the same work.
 
 Used by benchmarks/run.py; not part of the test suite.
 """
@@ -105,12 +107,19 @@ class Diffusion(nn.Module):
 
 
 class Critic(nn.Module):
-    def __init__(self, state_dim, action_dim, hidden=256):
+    """Twin Q. `layer_norm`: the authors' critic (CleanDiffuser DQLCritic, MDPT's preset): [Linear,
+    LayerNorm, Tanh] then 2 x [Linear, LayerNorm, Mish]; otherwise Diffusion-QL's 3 x [Linear, Mish]."""
+
+    def __init__(self, state_dim, action_dim, hidden=256, layer_norm=False):
         super().__init__()
 
+        def layer(n_in, act):
+            return [nn.Linear(n_in, hidden), *([nn.LayerNorm(hidden)] if layer_norm else []), act]
+
         def q():
-            return nn.Sequential(nn.Linear(state_dim + action_dim, hidden), nn.Mish(), nn.Linear(hidden, hidden),
-                                 nn.Mish(), nn.Linear(hidden, hidden), nn.Mish(), nn.Linear(hidden, 1))
+            first = nn.Tanh() if layer_norm else nn.Mish()
+            return nn.Sequential(*layer(state_dim + action_dim, first), *layer(hidden, nn.Mish()),
+                                 *layer(hidden, nn.Mish()), nn.Linear(hidden, 1))
 
         self.q1_model, self.q2_model = q(), q()
 
@@ -121,11 +130,14 @@ class Critic(nn.Module):
 
 class DQL:
     def __init__(self, state_dim, action_dim, lr=3e-4, discount=0.99, tau=0.005, eta=1.0, ema_decay=0.995,
-                 update_ema_every=5, step_start_ema=1000, grad_norm=4.0, device="cpu"):
+                 update_ema_every=5, step_start_ema=1000, grad_norm=4.0, device="cpu", networks="diffusion-ql"):
         self.actor = Diffusion(state_dim, action_dim, MLP(state_dim, action_dim)).to(device)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        if networks == "authors":  # actor AdamW with weight decay 0.01, as MDPT's preset
+            self.actor_optimizer = torch.optim.AdamW(self.actor.parameters(), lr=lr, weight_decay=0.01)
+        else:
+            self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=lr)
         self.ema_model = copy.deepcopy(self.actor)
-        self.critic = Critic(state_dim, action_dim).to(device)
+        self.critic = Critic(state_dim, action_dim, layer_norm=networks == "authors").to(device)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr)
         self.discount, self.tau, self.eta, self.ema_decay = discount, tau, eta, ema_decay
@@ -178,8 +190,10 @@ class DQL:
 
 
 def benchmark(arrays: dict, steps: int, warmup: int = 5, threads: int | None = None, batch_size: int = 256,
-              seed: int = 0, max_seconds: float | None = None, device: str = "cpu") -> dict:
+              seed: int = 0, max_seconds: float | None = None, device: str = "cpu", networks: str = "diffusion-ql") -> dict:
     """Gradient steps/s of the joint DQL update. `arrays`: numpy obs/act/rew/mask/next_obs (normalized).
+    `networks`: "diffusion-ql" (the published Diffusion-QL step) or "authors" (the same step with the
+    networks and actor optimizer of MDPT's DQL preset: LayerNorm critic, AdamW).
     Times `steps` steps, or fewer (at least 2) once `max_seconds` have passed. On a GPU each step
     ends in `.item()` as the published loop's logging does, so the timing needs no extra sync."""
     if threads:
@@ -190,7 +204,7 @@ def benchmark(arrays: dict, steps: int, warmup: int = 5, threads: int | None = N
     data = {k: torch.as_tensor(np.asarray(arrays[k], np.float32), device=dev)
             for k in ("obs", "act", "rew", "mask", "next_obs")}
     n = data["rew"].shape[0]
-    agent = DQL(data["obs"].shape[1], data["act"].shape[1], device=dev)
+    agent = DQL(data["obs"].shape[1], data["act"].shape[1], device=dev, networks=networks)
 
     def one():
         ind = torch.randint(0, n, size=(batch_size,), device=dev)  # the published replay sampler
@@ -206,5 +220,5 @@ def benchmark(arrays: dict, steps: int, warmup: int = 5, threads: int | None = N
         done += 1
     dt = time.perf_counter() - t0
     steps = done
-    return {"steps_per_s": steps / dt, "steps": steps, "seconds": dt, "threads": torch.get_num_threads(),
+    return {"steps_per_s": steps / dt, "steps": steps, "seconds": dt, "threads": torch.get_num_threads(), "networks": networks,
             "torch": torch.__version__, "device": dev if dev == "cpu" else torch.cuda.get_device_name()}

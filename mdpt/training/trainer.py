@@ -22,6 +22,7 @@ import numpy as np
 from mdpt.data.batches import sample_batch
 from mdpt.guidance.module import GuidanceModule
 from mdpt.policies.module import DiffusionPolicy
+from mdpt.training.xla_options import training_compiler_options
 
 ROLES = ("train", "frozen", None)
 
@@ -43,6 +44,8 @@ class Trainer:
     # Each leaf has a leading seed axis of size S, or of size 1 to share one module across seeds.
     frozen: dict = field(default_factory=dict)
     groups: int | None = None  # D datasets stacked along a leading axis of arrays, frozen and state
+    # XLA options of the compiled chunk; None: `training_compiler_options()` (this backend's, see there).
+    compiler_options: dict | None = None
     _compiled: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -188,9 +191,12 @@ class Trainer:
             # keep_unused: every dataset array stays an argument even where a mode never reads it (a
             # guidance-first step reads only obs and act), so that peak memory less `dataset_bytes` is the
             # step's own memory in every mode; jit's default drops unused arguments from the executable.
-            jitted = jax.jit(fn, donate_argnums=(0,), keep_unused=True)
+            jitted = jax.jit(fn, donate_argnums=(0,), keep_unused=True, compiler_options=self._options())
             self._compiled[cache_key] = jitted.lower(state, self._frozen_args, self.arrays, jnp.int32(0)).compile()
         return self._compiled[cache_key]
+
+    def _options(self) -> dict:
+        return training_compiler_options() if self.compiler_options is None else self.compiler_options
 
     def run(self, state: dict, steps: int, start: int = 0) -> tuple[dict, dict]:
         """Advance every seed by `steps` steps from global step `start`; metrics are chunk means
