@@ -578,7 +578,7 @@ def notes(info, res, s1, peak, gf, vs, vs_best, fr, mem_rows, on_gpu) -> list[st
                        f"the shorter of the two, a {ceiling:.2f}x ceiling, and only with a core free for the "
                        "simulator while the policy runs; on 2 cores the policy already keeps both busy, so the "
                        "overlapped simulator and policy slow each other down. 2x needs a cheaper policy step "
-                       "(fewer candidates, e.g. an EvalPlan for learning curves) or more cores.")
+                       "(fewer candidates, e.g. `eval.curve_candidates` for learning curves) or more cores.")
     if not on_gpu and ("train" in info["sections"] or "seeds" in info["sections"]):
         out.append("- GPU target (>= 20x eager PyTorch in aggregate with 8 seeds) was not measured: no GPU in this run.")
     load = info.get("load_start")

@@ -1,4 +1,4 @@
-"""Pipelined evaluation (`evaluate(..., groups=G)`, `evaluate_agent`), quiet start-up, EvalPlan."""
+"""Pipelined evaluation (`evaluate(..., groups=G)`, `evaluate_agent`), quiet start-up."""
 
 import importlib.util
 import os
@@ -11,7 +11,6 @@ import pytest
 
 from mdpt.data.registry import ENVS
 from mdpt.errors import MDPTError
-from mdpt.evaluation.plan import EvalPlan
 from mdpt.evaluation.rollout import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,23 +196,8 @@ def test_an_evaluating_subprocess_prints_no_pybullet_noise():
     assert "pybullet build time" not in text and "argv[0]" not in text, text
 
 
-# ----------------------------------------------------------------------------- EvalPlan
-def test_eval_plan():
-    plan = EvalPlan(curve_episodes=3, curve_candidates=10, final_episodes=10, final_candidates=50)
-    assert (plan.episodes(final=False), plan.episodes(final=True)) == (3, 10)
-    assert (plan.candidates(False, default=50), plan.candidates(True, default=32)) == (10, 50)
-    assert EvalPlan(curve_episodes=2).candidates(False, default=32) == 32
-    text = plan.describe()
-    assert text.count(".") == 1 and text.endswith(".")
-    assert "3 episodes" in text and "10 candidates" in text and "10 episodes" in text and "50 candidates" in text
-    assert "Every" in EvalPlan.full(10, 50).describe()
-    for bad in ({"curve_episodes": 0}, {"final_candidates": 0}, {"final_episodes": 2.5}):
-        with pytest.raises(MDPTError):
-            EvalPlan(**bad)
-
-
 def test_evaluation_does_not_import_experiments_or_cli():
-    code = ("import sys\nimport mdpt.evaluation.rollout, mdpt.evaluation.plan, mdpt.evaluation.stats\n"
+    code = ("import sys\nimport mdpt.evaluation.rollout, mdpt.evaluation.stats\n"
             "print(sorted(m for m in sys.modules if m.startswith(('mdpt.experiments', 'mdpt.cli'))))\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
