@@ -224,6 +224,15 @@ def bench_inference(data, norm, arrays, dims, envs: int, candidates: int, repeat
     return out
 
 
+# The eager PyTorch step's networks (benchmarks/torch_dql.py): "authors" is the same work as our step.
+TORCH_NETWORKS = {"authors": "MDPT's preset: LayerNorm critic, AdamW actor",
+                  "diffusion-ql": "Diffusion-QL's own: plain Mish critic, Adam actor"}
+
+
+def torch_key(networks: str, threads: int) -> str:
+    return f"{networks} networks, {threads} thread{'s' if threads > 1 else ''}"
+
+
 def bench_torch(data, norm, steps: int, warmup: int, max_seconds: float) -> dict | None:
     try:
         import torch  # noqa: F401
@@ -245,13 +254,6 @@ def bench_torch(data, norm, steps: int, warmup: int, max_seconds: float) -> dict
                                            networks=networks)
             log(f"  torch eager DQL, {key}: {res[key]['steps_per_s']:.2f} steps/s")
     return res
-
-
-TORCH_NETWORKS = {"authors": "MDPT's preset: LayerNorm critic, AdamW actor", "diffusion-ql": "Diffusion-QL's own: plain Mish critic, Adam actor"}
-
-
-def torch_key(networks: str, threads: int) -> str:
-    return f"{networks} networks, {threads} thread{'s' if threads > 1 else ''}"
 
 
 EVAL_ENV = "halfcheetah"
