@@ -621,7 +621,7 @@ def main(argv=None):
                          "seed count they are timed at; '' for none)")
     ap.add_argument("--xla-defaults", default="dql-joint,dql-gf,idql-joint,iql",
                     help="updates also timed compiled with XLA's default options (beside MDPT's training options, "
-                         "same rounds; CPU only, at 1 seed; '' for none)")
+                         "same rounds; CPU only; '' for none)")
     ap.add_argument("--chunk", type=int, default=None, help="steps per call (default: 200 on GPU, 20/S on CPU)")
     args = ap.parse_args(argv)
     sections = [s for s in args.section.split(",") if s]
@@ -680,7 +680,7 @@ def main(argv=None):
                 [u for u in updates if u in args.seed_updates.split(",")]
             jobs = [(name, "none") for name in names]
             jobs += [(name, r) for r in remats for name in ("dql-joint", "dql-gf") if name in names]
-            if s == 1 and training_compiler_options():
+            if training_compiler_options():
                 jobs += [(name, XLA_DEFAULTS) for name in xla_defaults if name in names]
             prepared = [prepare_update(name, arrays, dims, batch, s, chunk_for(s), v) for name, v in jobs]
             time_updates(prepared, info["target_s"], info["min_calls"])
