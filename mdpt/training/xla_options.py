@@ -4,8 +4,9 @@ On CPU, XLA (JAX 0.10) hands each matmul, together with the elementwise ops arou
 fused subgraph. A training step here is dozens of small (256-wide) matmuls between Mish, LayerNorm and
 Adam passes; for it, YNNPACK on the matmuls alone with XLA's own fusions for the rest is faster and keeps
 less memory (steps/s: IQL 1.23-1.40x, IDQL 1.09-1.15x, joint DQL 1.05-1.17x, guidance-first DQL 0.99-1.06x;
-7-17% less peak memory; each measured in one process against the defaults: benchmarks/RESULTS.md, 2026-12-01). The options change which kernels sum the
-products, not the algorithm: results move by float32 rounding only. GPU programs get no options.
+7-17% less peak memory; each measured in one process against the defaults: benchmarks/RESULTS.md,
+2026-12-01). The options change which kernels sum the products, not the algorithm: results move by float32
+rounding only. GPU programs get no options.
 
 `MDPT_XLA_CPU_OPTIONS=off` compiles with XLA's defaults (e.g. to rerun a result bit for bit that was
 produced before these options).
