@@ -21,9 +21,11 @@ import os
 import jax
 import jax.numpy as jnp
 
+from mdpt.compile_cache import OFF as OFF_WORDS
+
 LOG = logging.getLogger("mdpt")
 CPU_TRAINING_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-OFF = {"0", "off", "false", "no", "none"}
+OFF = OFF_WORDS - {""}  # the words that turn MDPT_COMPILE_CACHE off; unset or empty keeps the options
 
 
 @functools.cache
