@@ -303,6 +303,37 @@ def test_fast_mish_equals_textbook_mish_and_its_gradient():
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
+def test_mish_backward_pass_keeps_less_than_a_derivative_that_shares_the_forward_exp():
+    """The derivative recomputes e^x (see `mish`); one that reuses the forward's exp keeps e^x too."""
+    from mdpt.nets.modules import mish
+    from mdpt.training.xla_options import training_compiler_options
+
+    @jax.custom_jvp
+    def shared_exp_mish(x):
+        return mish(x)
+
+    @shared_exp_mish.defjvp
+    def _jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        e = jnp.exp(jnp.minimum(x, 20.0))
+        n = e * (e + 2.0)
+        d = n + 2.0
+        slope = jnp.where(x > 20.0, 1.0, n / d + x * 4.0 * e * (e + 1.0) / (d * d))
+        return jnp.where(x > 20.0, x, x * n / d), slope * t
+
+    def arrays_kept(act, layers=6, width=256):
+        def loss(weights, x):
+            for w in weights:
+                x = act(x @ w)
+            return x.sum()
+
+        weights, x = [jnp.ones((width, width))] * layers, jnp.ones((width, width))
+        grad = jax.jit(jax.grad(loss), compiler_options=training_compiler_options()).lower(weights, x).compile()
+        return grad.memory_analysis().temp_size_in_bytes / x.nbytes
+
+    assert arrays_kept(mish) <= 0.75 * arrays_kept(shared_exp_mish)
+
+
 def test_a_guidance_first_step_keeps_every_dataset_array_as_an_argument(tiny_setup):
     """Peak memory less `dataset_bytes` is a step's own memory only if the arrays a mode never reads (a
     guidance-first step reads no rewards or next observations) stay arguments of its executable."""
