@@ -189,36 +189,47 @@ class DQL:
         return float(actor_loss.item()), float(critic_loss.item())
 
 
+class Stepper:
+    """The joint DQL update on `arrays` (numpy obs/act/rew/mask/next_obs, normalized), `k` steps per
+    call with the published replay sampler. `networks`: "diffusion-ql" (the published Diffusion-QL
+    step) or "authors" (the same step with the networks and actor optimizer of MDPT's DQL preset:
+    LayerNorm critic, AdamW). On a GPU each step ends in `.item()` as the published loop's logging
+    does, so timing a call needs no extra sync."""
+
+    def __init__(self, arrays: dict, threads: int | None = None, batch_size: int = 256, seed: int = 0,
+                 device: str = "cpu", networks: str = "diffusion-ql"):
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        self.device, self.batch_size, self.networks = device, batch_size, networks
+        self.data = {k: torch.as_tensor(np.asarray(arrays[k], np.float32), device=device)
+                     for k in ("obs", "act", "rew", "mask", "next_obs")}
+        self.n = self.data["rew"].shape[0]
+        self.agent = DQL(self.data["obs"].shape[1], self.data["act"].shape[1], device=device, networks=networks)
+
+    def run(self, k: int) -> None:
+        d = self.data
+        for _ in range(k):
+            ind = torch.randint(0, self.n, size=(self.batch_size,), device=self.device)
+            self.agent.train_step(d["obs"][ind], d["act"][ind], d["next_obs"][ind], d["rew"][ind, None],
+                                  d["mask"][ind, None])
+
+    def describe(self) -> dict:
+        return {"threads": torch.get_num_threads(), "networks": self.networks, "torch": torch.__version__,
+                "device": self.device if self.device == "cpu" else torch.cuda.get_device_name()}
+
+
 def benchmark(arrays: dict, steps: int, warmup: int = 5, threads: int | None = None, batch_size: int = 256,
               seed: int = 0, max_seconds: float | None = None, device: str = "cpu", networks: str = "diffusion-ql") -> dict:
-    """Gradient steps/s of the joint DQL update. `arrays`: numpy obs/act/rew/mask/next_obs (normalized).
-    `networks`: "diffusion-ql" (the published Diffusion-QL step) or "authors" (the same step with the
-    networks and actor optimizer of MDPT's DQL preset: LayerNorm critic, AdamW).
-    Times `steps` steps, or fewer (at least 2) once `max_seconds` have passed. On a GPU each step
-    ends in `.item()` as the published loop's logging does, so the timing needs no extra sync."""
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    dev = device
-    data = {k: torch.as_tensor(np.asarray(arrays[k], np.float32), device=dev)
-            for k in ("obs", "act", "rew", "mask", "next_obs")}
-    n = data["rew"].shape[0]
-    agent = DQL(data["obs"].shape[1], data["act"].shape[1], device=dev, networks=networks)
-
-    def one():
-        ind = torch.randint(0, n, size=(batch_size,), device=dev)  # the published replay sampler
-        agent.train_step(data["obs"][ind], data["act"][ind], data["next_obs"][ind], data["rew"][ind, None],
-                         data["mask"][ind, None])
-
-    for _ in range(warmup):
-        one()
+    """Gradient steps/s of the joint DQL update (see `Stepper`). Times `steps` steps, or fewer (at
+    least 2) once `max_seconds` have passed."""
+    stepper = Stepper(arrays, threads, batch_size, seed, device, networks)
+    stepper.run(warmup)
     t0 = time.perf_counter()
     done = 0
     while done < steps and (done < 2 or max_seconds is None or time.perf_counter() - t0 < max_seconds):
-        one()
+        stepper.run(1)
         done += 1
     dt = time.perf_counter() - t0
-    steps = done
-    return {"steps_per_s": steps / dt, "steps": steps, "seconds": dt, "threads": torch.get_num_threads(), "networks": networks,
-            "torch": torch.__version__, "device": dev if dev == "cpu" else torch.cuda.get_device_name()}
+    return {"steps_per_s": done / dt, "steps": done, "seconds": dt, **stepper.describe()}
