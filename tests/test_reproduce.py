@@ -88,11 +88,12 @@ def test_a_dataset_whose_curves_all_end_together_gets_a_caveat(width, caveat):
 
 @pytest.mark.parametrize("plain, by_selection", [((-5.0, -8.0, -2.0), True), ((20.0, 15.0, 25.0), False)])
 def test_a_gfdt_difference_that_plain_sampling_reverses_is_put_on_the_selection(plain, by_selection):
-    from mdpt.experiments.findings import findings
+    from mdpt.experiments.findings import _with_stage1, findings
 
     row = {"algo": "dql", "final_diff": (20.9, 10.0, 30.0), "plain_diff": plain, "plain_step": 15000,
            "ms_per_step": (150.0, 50.0), "peak_mib": (80.0, 50.0), "final_step": 15000,
            "stage1": {"run": "iql-a", "steps": 30000, "ms_per_step": 25.0}}
+    row["time_with_stage1"] = _with_stage1(row)  # as gfdt_table adds it
     result = {"datasets": {DATASET: {"gfdt": [row], "necessity": {}, "transfer": {"cross": []}}},
               "spread_all": None, "spread_cells": 0}
     text = findings(result)[1]

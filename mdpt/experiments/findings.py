@@ -165,6 +165,7 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             "stage1": stage1_cost(gf, runs),
             "gfdt_derived": bool(gs.get("derived_from")),
         })
+        rows[-1]["time_with_stage1"] = _with_stage1(rows[-1])
     return rows
 
 
@@ -287,33 +288,35 @@ def _swap_cells(cells: dict, runs: dict):
         yield run_name, int(step), kind, np.asarray(own, float), np.asarray(cell["scores"], float), cell
 
 
-def transfer(cells: dict, runs: dict) -> dict:
-    """Own vs swapped scores per cell, the spread change, cross-algorithm means, ensembles."""
-    own_pairs, swaps, cross, ensembles = [], [], [], []
+def transfer(cells: dict, runs: dict) -> tuple[dict, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """Own vs swapped scores per cell, the spread change, cross-algorithm means, ensembles; and the
+    (own, swapped) scores of the cells by `_swap_group`."""
+    pairs = {"spread": [], "cross": [], "ensemble": []}
+    rows = {"spread": [], "cross": [], "ensemble": []}
     for run_name, step, kind, own, swapped, cell in _swap_cells(cells, runs):
-        row = {"policy": run_name, "step": step, "swap": kind, "own": mean_ci(own), "swapped": mean_ci(swapped),
-               "own_iqr": iqr(seed_means(own)), "swapped_iqr": iqr(seed_means(swapped)),
-               "selector": cell.get("selector"), "critic": cell.get("critic")}
         group = _swap_group(kind)
-        if group == "spread":
-            own_pairs.append((own, swapped))
-            swaps.append(row)
-        else:
-            (ensembles if group == "ensemble" else cross).append(row)
-    return {"spread": spread_change(own_pairs), "spread_points": spread_difference(own_pairs), "swaps": swaps,
-            "cross": cross, "ensembles": ensembles,
-            "cells": len(own_pairs), "own_cells": sum(key.endswith("|own") for key in cells)}
+        pairs[group].append((own, swapped))
+        rows[group].append({"policy": run_name, "step": step, "swap": kind, "own": mean_ci(own),
+                            "swapped": mean_ci(swapped), "own_iqr": iqr(seed_means(own)),
+                            "swapped_iqr": iqr(seed_means(swapped)), "selector": cell.get("selector"),
+                            "critic": cell.get("critic")})
+    own_pairs = pairs["spread"]
+    summary = {"spread": spread_change(own_pairs), "spread_points": spread_difference(own_pairs),
+               "swaps": rows["spread"], "cross": rows["cross"], "ensembles": rows["ensemble"],
+               "cells": len(own_pairs), "own_cells": sum(key.endswith("|own") for key in cells)}
+    return summary, pairs
 
 
 def analyse(data: dict) -> dict:
     algos = data["protocol"]["algos"]
-    per = {}
+    per, pairs = {}, {"spread": [], "cross": [], "ensemble": []}
     for ds, runs in sorted(data["runs"].items()):
-        per[ds] = {"gfdt": gfdt_table(runs, algos), "necessity": necessity(runs, algos),
-                   "transfer": transfer(data["transfer"].get(ds, {}), runs),
+        moved, ds_pairs = transfer(data["transfer"].get(ds, {}), runs)
+        for group, cells in ds_pairs.items():
+            pairs[group] += cells
+        per[ds] = {"gfdt": gfdt_table(runs, algos), "necessity": necessity(runs, algos), "transfer": moved,
                    "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
                    "methods_spread": final_spread(runs, methods_only=True), "values": critic_values(runs)}
-    pairs = _pairs_by_group(data)
     all_pairs = pairs["spread"]
     return {"datasets": per, "spread_all": spread_change(all_pairs), "spread_points": spread_difference(all_pairs),
             "spread_cells": len(all_pairs),
@@ -324,15 +327,6 @@ def analyse(data: dict) -> dict:
 
 def _swap_group(kind: str) -> str:
     return "spread" if kind in SPREAD_SWAPS else "ensemble" if kind.startswith("ensemble-") else "cross"
-
-
-def _pairs_by_group(data: dict) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """(own, swapped) scores of every swap cell over all datasets, by `_swap_group`."""
-    out = {"spread": [], "cross": [], "ensemble": []}
-    for ds, runs in data["runs"].items():
-        for _, _, kind, own, swapped, _ in _swap_cells(data["transfer"].get(ds, {}), runs):
-            out[_swap_group(kind)].append((own, swapped))
-    return out
 
 
 # ----------------------------------------------------------------------------- findings
@@ -497,11 +491,11 @@ def _stage1_note(row: dict) -> str:
     if not st:
         return f"{row['algo']}: n/a"
     return (f"{row['algo']}: {st['run']}, {st['steps']} steps at {_fmt(st['ms_per_step'], 2)} ms, GF/joint time "
-            f"{_fmt(_with_stage1(row), 2)} with it")
+            f"{_fmt(row.get('time_with_stage1'), 2)} with it")
 
 
 def stage1_sentence(gf: list[tuple[str, dict]]) -> str:
-    ratios = [r for _, row in gf if (r := _with_stage1(row)) is not None]
+    ratios = [row["time_with_stage1"] for _, row in gf if row.get("time_with_stage1") is not None]
     if not ratios:
         return ""
     return (f"; with the stage-1 guidance's training added to guidance-first whole, the time ratio is "
