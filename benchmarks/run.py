@@ -235,15 +235,23 @@ def torch_key(networks: str, threads: int) -> str:
     return f"{networks} networks, {threads} thread{'s' if threads > 1 else ''}"
 
 
-def bench_torch(data, norm, steps: int, warmup: int, max_seconds: float) -> dict | None:
+def _torch_dql():
+    """benchmarks/torch_dql.py, or None where torch is not installed."""
     try:
         import torch  # noqa: F401
     except ImportError:
-        log("torch is not installed: the eager PyTorch reference is skipped (pip install torch==2.13.0)")
         return None
     sys.path.insert(0, str(HERE))
     import torch_dql
 
+    return torch_dql
+
+
+def bench_torch(data, norm, steps: int, warmup: int, max_seconds: float) -> dict | None:
+    torch_dql = _torch_dql()
+    if torch_dql is None:
+        log("torch is not installed: the eager PyTorch reference is skipped (pip install torch==2.13.0)")
+        return None
     arrays = _torch_arrays(data, norm)
     cores = os.cpu_count() or 1
     res = {}
@@ -262,13 +270,9 @@ def bench_paired(data, norm, arrays, dims, batch: int, rounds: int, chunk: int) 
     round is steadier than a ratio of two separately timed rates. Each side's first call of a round is
     an untimed warm-up: a chunk of ours right after PyTorch ran measured up to 25% slower than the
     next ones (caches and worker threads the other side left cold)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    torch_dql = _torch_dql()
+    if torch_dql is None:
         return None
-    sys.path.insert(0, str(HERE))
-    import torch_dql
-
     trainer = make_trainer("dql-joint", arrays, *dims, batch)
     state = trainer.init([0])
     stepper = torch_dql.Stepper(_torch_arrays(data, norm), threads=os.cpu_count() or 1, batch_size=batch,

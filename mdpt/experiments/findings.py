@@ -150,7 +150,7 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
         j_final, g_final = sj[-1][1], sg[-1][1]
         plain = _last_common_step(joint, gf, "unguided")
         js, gs = joint["summary"], gf["summary"]
-        rows.append({
+        row = {
             "algo": algo, "joint_final": mean_ci(j_final), "gfdt_final": mean_ci(g_final),
             "final_diff": diff_ci(g_final, j_final), "joint_auc": auc(sj), "gfdt_auc": auc(sg),
             # the same policies sampled without selection: separates what training did from what the selector did
@@ -164,8 +164,9 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             "selector": (js.get("preset", {}).get("selector"), gs.get("preset", {}).get("selector")),
             "stage1": stage1_cost(gf, runs),
             "gfdt_derived": bool(gs.get("derived_from")),
-        })
-        rows[-1]["time_with_stage1"] = _with_stage1(rows[-1])
+        }
+        row["time_with_stage1"] = _with_stage1(row)
+        rows.append(row)
     return rows
 
 
@@ -491,11 +492,11 @@ def _stage1_note(row: dict) -> str:
     if not st:
         return f"{row['algo']}: n/a"
     return (f"{row['algo']}: {st['run']}, {st['steps']} steps at {_fmt(st['ms_per_step'], 2)} ms, GF/joint time "
-            f"{_fmt(row.get('time_with_stage1'), 2)} with it")
+            f"{_fmt(row['time_with_stage1'], 2)} with it")
 
 
 def stage1_sentence(gf: list[tuple[str, dict]]) -> str:
-    ratios = [row["time_with_stage1"] for _, row in gf if row.get("time_with_stage1") is not None]
+    ratios = [row["time_with_stage1"] for _, row in gf if row["time_with_stage1"] is not None]
     if not ratios:
         return ""
     return (f"; with the stage-1 guidance's training added to guidance-first whole, the time ratio is "
