@@ -410,3 +410,58 @@ def test_a_report_of_a_reproduction_in_progress_names_the_runs_still_to_come(rep
     one = {"dql-joint": {"evals": {"guided": [(4, np.array([[1.0], [2.0]]), None)]}}}
     assert final_spread(one, methods_only=True) is None  # one finished method: nothing to compare, no caveat
     assert "Not finished yet" not in (out / "report" / "report.md").read_text()
+
+
+def test_runs_of_one_name_train_as_one_program_per_environment_in_an_order_that_keeps_inputs_first(tmp_path):
+    from mdpt.experiments.config import RunConfig
+    from mdpt.experiments.reproduce import Protocol, plan, training_batches
+
+    hopper = ("bullet-hopper-medium-v0", "bullet-hopper-expert-v0")
+    p = Protocol(datasets=(*hopper, "bullet-halfcheetah-medium-v0"), steps=10, eval_every=5, studies=("gfdt-vs-joint",))
+    items = plan(p, tmp_path)
+    configs = {it.key: RunConfig.from_dict(it.settings) for it in items}
+    batches = training_batches(items, configs, tmp_path, group=True)
+    named = [(b[0].name, tuple(it.dataset for it in b)) for b in batches]
+    assert named[:2] == [("iql-a", hopper), ("iql-a", ("bullet-halfcheetah-medium-v0",))]
+    assert [("idql-gfdt", (ds,)) for ds in p.datasets] == [x for x in named if x[0] == "idql-gfdt"]  # derived: alone
+    order = [b[0].name for b in batches]
+    assert all(order.index(dep) < order.index(it.name) for it in items for dep in it.after)
+    assert sorted(it.key for b in batches for it in b) == sorted(it.key for it in items)
+    assert training_batches(items, configs, tmp_path, group=False) == [[it] for it in items]
+    # a run that resumes from another step than its mates trains alone
+    ckpt = tmp_path / "bullet-hopper-expert-v0" / "dql-joint" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "checkpoint.json").write_text('{"step": 5}')
+    joint = [tuple(it.dataset for it in b) for b in training_batches(items, configs, tmp_path, True)
+             if b[0].name == "dql-joint"]
+    assert sorted(joint) == [("bullet-halfcheetah-medium-v0",), ("bullet-hopper-expert-v0",), ("bullet-hopper-medium-v0",)]
+
+
+def test_train_only_then_the_same_command_with_the_simulator_evaluates_every_run(tiny_data_dir, tmp_path):
+    from mdpt.experiments.reproduce import Protocol, Reproduction, run_state
+
+    tiny = {"policy": {"hidden": 8, "depth": 1}, "guidance": {"hidden": 8, "depth": 1}, "batch_size": 8, "chunk": 2}
+    p = Protocol(datasets=("bullet-hopper-medium-v0", "bullet-hopper-expert-v0"), algos=("dql",), seeds=2, steps=4,
+                 eval_every=2, curve_episodes=1, final_episodes=1, eval_max_steps=3, curve_candidates=3,
+                 studies=("gfdt-vs-joint",), ensemble_k=2, base=tiny)
+    out, lines = tmp_path / "out", []
+    Reproduction(p, out, log=lines.append).execute(train_only=True, group=True)
+    states = {it.key: run_state(out / "runs" / it.key) for it in Reproduction(p, out).planned()}
+    assert {k: v for k, v in states.items() if v != "trained"} == {f"{ds}/iql-a": "done" for ds in p.datasets}
+    assert any("dql-joint on bullet-hopper-medium-v0, bullet-hopper-expert-v0 (one program)" in x for x in lines)
+    assert "copy" in lines[-1] and "without --train-only" in lines[-1]
+    assert "4 of 6 runs are trained but not evaluated yet" in (out / "report" / "report.md").read_text()
+    moved = tmp_path / "elsewhere"  # copied to the machine with the simulator
+    out.rename(moved)
+    out = moved
+    Reproduction(p, out, log=lines.append).execute()
+    assert any("the stage-1 paths of 2 run(s) now point inside it" in x for x in lines)
+    assert all(run_state(out / "runs" / key) == "done" for key in states)
+    summary = json.loads((out / "runs" / "bullet-hopper-expert-v0" / "dql-gfdt" / "summary.json").read_text())
+    assert summary["evaluated_later"] and summary["group"] == list(p.datasets)
+    assert sorted(summary["final"]) == ["guided", "unguided"] and summary["final"]["guided"]["step"] == 4
+    findings = json.loads((out / "report" / "findings.json").read_text())
+    row = findings["datasets"]["bullet-hopper-expert-v0"]["gfdt"][0]
+    assert row["programs"] == [2, 2] and None not in row["ms_per_step"]  # both grouped alike: compared
+    report = (out / "report" / "report.md").read_text()
+    assert "not evaluated yet" not in report and "their ms/step and peak memory are that program's" in report

@@ -49,7 +49,13 @@ def register(subparsers) -> None:
                         "checked bit for bit on its first chunk: IDQL's policy loss never reads its guidance)")
     r.add_argument("--budget-hours", type=float, help="refuse a plan whose estimate exceeds this")
     r.add_argument("--train-only", action="store_true",
-                   help="train every run without evaluating (a machine without the simulator, e.g. a GPU box)")
+                   help="train every run without evaluating (a machine without the simulator, e.g. a GPU box): "
+                        "each run keeps its evaluation steps' snapshots and ends 'trained'; the same command "
+                        "without --train-only, on a machine with the simulator, evaluates them and writes the report")
+    r.add_argument("--group", choices=["auto", "on", "off"], default="auto",
+                   help="train the runs of one kind on the datasets of one environment as one program (their "
+                        "seeds and datasets vmapped together): auto = on a GPU/TPU, where one program per run "
+                        "leaves the device mostly idle (default: auto)")
     r.add_argument("--report-only", action="store_true", help="rewrite the report from what is on disk")
     r.add_argument("--config", help="YAML file of settings under every run (e.g. network sizes)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting under every run")
@@ -110,6 +116,7 @@ def run_reproduce(args) -> int:
         print(f"report: {write_report(out)}")
         return 0
     repro = Reproduction(protocol_from_args(args), out, progress=not args.no_progress)
-    path = repro.execute(budget_hours=args.budget_hours, train_only=args.train_only)
+    group = {"auto": None, "on": True, "off": False}[args.group]
+    path = repro.execute(budget_hours=args.budget_hours, train_only=args.train_only, group=group)
     print(f"report: {path}")
     return 0

@@ -43,7 +43,8 @@ class DerivedRun(Run):
         self.metrics.truncate_after(0)  # a derivation cut short starts again: it is cheap
         state = self.trainer.init(c.seed_list)
         n = self._chunk_length(0)
-        self.check_evaluation_memory(state)
+        if not self.defer_evaluation:
+            self.check_evaluation_memory(state)
         self.check_training_memory(state, n)
         self.claim_dir()
         t0 = time.perf_counter()

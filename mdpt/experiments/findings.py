@@ -122,21 +122,26 @@ def load(out: Path) -> dict:
     """{dataset: {run name: loaded run}} and the transfer cells of every dataset."""
     protocol = read_json(out / "protocol.json", "reproduction plan")
     runs: dict[str, dict] = {}
+    trained: list[str] = []
     for key in protocol["runs"]:
         dataset, name = key.split("/", 1)
         path = out / "runs" / key
         if (path / "summary.json").exists():
             try:
-                runs.setdefault(dataset, {})[name] = load_run(path)
+                run = load_run(path)
             except MDPTError:
                 continue
+            if run["summary"].get("status") == "trained":  # trained elsewhere, its evaluations still to come
+                trained.append(key)
+            else:
+                runs.setdefault(dataset, {})[name] = run
     transfer = {}
     for path in sorted((out / "transfer").glob("*.json")) if (out / "transfer").exists() else []:
         transfer[path.stem] = read_json(path, "transfer results")["cells"]
     datasets = {path.stem: read_json(path, "dataset statistics")
                 for path in (sorted((out / "data").glob("*.json")) if (out / "data").exists() else [])}
     return {"protocol": protocol["protocol"], "runs": runs, "transfer": transfer, "data": datasets,
-            "planned": protocol["runs"]}
+            "planned": protocol["runs"], "trained": trained}
 
 
 # ----------------------------------------------------------------------------- analyses
@@ -150,6 +155,7 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
         j_final, g_final = sj[-1][1], sg[-1][1]
         plain = _last_common_step(joint, gf, "unguided")
         js, gs = joint["summary"], gf["summary"]
+        comparable = program_size(js) == program_size(gs)  # time and memory are those of each run's whole program
         row = {
             "algo": algo, "joint_final": mean_ci(j_final), "gfdt_final": mean_ci(g_final),
             "final_diff": diff_ci(g_final, j_final), "joint_auc": auc(sj), "gfdt_auc": auc(sg),
@@ -157,17 +163,23 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             "plain_diff": diff_ci(plain[2], plain[1]) if plain else None, "plain_step": plain[0] if plain else None,
             "steps_to_90_joint": steps_to(sj, 0.9 * float(np.mean(j_final))),
             "steps_to_90_gfdt": steps_to(sg, 0.9 * float(np.mean(j_final))),
-            "ms_per_step": (_ms(js), _ms(gs)), "peak_mib": (_mib(js), _mib(gs)),
+            "ms_per_step": (_ms(js), _ms(gs)) if comparable else (None, None),
+            "peak_mib": (_mib(js), _mib(gs)) if comparable else (None, None), "programs": (program_size(js), program_size(gs)),
             "train_wall_s": (_wall(joint), _wall(gf)), "final_step": int(sg[-1][0]),
             "seeds": int(np.asarray(g_final).shape[0]), "episodes": int(np.asarray(g_final).shape[1]),
             "joint_guidance": joint["config"]["guidance"]["kind"], "gfdt_guidance": gf["summary"].get("guidance_kind"),
             "selector": (js.get("preset", {}).get("selector"), gs.get("preset", {}).get("selector")),
-            "stage1": stage1_cost(gf, runs),
+            "stage1": stage1_cost(gf, runs) if comparable else None,
             "gfdt_derived": bool(gs.get("derived_from")),
         }
         row["time_with_stage1"] = _with_stage1(row)
         rows.append(row)
     return rows
+
+
+def program_size(summary: dict) -> int:
+    """Datasets in the program that trained a run: more than 1 when grouped (`mdpt reproduce --group`)."""
+    return len(summary.get("group") or [None])
 
 
 def stage1_cost(gf: dict, runs: dict) -> dict | None:
@@ -176,7 +188,7 @@ def stage1_cost(gf: dict, runs: dict) -> dict | None:
     path = (gf["config"].get("stage1") or {}).get("guidance_path")
     name = Path(path).parent.name if path and path != "random" else None
     run = runs.get(name) if name else None
-    if run is None or _ms(run["summary"]) is None:
+    if run is None or _ms(run["summary"]) is None or program_size(run["summary"]) != program_size(gf["summary"]):
         return None
     return {"run": name, "steps": int(run["summary"].get("steps") or 0), "ms_per_step": _ms(run["summary"])}
 
@@ -487,6 +499,16 @@ def values_line(result: dict) -> str:
             f"{top['bound']:.3g}).")
 
 
+def waiting_for_evaluation(data: dict) -> list[str]:
+    """A line for the runs trained without evaluation (`mdpt reproduce --train-only`), if any."""
+    if not data.get("trained"):
+        return []
+    return [f"**{len(data['trained'])} of {len(data['planned'])} runs are trained but not evaluated yet** "
+            "(`--train-only`, e.g. on a GPU machine without the simulator): copy this directory to a machine with the "
+            "simulator and run the same command there without --train-only; the findings below use the evaluated "
+            "runs only.", ""]
+
+
 def _stage1_note(row: dict) -> str:
     st = row.get("stage1")
     if not st:
@@ -587,12 +609,17 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
         f"`{p['stage1']}`" + (f", unfrozen at step {p['unfreeze_at']}" if p.get("unfreeze_at") else "") +
         "; scores normalized with the `d4rl` reference (D4RL's bullet constants). Every score is last-iterate "
         "unless marked; CIs are 95% percentile bootstraps resampling seeds.", "",
-        "## Findings", ""] + findings(result) + [""]
+        "## Findings", ""] + waiting_for_evaluation(data) + findings(result) + [""]
     for ds, r in result["datasets"].items():
         runs = data["runs"][ds]
         md += [f"## {ds}", ""] + data_line(r)
         planned = (key.split("/", 1) for key in data["planned"])
         pending = [name for dataset, name in planned if dataset == ds and name not in runs]
+        trained = [name for name in pending if f"{ds}/{name}" in data.get("trained", ())]
+        if trained:
+            md += [f"Trained without evaluation (`--train-only`): {', '.join(trained)}; the same command without "
+                   "--train-only, on a machine with the simulator, evaluates them.", ""]
+            pending = [name for name in pending if name not in trained]
         if pending:
             md += [f"Not finished yet: {', '.join(pending)} (the same command continues them); every number below "
                    "and in the findings comes from the finished runs only.", ""]
@@ -624,6 +651,11 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
                        "loss never reads a critic; checked bit for bit on the first chunk, then taken from the joint run's "
                        "snapshots), so its GFDT - joint difference is that of the two guidance modules selecting its "
                        "actions; its ms/step and peak memory are its own program's.", ""]
+            grouped = sorted({n for x in r["gfdt"] for n in x["programs"] if n > 1})
+            if grouped:
+                md += [f"Some runs trained as one program with the other datasets of their environment ({', '.join(map(str, grouped))} "
+                       "datasets, `--group`): their ms/step and peak memory are that program's; a pair trained in programs "
+                       "of different sizes is not compared (n/a).", ""]
         if r["necessity"]:
             _fig_necessity(r["necessity"], ds, report_dir / f"necessity_{ds}.png")
             md += ["### Guidance necessity", "", f"![necessity gaps](necessity_{ds}.png)", ""]

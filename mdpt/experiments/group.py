@@ -3,10 +3,11 @@
 On an accelerator a program with 5 seeds leaves the device mostly idle; stacking the datasets of
 one environment (their observation and action sizes agree) multiplies the replicas per program
 at almost no cost per step. Each run keeps its own directory, exactly as a `Run` writes it
-(config.json, metrics.jsonl, checkpoints/, artifacts, summary.json), and computes what it would
-have computed alone with the same seeds (tested). Group training does not evaluate: the summary
-says `status: trained` and `mdpt reproduce` (or `mdpt evaluate`) evaluates the artifacts later,
-on a machine with the simulator.
+(config.json, metrics.jsonl, checkpoints/, snapshots/, artifacts, summary.json), and computes what
+it would have computed alone with the same seeds (tested). With `defer_evaluation` (a machine
+without the simulator) each run keeps a snapshot at each of its evaluation steps and ends with
+`status: trained`; `Run.execute()` (e.g. by `mdpt reproduce`) evaluates them later on a machine
+with the simulator. Without it, each run is evaluated at its evaluation steps during training.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def _shared(config: RunConfig) -> dict:
     return d
 
 
+def group_signature(config: RunConfig) -> str:
+    """Equal for runs that may train as one program (they differ only in their dataset and stage-1 source)."""
+    import json
+
+    return json.dumps(_shared(config), sort_keys=True)
+
+
 def check_groupable(configs: list[RunConfig]) -> None:
     first = configs[0]
     for c in configs[1:]:
@@ -68,12 +76,15 @@ class GroupRun:
     first chunk boundary after it, with a checkpoint in every run, so that a later call resumes."""
 
     def __init__(self, items: list[tuple[str | Path, RunConfig]], log: Callable | None = None,
-                 deadline: float | None = None, datasets: dict | None = None):
+                 deadline: float | None = None, datasets: dict | None = None, defer_evaluation: bool = True):
         if not items:
             raise MDPTError("a group needs at least one run")
         self.runs = [Run(Path(d), c.validate(), resume=True, progress=False, log=log,
-                         dataset=(datasets or {}).get(c.dataset)) for d, c in items]
+                         dataset=(datasets or {}).get(c.dataset), defer_evaluation=defer_evaluation) for d, c in items]
         check_groupable([r.config for r in self.runs])
+        if self.config.stage1.unfreeze_at is not None:
+            raise MDPTError("runs that unfreeze their guidance (stage1.unfreeze_at) change program mid-run; "
+                            "train them one by one")
         self.log = log or LOG.info
         self.deadline = deadline
 
@@ -135,10 +146,15 @@ class GroupRun:
         if step >= c.steps and all((r.dir / "summary.json").exists() for r in self.runs):
             return [read_json(r.dir / "summary.json") for r in self.runs]
         if step < c.steps:
+            for d, r in enumerate(self.runs):
+                if not r.defer_evaluation:
+                    r.check_evaluation_memory(_index(state, d))
             what = f"the grouped training step ({len(self.runs)} datasets x {c.seeds} seeds x batch {c.batch_size})"
             check_memory(trainer.compiled(state, min(c.chunk, c.steps - step)), what, GROUP_LOWER)
-        for r in self.runs:
+        for d, r in enumerate(self.runs):
             r.claim_dir()
+            if step > 0:  # killed while evaluating or keeping a snapshot (its checkpoint came first)
+                r._maybe_evaluate(_index(state, d), step, done=r._evaluated_variants(step))
         self.log(f"group of {len(self.runs)} runs x {c.seeds} seeds ({', '.join(r.config.dataset for r in self.runs)}) "
                  f"from step {step} to {c.steps}")
         timed_steps, timed_seconds, first = 0, 0.0, True
@@ -159,9 +175,13 @@ class GroupRun:
                                   **{k: _to_list(v) for k, v in md.items() if "@" not in k and k != "nonfinite_at"}})
                 r._check_values(md, step)
             out_of_time = self.deadline is not None and time.monotonic() > self.deadline and step < c.steps
-            if step >= c.steps or out_of_time or (c.checkpoint_every and step % c.checkpoint_every < n):
+            due = self.runs[0]._evaluation_due(step)  # the runs share their evaluation settings
+            if step >= c.steps or out_of_time or due or (c.checkpoint_every and step % c.checkpoint_every < n):
                 for d, r in enumerate(self.runs):
                     save_checkpoint(r.dir / "checkpoints", _index(state, d), step)
+            if due:
+                for d, r in enumerate(self.runs):
+                    r._maybe_evaluate(_index(state, d), step)
             if out_of_time:
                 self.log(f"group stopped at step {step} of {c.steps} (time limit); a later call resumes it")
                 return []
@@ -178,7 +198,8 @@ class GroupRun:
                                 trainer.batch_size, r.trainer.frozen)
             sd = _index(state, d)
             r._save_artifacts(sd, r.dir, c.steps)
-            summary = {**r._summary(per_step, peak), "status": "trained", "group": [x.config.dataset for x in self.runs],
+            summary = {**r._summary(per_step, peak), "status": r.trained_status(),
+                       "group": [x.config.dataset for x in self.runs],
                        "cost_note": f"time per step and peak memory of one program for {len(self.runs)} datasets "
                                     f"x {c.seeds} seeds"}
             write_json_atomic(r.dir / "summary.json", summary)

@@ -287,12 +287,15 @@ def evaluation_seconds(it: Planned, p: Protocol) -> float:
     return total
 
 
-def estimate_seconds(items: list[Planned], p: Protocol, backend: str, swaps: list[Swap] = ()) -> float:
-    """Rough wall time of training and evaluating `items` and evaluating `swaps` (RATES, EPISODE_COST)."""
+def estimate_seconds(items: list[Planned], p: Protocol, backend: str, swaps: list[Swap] = (),
+                     evaluate: bool = True, trained: frozenset[str] = frozenset()) -> float:
+    """Rough wall time of training `items` (but those whose key is in `trained`), evaluating them
+    (`evaluate`; on a CPU) and evaluating `swaps` (RATES, EPISODE_COST)."""
     rates = RATES["gpu" if backend == "gpu" else "cpu"]
     total = 0.0
     for it in items:
-        total += it.trained_steps * it.seeds / rates[it.update] + (evaluation_seconds(it, p) if backend != "gpu" else 0.0)
+        total += 0.0 if it.key in trained else it.trained_steps * it.seeds / rates[it.update]
+        total += evaluation_seconds(it, p) if evaluate and backend != "gpu" else 0.0
     for sw in swaps if backend != "gpu" else ():
         episodes = p.final_episodes if sw.step >= p.steps else p.curve_episodes
         n = swap_candidates(p, sw.step) or _candidates(p, sw.algo, sw.step, True)
@@ -319,8 +322,9 @@ class Reproduction:
     def planned(self) -> list[Planned]:
         return plan(self.p, self.runs_dir.resolve())
 
-    def remaining(self) -> list[Planned]:
-        return [it for it in self.planned() if run_state(self.runs_dir / it.key) != "done"]
+    def remaining(self, train_only: bool = False) -> list[Planned]:
+        """The runs left to train and evaluate (`train_only`: to train)."""
+        return [it for it in self.planned() if not self._skipped(it, train_only)]
 
     def remaining_swaps(self) -> list[Swap]:
         if "transfer" not in self.p.studies:
@@ -332,9 +336,15 @@ class Reproduction:
             out += [sw for sw in planned_swaps(self.p) if not self._cached(cells, sw.key)]
         return out
 
+    def estimate(self, backend: str, train_only: bool = False) -> tuple[float, list[Planned], list[Swap]]:
+        """(seconds, runs, swaps) of what is left: training what is not trained yet, and unless
+        `train_only` evaluating the runs and the swaps."""
+        left, swaps = self.remaining(train_only), [] if train_only else self.remaining_swaps()
+        trained = frozenset(it.key for it in left if run_state(self.runs_dir / it.key) == "trained")
+        return estimate_seconds(left, self.p, backend, swaps, not train_only, trained), left, swaps
+
     def check_budget(self, budget_hours: float | None, backend: str, train_only: bool = False) -> float:
-        left, swaps = self.remaining(), [] if train_only else self.remaining_swaps()
-        seconds = estimate_seconds(left, self.p, backend, swaps)
+        seconds, left, swaps = self.estimate(backend, train_only)
         if budget_hours is not None and seconds > budget_hours * 3600:
             raise MDPTError(f"the plan's {len(left)} remaining run(s) and {len(swaps)} guidance swap(s) need about "
                             f"{_hms(seconds)} on this machine "
@@ -342,48 +352,52 @@ class Reproduction:
                             "--datasets or --algos, or raise the budget")
         return seconds
 
-    def execute(self, budget_hours: float | None = None, train_only: bool = False) -> Path:
+    def execute(self, budget_hours: float | None = None, train_only: bool = False, group: bool | None = None) -> Path:
+        """Train (and evaluate) what is left, then the swaps and the report. `train_only`: evaluations are
+        deferred (snapshots kept, runs end `trained`) and no swaps run; a later call evaluates them.
+        `group`: the runs of one name on the datasets of one environment train as one program
+        (None: on an accelerator)."""
         import jax
 
         from mdpt.experiments.config import RunConfig
-        from mdpt.experiments.derived import DerivedRun
         from mdpt.experiments.rundir import RunLock
-        from mdpt.experiments.runner import Run
 
         self.out.mkdir(parents=True, exist_ok=True)
         with RunLock(self.out, "reproduction directory"):
             for stale in self.out.glob(".report.*.tmp"):  # a report a kill cut short (the old one stands)
                 shutil.rmtree(stale, ignore_errors=True)
+            moved = relocate(self.out)
+            if moved:
+                self.log(f"reproduce: this directory was moved (e.g. from the training machine); the stage-1 paths "
+                         f"of {moved} run(s) now point inside it")
             backend = jax.default_backend()
             estimate = self.check_budget(budget_hours, backend, train_only)
             items = self.planned()
             configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
             write_json_atomic(self.out / "protocol.json", {"protocol": _protocol_json(self.p),
-                                                           "runs": [it.key for it in items]})
-            if train_only:
-                configs = {k: _without_eval(c) for k, c in configs.items()}
-            self.log(f"reproduce: {len(items)} runs planned, {len(items) - len(self.remaining())} done; "
-                     f"estimated {_hms(estimate)} for the rest ({backend})")
+                                                           "runs": [it.key for it in items],
+                                                           "root": str(self.out.resolve())})
+            group = backend != "cpu" if group is None else group
+            self.log(f"reproduce: {len(items)} runs planned, {len(items) - len(self.remaining(train_only))} done; "
+                     f"estimated {_hms(estimate)} for the rest ({backend})"
+                     + ("; the datasets of one environment train as one program" if group else ""))
             t0, done_s = time.monotonic(), 0.0
             datasets = {}
-            for i, it in enumerate(items, 1):
-                state = run_state(self.runs_dir / it.key)
-                if state == "done" or (train_only and state == "trained"):
-                    continue
-                left = self.remaining()
-                eta = estimate_seconds(left, self.p, backend, [] if train_only else self.remaining_swaps())
-                self.log(f"[{i}/{len(items)}] {it.key} ({it.steps} steps x {it.seeds} seeds); "
-                         f"{len(left)} run(s) left, about {_hms(eta)} to go")
-                common = {"progress": self.progress, "log": self.log, "dataset": datasets.get(it.dataset)}
-                if it.derive_from:
-                    run = DerivedRun(self.runs_dir / it.key, configs[it.key],
-                                     self.runs_dir / dataset_dir(it.dataset) / it.derive_from, **common)
-                else:
-                    run = Run(self.runs_dir / it.key, configs[it.key], resume=True, **common)
-                run.execute()
-                datasets[it.dataset] = run.dataset
+            todo = [it for it in items if not self._skipped(it, train_only)]
+            for batch in training_batches(todo, configs, self.runs_dir, group):
+                eta, left, _ = self.estimate(backend, train_only)
+                what = batch[0].key if len(batch) == 1 else \
+                    f"{batch[0].name} on {', '.join(dataset_dir(it.dataset) for it in batch)} (one program)"
+                self.log(f"[{items.index(batch[0]) + 1}/{len(items)}] {what} ({batch[0].steps} steps x "
+                         f"{batch[0].seeds} seeds); {len(left)} run(s) left, about {_hms(eta)} to go")
+                for run in self._train(batch, configs, datasets, train_only):
+                    datasets[run.config.dataset] = run.dataset
                 done_s = time.monotonic() - t0
-            self.log(f"reproduce: training and curves done in {_hms(done_s)}")
+            if train_only:
+                self.log(f"reproduce: training done in {_hms(done_s)}; its evaluations wait: copy {self.out} to a "
+                         "machine with the simulator and run the same command there without --train-only")
+            else:
+                self.log(f"reproduce: training and curves done in {_hms(done_s)}")
             for ds in self.p.datasets:
                 self.record_data(ds, datasets.get(ds))
             if not train_only and "transfer" in self.p.studies:
@@ -392,6 +406,31 @@ class Reproduction:
             from mdpt.experiments.findings import write_report
 
             return write_report(self.out)
+
+    def _skipped(self, it: Planned, train_only: bool) -> bool:
+        state = run_state(self.runs_dir / it.key)
+        return state == "done" or (train_only and state == "trained")
+
+    def _train(self, batch: list[Planned], configs: dict, datasets: dict, train_only: bool) -> list:
+        """Train one batch of `training_batches` (one run, or a group as one program); its runs."""
+        from mdpt.experiments.derived import DerivedRun
+        from mdpt.experiments.group import GroupRun
+        from mdpt.experiments.runner import Run
+
+        common = {"log": self.log, "defer_evaluation": train_only}
+        if len(batch) > 1:
+            group = GroupRun([(self.runs_dir / it.key, configs[it.key]) for it in batch], datasets=datasets, **common)
+            group.execute()
+            return group.runs
+        it = batch[0]
+        common.update(progress=self.progress, dataset=datasets.get(it.dataset))
+        if it.derive_from:
+            run = DerivedRun(self.runs_dir / it.key, configs[it.key],
+                             self.runs_dir / dataset_dir(it.dataset) / it.derive_from, **common)
+        else:
+            run = Run(self.runs_dir / it.key, configs[it.key], resume=True, **common)
+        run.execute()
+        return [run]
 
     def record_data(self, dataset: str, data=None) -> Path:
         return record_data(self.out, dataset, data, env=self.p.base.get("env"))
@@ -475,10 +514,69 @@ def record_data(out: Path, dataset: str, data=None, env: str | None = None) -> P
     return path
 
 
-def _without_eval(config):
-    import dataclasses
+def relocate(out: Path) -> int:
+    """Rebase the runs' stage-1 guidance paths (absolute, inside the reproduction) after the directory
+    moved, e.g. copied from the GPU machine that trained it to the machine that evaluates it; the
+    number of runs changed. Their config.json otherwise no longer matches the planned config."""
+    path = out / "protocol.json"
+    saved = read_json(path, "reproduction plan") if path.exists() else {}
+    old, new = saved.get("root") if isinstance(saved, dict) else None, str(out.resolve())
+    if not old or old == new:
+        return 0
+    changed = 0
+    for key in saved.get("runs", []):
+        config_path = out / "runs" / key / "config.json"
+        if not config_path.exists():
+            continue
+        config = read_json(config_path, "run config")
+        stage1 = config.get("stage1") or {}
+        source = stage1.get("guidance_path") or ""
+        if source.startswith(old.rstrip("/") + "/"):
+            stage1["guidance_path"] = new + source[len(old.rstrip("/")):]
+            write_json_atomic(config_path, config)
+            changed += 1
+    return changed
 
-    return dataclasses.replace(config, eval=dataclasses.replace(config.eval, variants=(), snapshots=False))
+
+def _start_step(run_dir: Path) -> int:
+    """The step a run resumes from: its checkpoint's, or 0."""
+    index = run_dir / "checkpoints" / "checkpoint.json"
+    try:
+        return int(read_json(index, "checkpoint index")["step"]) if index.exists() else 0
+    except (MDPTError, KeyError, TypeError, ValueError):
+        return -1  # unreadable: the run reports it itself, alone
+
+
+def _group_key(it: Planned, config, runs_dir: Path) -> tuple | None:
+    """Runs with equal keys train as one program; None: alone (derived, unfreezing, evaluation only,
+    a dataset given by path, whose environment is known only once loaded)."""
+    from mdpt.data.registry import DATASET_IDS, parse_dataset_id
+    from mdpt.experiments.group import group_signature
+
+    run_dir = runs_dir / it.key
+    if it.derive_from or config.stage1.unfreeze_at is not None or it.dataset not in DATASET_IDS \
+            or run_state(run_dir) not in ("new", "partial"):
+        return None
+    return parse_dataset_id(it.dataset).env.name, _start_step(run_dir), group_signature(config)
+
+
+def training_batches(items: list[Planned], configs: dict, runs_dir: Path, group: bool) -> list[list[Planned]]:
+    """`items` in batches to train: one run each, or with `group` the runs of one name whose datasets
+    share an environment (and whose settings and resume step agree) as one batch, run name by run name
+    in plan order (every dataset plans its runs in the same order, so inputs still come first)."""
+    if not group:
+        return [[it] for it in items]
+    out = []
+    for name in dict.fromkeys(it.name for it in items):
+        groups: dict[tuple, list[Planned]] = {}
+        for it in (x for x in items if x.name == name):
+            key = _group_key(it, configs[it.key], runs_dir)
+            if key is None:
+                out.append([it])
+            else:
+                groups.setdefault(key, []).append(it)
+        out += list(groups.values())
+    return out
 
 
 def _protocol_json(p: Protocol) -> dict:

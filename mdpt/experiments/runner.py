@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -34,7 +36,7 @@ from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import MetricsLog, RunLock, check_writable, remove_stale_temporaries
 from mdpt.experiments.sinks import Sinks
 from mdpt.guidance.module import GuidanceModule
-from mdpt.io import read_json, versions, write_json_atomic
+from mdpt.io import atomic_dir, read_json, versions, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.profiling import check_memory, out_of_memory_as_error
@@ -80,11 +82,17 @@ class ValueCheck:
 
 
 class Run:
+    """One run in its directory. `defer_evaluation`: train without evaluating (a machine without the
+    simulator, e.g. a GPU box): each evaluation step's artifacts are kept in snapshots/step-N/ and the
+    summary says `status: trained`; a later `execute()` without the flag, on a machine with the
+    simulator, evaluates those snapshots as the evaluations along training would have, then finishes."""
+
     def __init__(self, run_dir: str | os.PathLike, config: RunConfig, resume: bool = False,
-                 progress: bool = True, log=None, dataset=None):
+                 progress: bool = True, log=None, dataset=None, defer_evaluation: bool = False):
         self.dir = Path(run_dir)
         self.config = config.validate()
         self.resume = resume
+        self.defer_evaluation = defer_evaluation
         self.progress = progress
         self.log = log or LOG.info
         self.warn = log or LOG.warning
@@ -285,10 +293,12 @@ class Run:
 
     def check_evaluation_memory(self, state) -> None:
         """Refuse an evaluation whose act step cannot fit, before training starts."""
+        self._check_evaluation_memory(*self.current_artifacts(state))
+
+    def _check_evaluation_memory(self, policy: Artifact | None, guidance: Artifact | None) -> None:
         c = self.config
         if not c.algo or not c.eval.variants:
             return
-        policy, guidance = self.current_artifacts(state)
         for final in (False, True):
             selector, episodes = self._eval_setting(final)
             for variant in c.eval.variants:
@@ -327,15 +337,26 @@ class Run:
             n = min(n, c.stage1.unfreeze_at - step)
         return n
 
+    def trained_summary(self) -> dict | None:
+        """The summary of a run trained with deferred evaluation, while this process can evaluate it."""
+        path = self.dir / "summary.json"
+        if self.defer_evaluation or not path.exists():
+            return None
+        summary = read_json(path, "run summary")
+        return summary if isinstance(summary, dict) and summary.get("status") == "trained" else None
+
     def _train(self) -> dict:
         c = self.config
+        if (trained := self.trained_summary()) is not None:
+            return self._evaluate_trained(trained)
         state, step = self._initial_state()
         self.metrics.truncate_after(step)
         self._replay_value_check()
         if step >= c.steps and (self.dir / "summary.json").exists():
             return read_json(self.dir / "summary.json")
         if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
-            self.check_evaluation_memory(state)  # the cheaper program to compile first
+            if not self.defer_evaluation:
+                self.check_evaluation_memory(state)  # the cheaper program to compile first
             self.check_training_memory(state, self._chunk_length(step))
         self.claim_dir()
         if step > 0:  # a kill during an evaluation (its checkpoint comes first): only its missing variants
@@ -464,6 +485,11 @@ class Run:
             gui = self.frozen_guidance
         return pol, gui
 
+    def trained_status(self) -> str:
+        """A trained run's status: 'trained' while evaluations deferred to another machine are pending."""
+        c = self.config
+        return "trained" if self.defer_evaluation and c.algo and c.eval.variants else "finished"
+
     def _evaluation_due(self, step: int) -> bool:
         c = self.config
         due = step >= c.steps or (c.eval.every and step % c.eval.every == 0)
@@ -472,16 +498,32 @@ class Run:
     def _evaluated_variants(self, step: int) -> set[str]:
         return {r.get("variant") for r in self.metrics.rows() if r["phase"] == "eval" and r["step"] == step}
 
+    def _snapshot_dir(self, step: int) -> Path:
+        return self.dir / "snapshots" / f"step-{step:09d}"
+
     def _maybe_evaluate(self, state, step: int, done: set[str] = frozenset()) -> bool:
-        """Evaluate the variants due at `step` (but those in `done`) and save its snapshot."""
+        """Evaluate the variants due at `step` (but those in `done`) and save its snapshot; with deferred
+        evaluation only the snapshot, which the later evaluation reads."""
         c = self.config
-        todo = [v for v in c.eval.variants if v not in done]
-        snapshot = self.dir / "snapshots" / f"step-{step:09d}"
-        if not self._evaluation_due(step) or not (todo or (c.eval.snapshots and not snapshot.exists())):
+        snapshot = self._snapshot_dir(step)
+        keep_snapshot = c.eval.snapshots or self.defer_evaluation
+        todo = [] if self.defer_evaluation else [v for v in c.eval.variants if v not in done]
+        if not self._evaluation_due(step) or not (todo or (keep_snapshot and not snapshot.exists())):
             return False
-        policy, guidance = self.current_artifacts(state)
+        if todo:
+            policy, guidance = self.current_artifacts(state)
+            self._evaluate(policy, guidance, step, todo, lambda where: self._save_artifacts(state, where, step))
+        if keep_snapshot:
+            self._save_artifacts(state, snapshot, step)
+        return True
+
+    def _evaluate(self, policy: Artifact, guidance: Artifact | None, step: int, variants: list[str],
+                  save_best: Callable[[Path], None]) -> None:
+        """Evaluate `variants` of the policy of `step`, a metrics row each; `save_best(dir)` writes its
+        artifacts when the first variant scores best so far."""
+        c = self.config
         selector, episodes = self._eval_setting(step >= c.steps)
-        for variant in todo:
+        for variant in variants:
             agent = self._variant_agent(variant, policy, guidance, selector)
             t0 = time.perf_counter()
             result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
@@ -495,12 +537,40 @@ class Run:
             self.log(f"step {step} {variant}: normalized score {np.mean(scores):.1f} "
                      f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {c.eval.reference})")
             if variant == c.eval.variants[0]:
-                self._keep_if_best(state, step, float(np.mean(scores)))
-        if c.eval.snapshots:
-            self._save_artifacts(state, snapshot, step)
-        return True
+                self._keep_if_best(step, float(np.mean(scores)), save_best)
 
-    def _keep_if_best(self, state, step: int, mean: float) -> None:
+    def _evaluate_trained(self, trained: dict) -> dict:
+        """Finish a run trained with deferred evaluation: each evaluation step's pending variants from its
+        snapshot, in step order (resumable: recorded variants are skipped), then the summary, which keeps
+        the training machine's time per step and peak memory."""
+        c = self.config
+        self._replay_value_check()
+        steps = sorted({r["step"] for r in self.metrics.rows() if r["phase"] == "train" and self._evaluation_due(r["step"])})
+        if steps:
+            self._check_evaluation_memory(*self._snapshot_artifacts(steps[-1]))
+        for step in steps:
+            todo = [v for v in c.eval.variants if v not in self._evaluated_variants(step)]
+            if todo:
+                snapshot = self._snapshot_dir(step)
+                self._evaluate(*self._snapshot_artifacts(step), step, todo,
+                               lambda where, snapshot=snapshot: _copy_artifacts(snapshot, where))
+        if not c.eval.snapshots:
+            shutil.rmtree(self.dir / "snapshots", ignore_errors=True)
+        summary = {**trained, **self._summary(trained.get("seconds_per_step"), trained.get("peak_memory_bytes")),
+                   "evaluated_later": True}
+        write_json_atomic(self.dir / "summary.json", summary)
+        return summary
+
+    def _snapshot_artifacts(self, step: int) -> tuple[Artifact, Artifact | None]:
+        """(policy, guidance) of an evaluation step from its snapshot; a frozen guidance is the run's own."""
+        snapshot = self._snapshot_dir(step)
+        if not (snapshot / "policy" / "meta.json").exists():
+            raise MDPTError(f"{self.dir}: trained without evaluation, but its snapshot of step {step} is missing "
+                            f"({snapshot}); copy the whole run directory from the training machine")
+        guidance = snapshot / "guidance"
+        return load_policy(snapshot / "policy"), load_guidance(guidance) if guidance.exists() else self.frozen_guidance
+
+    def _keep_if_best(self, step: int, mean: float, save: Callable[[Path], None]) -> None:
         """The artifacts of the best evaluation so far, kept in best/ (the summary's `best`)."""
         best_file = self.dir / "best" / "best.json"
         try:
@@ -509,7 +579,7 @@ class Run:
             best = None
         if isinstance(best, dict) and isinstance(best.get("mean"), int | float) and best["mean"] >= mean:
             return
-        self._save_artifacts(state, self.dir / "best", step)
+        save(self.dir / "best")
         write_json_atomic(best_file, {"step": step, "mean": mean, "variant": self.config.eval.variants[0]})
 
     def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None, selector) -> Agent:
@@ -555,7 +625,7 @@ class Run:
 
     def _finish(self, state, seconds_per_step) -> dict:
         self._save_artifacts(state, self.dir, self.config.steps)
-        summary = self._summary(seconds_per_step)
+        summary = {**self._summary(seconds_per_step), "status": self.trained_status()}
         write_json_atomic(self.dir / "summary.json", summary)
         return summary
 
@@ -615,6 +685,14 @@ class Run:
             return compiled_peak_bytes(compiled) - self.trainer.dataset_bytes
         except Exception:  # analysis is best-effort; it never fails a run
             return None
+
+
+def _copy_artifacts(src: Path, dst: Path) -> None:
+    """The artifact folders of `src` (a snapshot) into `dst`, each replaced whole."""
+    for kind in ("policy", "guidance"):
+        if (src / kind).exists():
+            with atomic_dir(dst / kind) as tmp:
+                shutil.copytree(src / kind, tmp, dirs_exist_ok=True)
 
 
 def recorded_metrics(m: dict) -> dict:
