@@ -106,7 +106,7 @@ def test_a_run_trained_without_evaluation_is_evaluated_later_exactly_as_along_tr
     assert not (tmp_path / "later" / "snapshots").exists()  # kept only while needed (eval.snapshots is off)
 
 
-def test_a_group_without_the_simulator_keeps_snapshots_that_evaluate_as_its_evaluations_along_training(tmp_path, datasets):
+def test_a_group_without_the_simulator_keeps_snapshots_that_evaluate_as_along_training(tmp_path, datasets):
     configs = {ds: RunConfig.from_dict({"dataset": ds, "algo": "dql", "mode": "guidance-first",
                                         "stage1": {"guidance_path": "random"}, **EVAL}) for ds in datasets}
     quiet = {"log": lambda *a: None, "datasets": datasets}

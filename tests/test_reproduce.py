@@ -434,7 +434,8 @@ def test_runs_of_one_name_train_as_one_program_per_environment_in_an_order_that_
     (ckpt / "checkpoint.json").write_text('{"step": 5}')
     joint = [tuple(it.dataset for it in b) for b in training_batches(items, configs, tmp_path, True)
              if b[0].name == "dql-joint"]
-    assert sorted(joint) == [("bullet-halfcheetah-medium-v0",), ("bullet-hopper-expert-v0",), ("bullet-hopper-medium-v0",)]
+    assert sorted(joint) == [("bullet-halfcheetah-medium-v0",), ("bullet-hopper-expert-v0",),
+                             ("bullet-hopper-medium-v0",)]
 
 
 def test_train_only_then_the_same_command_with_the_simulator_evaluates_every_run(tiny_data_dir, tmp_path):

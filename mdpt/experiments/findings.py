@@ -59,6 +59,11 @@ def iqr(x) -> float:
     return float(q75 - q25)
 
 
+def _row_iqrs(x: np.ndarray) -> np.ndarray:
+    q25, q75 = np.percentile(x, [25, 75], axis=-1)
+    return q75 - q25
+
+
 def _seed_cells(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(seed_means(a), seed_means(b)) for a, b in pairs if np.asarray(a).shape[0] > 1]
 
@@ -72,11 +77,11 @@ def _iqr_bootstrap(cells, stat, seed: int) -> tuple[float, float, float] | None:
     if not np.isfinite(point):
         return None
     rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(N_BOOT):
-        idx = [rng.integers(0, len(a), len(a)) for a, _ in cells]
-        reps.append(stat(np.array([iqr(a[i]) for (a, _), i in zip(cells, idx, strict=True)]),
-                         np.array([iqr(b[i]) for (_, b), i in zip(cells, idx, strict=True)])))
+    draws = [[rng.integers(0, len(a), len(a)) for a, _ in cells] for _ in range(N_BOOT)]
+    # each cell's IQRs of all resamples at once: (N_BOOT, cells)
+    own, swapped = (np.stack([_row_iqrs(pair[side][np.stack([d[c] for d in draws])]) for c, pair in enumerate(cells)], 1)
+                    for side in (0, 1))
+    reps = [stat(o, s) for o, s in zip(own, swapped, strict=True)]
     lo, hi = np.nanpercentile(reps, [2.5, 97.5])
     return float(point), float(lo), float(hi)
 
@@ -164,7 +169,8 @@ def gfdt_table(runs: dict, algos) -> list[dict]:
             "steps_to_90_joint": steps_to(sj, 0.9 * float(np.mean(j_final))),
             "steps_to_90_gfdt": steps_to(sg, 0.9 * float(np.mean(j_final))),
             "ms_per_step": (_ms(js), _ms(gs)) if comparable else (None, None),
-            "peak_mib": (_mib(js), _mib(gs)) if comparable else (None, None), "programs": (program_size(js), program_size(gs)),
+            "peak_mib": (_mib(js), _mib(gs)) if comparable else (None, None),
+            "programs": (program_size(js), program_size(gs)),
             "train_wall_s": (_wall(joint), _wall(gf)), "final_step": int(sg[-1][0]),
             "seeds": int(np.asarray(g_final).shape[0]), "episodes": int(np.asarray(g_final).shape[1]),
             "joint_guidance": joint["config"]["guidance"]["kind"], "gfdt_guidance": gf["summary"].get("guidance_kind"),
@@ -653,9 +659,9 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
                        "actions; its ms/step and peak memory are its own program's.", ""]
             grouped = sorted({n for x in r["gfdt"] for n in x["programs"] if n > 1})
             if grouped:
-                md += [f"Some runs trained as one program with the other datasets of their environment ({', '.join(map(str, grouped))} "
-                       "datasets, `--group`): their ms/step and peak memory are that program's; a pair trained in programs "
-                       "of different sizes is not compared (n/a).", ""]
+                md += ["Some runs trained as one program with the other datasets of their environment "
+                       f"({', '.join(map(str, grouped))} datasets, `--group`): their ms/step and peak memory are that "
+                       "program's; a pair trained in programs of different sizes is not compared (n/a).", ""]
         if r["necessity"]:
             _fig_necessity(r["necessity"], ds, report_dir / f"necessity_{ds}.png")
             md += ["### Guidance necessity", "", f"![necessity gaps](necessity_{ds}.png)", ""]

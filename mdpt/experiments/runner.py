@@ -545,7 +545,8 @@ class Run:
         the training machine's time per step and peak memory."""
         c = self.config
         self._replay_value_check()
-        steps = sorted({r["step"] for r in self.metrics.rows() if r["phase"] == "train" and self._evaluation_due(r["step"])})
+        trained_steps = {r["step"] for r in self.metrics.rows() if r["phase"] == "train"}
+        steps = sorted(s for s in trained_steps if self._evaluation_due(s))
         if steps:
             self._check_evaluation_memory(*self._snapshot_artifacts(steps[-1]))
         for step in steps:
