@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mdpt.errors import MDPTError
+from mdpt.evaluation import stats
 from mdpt.experiments.report import _figure, _save, load_run
 from mdpt.experiments.reproduce import STUDIES
 from mdpt.io import read_json, write_bytes_atomic, write_json_atomic
@@ -59,11 +60,6 @@ def iqr(x) -> float:
     return float(q75 - q25)
 
 
-def _row_iqrs(x: np.ndarray) -> np.ndarray:
-    q25, q75 = np.percentile(x, [25, 75], axis=-1)
-    return q75 - q25
-
-
 def _seed_cells(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(seed_means(a), seed_means(b)) for a, b in pairs if np.asarray(a).shape[0] > 1]
 
@@ -79,7 +75,8 @@ def _iqr_bootstrap(cells, stat, seed: int) -> tuple[float, float, float] | None:
     rng = np.random.default_rng(seed)
     draws = [[rng.integers(0, len(a), len(a)) for a, _ in cells] for _ in range(N_BOOT)]
     # each cell's IQRs of all resamples at once: (N_BOOT, cells)
-    own, swapped = (np.stack([_row_iqrs(pair[side][np.stack([d[c] for d in draws])]) for c, pair in enumerate(cells)], 1)
+    resampled = [np.stack([d[c] for d in draws]) for c in range(len(cells))]  # per cell: (N_BOOT, seeds)
+    own, swapped = (np.stack([stats.iqr(pair[side][idx], axis=-1) for pair, idx in zip(cells, resampled, strict=True)], 1)
                     for side in (0, 1))
     reps = [stat(o, s) for o, s in zip(own, swapped, strict=True)]
     lo, hi = np.nanpercentile(reps, [2.5, 97.5])
