@@ -504,7 +504,7 @@ def values_line(result: dict) -> str:
 
 def waiting_for_evaluation(data: dict) -> list[str]:
     """A line for the runs trained without evaluation (`mdpt reproduce --train-only`), if any."""
-    if not data.get("trained"):
+    if not data["trained"]:
         return []
     return [f"**{len(data['trained'])} of {len(data['planned'])} runs are trained but not evaluated yet** "
             "(`--train-only`, e.g. on a GPU machine without the simulator): copy this directory to a machine with the "
@@ -618,7 +618,7 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
         md += [f"## {ds}", ""] + data_line(r)
         planned = (key.split("/", 1) for key in data["planned"])
         pending = [name for dataset, name in planned if dataset == ds and name not in runs]
-        trained = [name for name in pending if f"{ds}/{name}" in data.get("trained", ())]
+        trained = [name for name in pending if f"{ds}/{name}" in data["trained"]]
         if trained:
             md += [f"Trained without evaluation (`--train-only`): {', '.join(trained)}; the same command without "
                    "--train-only, on a machine with the simulator, evaluates them.", ""]

@@ -12,6 +12,7 @@ with the simulator. Without it, each run is evaluated at its evaluation steps du
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +49,6 @@ def _shared(config: RunConfig) -> dict:
 
 def group_signature(config: RunConfig) -> str:
     """Equal for runs that may train as one program (they differ only in their dataset and stage-1 source)."""
-    import json
-
     return json.dumps(_shared(config), sort_keys=True)
 
 

@@ -378,12 +378,12 @@ class Reproduction:
                                                            "runs": [it.key for it in items],
                                                            "root": str(self.out.resolve())})
             group = backend != "cpu" if group is None else group
-            self.log(f"reproduce: {len(items)} runs planned, {len(items) - len(self.remaining(train_only))} done; "
+            todo = [it for it in items if not self._skipped(it, train_only)]
+            self.log(f"reproduce: {len(items)} runs planned, {len(items) - len(todo)} done; "
                      f"estimated {_hms(estimate)} for the rest ({backend})"
                      + ("; the datasets of one environment train as one program" if group else ""))
             t0, done_s = time.monotonic(), 0.0
             datasets = {}
-            todo = [it for it in items if not self._skipped(it, train_only)]
             for batch in training_batches(todo, configs, self.runs_dir, group):
                 eta, left, _ = self.estimate(backend, train_only)
                 what = batch[0].key if len(batch) == 1 else \
@@ -523,6 +523,7 @@ def relocate(out: Path) -> int:
     old, new = saved.get("root") if isinstance(saved, dict) else None, str(out.resolve())
     if not old or old == new:
         return 0
+    old = old.rstrip("/")
     changed = 0
     for key in saved.get("runs", []):
         config_path = out / "runs" / key / "config.json"
@@ -531,8 +532,8 @@ def relocate(out: Path) -> int:
         config = read_json(config_path, "run config")
         stage1 = config.get("stage1") or {}
         source = stage1.get("guidance_path") or ""
-        if source.startswith(old.rstrip("/") + "/"):
-            stage1["guidance_path"] = new + source[len(old.rstrip("/")):]
+        if source.startswith(old + "/"):
+            stage1["guidance_path"] = new + source[len(old):]
             write_json_atomic(config_path, config)
             changed += 1
     return changed
