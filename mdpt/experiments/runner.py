@@ -547,14 +547,15 @@ class Run:
         self._replay_value_check()
         trained_steps = {r["step"] for r in self.metrics.rows() if r["phase"] == "train"}
         steps = sorted(s for s in trained_steps if self._evaluation_due(s))
-        if steps:
-            self._check_evaluation_memory(*self._snapshot_artifacts(steps[-1]))
+        last = self._snapshot_artifacts(steps[-1]) if steps else None
+        if last:
+            self._check_evaluation_memory(*last)
         for step in steps:
             todo = [v for v in c.eval.variants if v not in self._evaluated_variants(step)]
             if todo:
                 snapshot = self._snapshot_dir(step)
-                self._evaluate(*self._snapshot_artifacts(step), step, todo,
-                               lambda where, snapshot=snapshot: _copy_artifacts(snapshot, where))
+                artifacts = last if step == steps[-1] else self._snapshot_artifacts(step)
+                self._evaluate(*artifacts, step, todo, lambda where, snapshot=snapshot: _copy_artifacts(snapshot, where))
         if not c.eval.snapshots:
             shutil.rmtree(self.dir / "snapshots", ignore_errors=True)
         summary = {**trained, **self._summary(trained.get("seconds_per_step"), trained.get("peak_memory_bytes")),
