@@ -24,7 +24,7 @@ from mdpt.data.batches import stack_arrays
 from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import RunLock, remove_stale_temporaries
-from mdpt.experiments.runner import LOG, TRAIN_LOWER, Run, _to_list
+from mdpt.experiments.runner import LOG, TRAIN_LOWER, Run, recorded_metrics
 from mdpt.io import read_json, write_json_atomic
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.profiling import check_memory, out_of_memory_as_error
@@ -170,8 +170,7 @@ class GroupRun:
             for d, r in enumerate(self.runs):
                 md = _index(m, d)
                 r._check_finite(md, step - n)
-                r.record({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs),
-                                  **{k: _to_list(v) for k, v in md.items() if "@" not in k and k != "nonfinite_at"}})
+                r.record({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs), **recorded_metrics(md)})
                 r._check_values(md, step)
             out_of_time = self.deadline is not None and time.monotonic() > self.deadline and step < c.steps
             due = self.runs[0]._evaluation_due(step)  # the runs share their evaluation settings
