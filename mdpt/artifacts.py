@@ -72,7 +72,7 @@ def save_artifact(out_dir: str | os.PathLike, art_type: str, module, params: dic
                   dataset_rec: dict, seeds: list[int], steps: int, extra: dict | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=mio.temp_prefix(out_dir.name), suffix=".tmp", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         digest = save_params(tmp / PARAMS_FILE, jax.device_get(params))

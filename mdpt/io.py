@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,16 @@ import numpy as np
 from mdpt.errors import MDPTError
 
 SEP = "/"
+# Temporaries MDPT writes are named `.NAME.mdpt-tmp-XXXXXXXX.tmp` (and an old directory moved aside
+# `.NAME.mdpt-old-PID`): the marker is what lets a clean-up prove a file is MDPT's own; a user's
+# `.notes.tmp` or `.photos.old-2023` never matches.
+TEMP_MARK = "mdpt-tmp-"
+_TEMP_RE = re.compile(r"\..+\.(mdpt-tmp-[A-Za-z0-9_]+\.tmp|mdpt-old-[0-9]+)")
+
+
+def temp_prefix(name: str) -> str:
+    """The `prefix` for `tempfile.mkstemp`/`mkdtemp` of a temporary beside `name` (suffix `.tmp`)."""
+    return f".{name}.{TEMP_MARK}"
 
 
 @contextlib.contextmanager
@@ -24,7 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`, else remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -67,8 +78,8 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 def is_temp_name(name: str) -> bool:
-    """Names `atomic_path` and artifact writers give their temporaries (`.NAME.XXXX.tmp`, `.NAME.old-PID`)."""
-    return name.startswith(".") and (name.endswith(".tmp") or ".old-" in name)
+    """Names MDPT's writers give their temporaries (`.NAME.mdpt-tmp-XXXX.tmp`, `.NAME.mdpt-old-PID`), and no others."""
+    return _TEMP_RE.fullmatch(name) is not None
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -82,7 +93,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     else it is removed. The directory gets ordinary permissions (mkdtemp makes 0700)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
@@ -95,13 +106,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Rename directory `src` to `dst`, replacing an existing `dst` with no moment without a copy.
 
-    The old `dst` is first renamed aside (`.NAME.old-PID`), then `src` renamed into place, then the
+    The old `dst` is first renamed aside (`.NAME.mdpt-old-PID`), then `src` renamed into place, then the
     old copy removed; if the second rename fails the old copy is put back. A crash in between
     leaves the old copy under the aside name (`is_temp_name` recognises it), never nothing.
     """
     src, dst = Path(src), Path(dst)
     if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        old = dst.with_name(f".{dst.name}.mdpt-old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
         try:

@@ -29,7 +29,7 @@ FUZZ_CASES = {"meta": 0}
 
 
 def stray(d: Path) -> list[Path]:
-    return [p for p in d.rglob("*") if p.name.endswith(".tmp") or ".old-" in p.name]
+    return [p for p in d.rglob("*") if ".mdpt-tmp-" in p.name or ".mdpt-old-" in p.name]
 
 
 def seeds_params(module, n=2):

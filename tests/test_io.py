@@ -39,7 +39,7 @@ def test_replace_dir_never_leaves_no_copy(tmp_path, monkeypatch):
         seen.append((Path(a).name, Path(b).name))
         if Path(a) == src:
             assert Path(b) == dst and not dst.exists()
-            assert any(p.name.startswith(".out.old-") for p in tmp_path.iterdir())  # a copy exists meanwhile
+            assert any(p.name.startswith(".out.mdpt-old-") for p in tmp_path.iterdir())  # a copy exists meanwhile
             raise OSError(28, "No space left on device")
         return real_replace(a, b)
 
@@ -48,7 +48,7 @@ def test_replace_dir_never_leaves_no_copy(tmp_path, monkeypatch):
         mio.replace_dir(src, dst)
     monkeypatch.undo()
     assert (dst / "f.txt").read_text() == "old"
-    assert seen[0][0] == "out" and seen[0][1].startswith(".out.old-") and mio.is_temp_name(seen[0][1])
+    assert seen[0][0] == "out" and seen[0][1].startswith(".out.mdpt-old-") and mio.is_temp_name(seen[0][1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "out"]
 
 

@@ -43,7 +43,7 @@ def guidance_argv(data, out, steps=20, chunk=5, extra=()):
 
 
 def stray_temporaries(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".old-" in p.name] if out.exists() else []
+    return [p for p in out.rglob("*") if ".mdpt-tmp-" in p.name or ".mdpt-old-" in p.name] if out.exists() else []
 
 
 def one_line(err: str) -> str:
@@ -196,12 +196,12 @@ def test_stale_temporaries_of_a_killed_process_are_removed_under_the_lock(tmp_pa
     from mdpt.experiments.runner import RunLock, remove_stale_temporaries
 
     (tmp_path / "checkpoints").mkdir()
-    stale = [tmp_path / ".metrics.jsonl.abc.tmp", tmp_path / "checkpoints" / ".state-5.safetensors.x.tmp",
-             tmp_path / ".policy.old-123"]
+    stale = [tmp_path / ".metrics.jsonl.mdpt-tmp-abc.tmp", tmp_path / "checkpoints" / ".state-5.safetensors.mdpt-tmp-x.tmp",
+             tmp_path / ".policy.mdpt-old-123"]
     for p in stale[:2]:
         p.write_text("half")
     stale[2].mkdir()
-    (tmp_path / ".policy.q1.tmp").mkdir()
+    (tmp_path / ".policy.mdpt-tmp-q1.tmp").mkdir()
     keep = tmp_path / "metrics.jsonl"
     keep.write_text("")
     with RunLock(tmp_path):

@@ -112,7 +112,7 @@ def assert_bit_identical(a: Path, b: Path) -> None:
 
 
 def stray_temporaries(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".old-" in p.name]
+    return [p for p in out.rglob("*") if ".mdpt-tmp-" in p.name or ".mdpt-old-" in p.name]
 
 
 @pytest.mark.slow

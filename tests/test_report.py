@@ -167,7 +167,7 @@ def test_write_report_end_to_end(runs, tmp_path):
     for name in pngs:
         assert f"]({name})" in md  # every figure is linked
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(out.glob(".*.tmp"))  # atomic writes left no temp files
+    assert not list(out.glob(".*.mdpt-tmp-*"))  # atomic writes left no temp files
     # reference named, final and best labelled separately, tables present
     assert "`d4rl` reference for hopper: min 20.06, max 1441.81" in md
     assert "### Final scores (last iterate)" in md and "### Best-checkpoint scores" in md

@@ -22,7 +22,7 @@ from mdpt.errors import MDPTError
 from mdpt.evaluation import stats
 from mdpt.experiments.report import _figure, _save, load_run
 from mdpt.experiments.reproduce import STUDIES
-from mdpt.io import read_json, write_bytes_atomic, write_json_atomic
+from mdpt.io import read_json, temp_prefix, write_bytes_atomic, write_json_atomic
 from mdpt.settings import flatten
 
 N_BOOT = 2000
@@ -737,7 +737,7 @@ def write_report(out: str | Path, header: list[str] | None = None) -> Path:
     out = Path(out)
     data = load(out)
     result = analyse(data)
-    tmp = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("report"), suffix=".tmp", dir=out))
     try:
         text = render(out, data, result, tmp, provenance(data, out) if header is None else header)
         write_bytes_atomic(tmp / "report.md", text.encode())

@@ -23,7 +23,7 @@ import numpy as np
 from mdpt.data.batches import stack_arrays
 from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
-from mdpt.experiments.rundir import RunLock, remove_stale_temporaries
+from mdpt.experiments.rundir import RUN_ENTRIES, RunLock, claim_folder, remove_stale_temporaries
 from mdpt.experiments.runner import LOG, TRAIN_LOWER, Run, recorded_metrics
 from mdpt.io import read_json, write_json_atomic
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
@@ -123,6 +123,8 @@ class GroupRun:
 
     def execute(self) -> list[dict]:
         locks = [RunLock(r.dir) for r in self.runs]
+        for r in self.runs:
+            claim_folder(r.dir, RUN_ENTRIES, "run directory")
         for r in self.runs:
             r.dir.mkdir(parents=True, exist_ok=True)
         for lock in locks:

@@ -54,6 +54,7 @@ from mdpt.io import read_json, write_json_atomic
 CONTROLS_WITH_Q = ("dql", "edp")  # algorithms whose policy loss uses the guidance in training
 STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
 STAGE1 = ("iql", "authors")
+REPRODUCTION_ENTRIES = frozenset({".lock", "protocol.json", "runs", "transfer", "data", "report"})
 # Estimated seed-steps per second of each update on a 2-core CPU and on an H200 at 15-20 replicas
 # (benchmarks/RESULTS.md); only used to estimate a plan's wall time.
 RATES = {"cpu": {"iql": 240.0, "dql-joint": 48.0, "dql-gf": 60.0, "idql-joint": 30.0, "idql-gf": 35.0,
@@ -360,12 +361,15 @@ class Reproduction:
         import jax
 
         from mdpt.experiments.config import RunConfig
-        from mdpt.experiments.rundir import RunLock
+        from mdpt.experiments.rundir import RunLock, claim_folder
+        from mdpt.io import is_temp_name
 
+        claim_folder(self.out, REPRODUCTION_ENTRIES, "reproduction directory")
         self.out.mkdir(parents=True, exist_ok=True)
         with RunLock(self.out, "reproduction directory"):
-            for stale in self.out.glob(".report.*.tmp"):  # a report a kill cut short (the old one stands)
-                shutil.rmtree(stale, ignore_errors=True)
+            for stale in self.out.glob(".report.*"):  # a report a kill cut short (the old one stands)
+                if is_temp_name(stale.name):
+                    shutil.rmtree(stale, ignore_errors=True)
             moved = relocate(self.out)
             if moved:
                 self.log(f"reproduce: this directory was moved (e.g. from the training machine); the stage-1 paths "

@@ -13,6 +13,50 @@ from mdpt.errors import MDPTError
 from mdpt.io import is_temp_name, write_bytes_atomic
 
 MIN_FREE_BYTES = 64 << 20
+# Every name a run writes in its directory: a folder that holds anything else is not a run directory,
+# and MDPT neither writes into it nor cleans it.
+RUN_ENTRIES = frozenset({".lock", "config.json", "metrics.jsonl", "summary.json", "checkpoints", "snapshots",
+                         "policy", "guidance", "best", "guidance-run", "random-guidance", "tensorboard", "wandb"})
+
+
+def claim_folder(folder: Path, entries: frozenset[str], what: str) -> list[Path]:
+    """Check that `folder` is new, empty, or holds only what MDPT writes there (`entries` and MDPT's
+    own temporaries), before anything is written or cleaned in it; one-line error otherwise. Returns the
+    folders this call creates (outermost first) so that a refused command can remove them again."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise MDPTError(f"{folder}: is a file, not a {what}; choose another --out")
+    if folder.is_dir():
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in entries and not is_temp_name(p.name))
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise MDPTError(f"{folder}: holds files that are not an mdpt {what}'s ({foreign[0]!r}{more}); "
+                            "choose a new or empty --out")
+        return []
+    created, p = [], folder
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    return created[::-1]
+
+
+def undo_claim(folder: Path) -> None:
+    """After a refused command, still holding the lock: remove the lock file and an empty metrics log
+    it left in `folder` (unlinked while held: a process starting now makes and locks a new one)."""
+    folder = Path(folder)
+    metrics = folder / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size == 0:
+        metrics.unlink()
+    (folder / ".lock").unlink(missing_ok=True)
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Remove the folders a refused command created (`claim_folder`'s list), innermost first, while empty."""
+    for p in reversed(created):
+        try:
+            p.rmdir()
+        except OSError:
+            break
 
 
 class RunLock:
@@ -58,9 +102,11 @@ def check_writable(run_dir: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
 
 
 def remove_stale_temporaries(run_dir: Path, folders=("", "checkpoints", "policy", "guidance", "best")) -> list[Path]:
-    """Delete temporaries a killed process left (`.NAME.XXXX.tmp` files and dirs, `.NAME.old-PID`).
+    """Delete temporaries a killed process left (`.NAME.mdpt-tmp-XXXX.tmp` files and dirs,
+    `.NAME.mdpt-old-PID`): only names MDPT gives its own temporaries (`io.is_temp_name`).
 
-    Call only while holding the run lock: a live writer's temporaries look the same.
+    Call only while holding the run lock, in a folder `claim_folder` accepted: a live writer's
+    temporaries look the same.
     """
     removed = []
     for sub in folders:
@@ -113,6 +159,8 @@ class MetricsLog:
         return read_metrics(self.path) if self.path.exists() else []
 
     def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
         kept = [r for r in self.rows() if r["step"] <= step]
         write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 

@@ -33,7 +33,16 @@ from mdpt.data.registry import normalized_score
 from mdpt.errors import MDPTError, RunStopped
 from mdpt.evaluation.api import check_agent, evaluate_agent, variant_agent
 from mdpt.experiments.config import RunConfig
-from mdpt.experiments.rundir import MetricsLog, RunLock, check_writable, remove_stale_temporaries
+from mdpt.experiments.rundir import (
+    RUN_ENTRIES,
+    MetricsLog,
+    RunLock,
+    check_writable,
+    claim_folder,
+    remove_empty,
+    remove_stale_temporaries,
+    undo_claim,
+)
 from mdpt.experiments.sinks import Sinks
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import atomic_dir, read_json, versions, write_json_atomic
@@ -266,16 +275,27 @@ class Run:
 
     # ----- the loop -----
     def execute(self) -> dict:
-        check_writable(self.dir)  # creates the directory; one-line error if it cannot be written
-        with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
-            remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
-            self._check_dir()
-            self.build()
-            self.sinks = Sinks(self.dir, self.config.log.backends, self.config.log.wandb_project, self.config.to_json())
-            try:
-                return self._train()
-            finally:
-                self.sinks.close()
+        created = claim_folder(self.dir, RUN_ENTRIES, "run directory")  # before anything is written or cleaned
+        try:
+            check_writable(self.dir)  # creates the directory; one-line error if it cannot be written
+            with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
+                try:
+                    self._check_dir()
+                    remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
+                    self.build()
+                    self.sinks = Sinks(self.dir, self.config.log.backends, self.config.log.wandb_project,
+                                       self.config.to_json())
+                    try:
+                        return self._train()
+                    finally:
+                        self.sinks.close()
+                except BaseException:
+                    if not (self.dir / "config.json").exists():  # refused before it claimed the directory
+                        undo_claim(self.dir)
+                    raise
+        except BaseException:
+            remove_empty(created)
+            raise
 
     def record(self, row: dict) -> None:
         """A metrics row: metrics.jsonl first (the source of truth), then the optional sinks."""
