@@ -345,3 +345,16 @@ def test_a_guidance_first_step_keeps_every_dataset_array_as_an_argument(tiny_set
     state = first.init([0])
     resident = sum(np.asarray(x).nbytes for x in jax.tree.leaves((state, first.frozen)))
     assert compiled_memory_bytes(first.compiled(state, 1))["argument"] >= first.dataset_bytes + resident
+
+
+def test_time_embedding_width_is_a_setting():
+    """policy.time_dim: Diffusion-QL's 16 by default, the paper authors' 64 on request; a config saved
+    before the setting existed means 16."""
+    from mdpt.policies.module import DiffusionPolicy, PolicyConfig
+
+    for width in (16, 64):
+        pol = DiffusionPolicy(PolicyConfig(algo="dql", hidden=8, depth=1, time_dim=width), 3, 2)
+        shapes = [x.shape for x in jax.tree.leaves(pol.init(jax.random.PRNGKey(0))["params"])]
+        assert (width, 2 * width) in shapes and (2 * width, width) in shapes
+    old = {k: v for k, v in PolicyConfig(algo="dql").resolved().to_json().items() if k != "time_dim"}
+    assert PolicyConfig.from_json(old).time_dim == 16

@@ -55,7 +55,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 # What a config saved before these keys existed meant (its other keys were saved resolved).
 _BEFORE_SETTINGS = {"prediction": "eps", "noise_schedule": "vp", "temperature_mode": "per-step",
-                    "clip_denoised": True, "clip_one_step": True, "lr_decay_steps": None, "weight_decay": 0.0}
+                    "clip_denoised": True, "clip_one_step": True, "lr_decay_steps": None, "weight_decay": 0.0,
+                    "time_dim": 16}
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class PolicyConfig:
     net: str | None = setting(None, "noise network: mlp (Diffusion-QL) | lnresnet (IDQL)", choices=NETS, preset=True)
     hidden: int = setting(256, "width of the noise network's hidden layers")
     depth: int = setting(3, "hidden layers (mlp) or residual blocks (lnresnet)")
+    # Diffusion-QL's model.py MLP: t_dim=16; the paper authors' pipelines build CleanDiffuser's
+    # DQLMlp(obs_dim, act_dim, emb_dim=64) (modular-diffusion-policy pipelines/Neu_dql_d4rl_mujoco.py:39)
+    time_dim: int = setting(16, "mlp: width of the sinusoidal time embedding (Diffusion-QL 16; the paper "
+                            "authors' CleanDiffuser pipelines 64)")
     dropout: float = setting(0.1, "dropout in lnresnet blocks")
     T: int | None = setting(None, "diffusion steps", preset=True)
     beta_min: float = setting(0.1, "VP schedule beta_min")
@@ -133,6 +138,7 @@ class PolicyConfig:
             (self.T >= 1, f"diffusion steps T must be >= 1, got {self.T}"),
             (self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}"),
             (self.hidden >= 1 and self.depth >= 1, "policy hidden width and depth must be positive"),
+            (self.time_dim >= 2 and self.time_dim % 2 == 0, f"time_dim must be an even number >= 2, got {self.time_dim}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.eta >= 0.0, f"eta must be >= 0, got {self.eta}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
@@ -174,7 +180,7 @@ class DiffusionPolicy:
         self.config = c = config.resolved()
         self.obs_dim, self.act_dim = obs_dim, act_dim
         if c.net == "mlp":
-            self.net = DQLNoiseNet(act_dim, c.hidden, c.depth, num_classes=c.num_classes,
+            self.net = DQLNoiseNet(act_dim, c.hidden, c.depth, c.time_dim, num_classes=c.num_classes,
                                    matmul_precision=c.matmul_precision)
         else:
             self.net = LNResNetNoiseNet(act_dim, c.hidden, c.depth, c.dropout, num_classes=c.num_classes,
