@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=0, help="env seeds are SEED..SEED+E-1")
     e.add_argument("--max-steps", type=int, help="cap each episode at this many env steps (default: the env's limit)")
-    e.add_argument("--reference", choices=["d4rl", "dataset"], default="d4rl")
+    e.add_argument("--reference", choices=["d4rl", "dataset", "raw"], default="d4rl")
     e.add_argument("--allow-data-mismatch", action="store_true",
                    help="combine a guidance module trained on other data (marked in the results)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -144,7 +144,7 @@ def run_evaluate(args) -> int:
         print(json.dumps({"policy": str(policy.path), "guidance": [str(g.path) for g in guidance] or None,
                           "policy_seeds": seeds, "guidance_seeds": [g.meta.get("seeds") for g in guidance] or None,
                           "env": result.env.env_id, "selector": rec["selector"], "selector_sources": rec["selector_sources"],
-                          "critic": rec.get("critic"), "reference": args.reference,
+                          "critic": rec.get("critic"), "reference": ev.reference,
                           "mismatch_override": mismatch, "episodes": args.episodes, "seed": args.seed,
                           "max_steps": args.max_steps, "returns": result.returns.tolist(),
                           "scores": scores.tolist(), "lengths": result.lengths.tolist(),
@@ -168,7 +168,7 @@ def run_evaluate(args) -> int:
     print(f"all seeds: mean {summary['mean']:.1f} [{summary['mean_ci_low']:.1f}, {summary['mean_ci_high']:.1f}], "
           f"IQM {summary['iqm']:.1f}, median {summary['median']:.1f}, IQR {summary['iqr']:.1f}, "
           f"seed std {summary['seed_std']:.1f} (95% bootstrap CI over {summary['ci_method']}; "
-          f"reference {args.reference}; {len(seeds)} seeds x {args.episodes} episodes)")
+          f"reference {ev.reference}; {len(seeds)} seeds x {args.episodes} episodes)")
     if not np.all(result.finished):
         print(f"note: {int((~result.finished).sum())} episode(s) were cut at --max-steps {args.max_steps}")
     return 0

@@ -118,7 +118,11 @@ class Protocol:
 
 
 def dataset_dir(dataset: str) -> str:
-    """A dataset's folder name: its id, or a path's file stem."""
+    """A dataset's folder name: its id (a Minari id's slashes as dashes), or a path's file stem."""
+    from mdpt.data.registry import is_minari_id
+
+    if is_minari_id(dataset) and not Path(dataset).exists():
+        return dataset.replace("/", "-")
     return dataset if "/" not in dataset and not dataset.endswith((".hdf5", ".h5")) else Path(dataset).stem
 
 
@@ -562,7 +566,7 @@ def _group_key(it: Planned, config, runs_dir: Path) -> tuple | None:
     if it.derive_from or config.stage1.unfreeze_at is not None or it.dataset not in DATASET_IDS \
             or run_state(run_dir) not in ("new", "partial"):
         return None
-    return parse_dataset_id(it.dataset).env.name, _start_step(run_dir), group_signature(config)
+    return parse_dataset_id(it.dataset).env.env_id, _start_step(run_dir), group_signature(config)
 
 
 def training_batches(items: list[Planned], configs: dict, runs_dir: Path, group: bool) -> list[list[Planned]]:
