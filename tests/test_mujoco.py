@@ -230,3 +230,29 @@ def test_train_evaluate_and_refuse_other_data(tmp_path, minari_root, monkeypatch
     code, _, err = run_cli("evaluate", "--policy", tmp_path / "p" / "policy", "--guidance",
                            tmp_path / "g2" / "guidance", "--episodes", "1", "--max-steps", "3")
     assert code == 2 and "allow-data-mismatch" in err
+
+
+@pytest.mark.slow
+@needs_minari
+@needs_mujoco
+def test_data_make_on_hopper_v5_writes_either_layout(tmp_path, monkeypatch, run_cli):
+    """`mdpt data make hopper-medium-v2` runs the D4RL recipe on Gymnasium's Hopper-v5; the Minari layout
+    loads back by its Minari id from MINARI_DATASETS_PATH, the same arrays as the HDF5 layout."""
+    tiny = ["--sac-steps", "200", "--transitions", "120", "--eval-every", "100", "--eval-episodes", "1",
+            "--learning-starts", "100", "--quiet"]
+    code, out, err = run_cli("data", "make", "hopper-medium-v2", *tiny, "--out", tmp_path / "m")
+    assert code == 0, err
+    made = tmp_path / "m" / "hopper-medium-v2.hdf5"
+    # the same recipe again, the other layout: the SAC run and rollouts are reused from the work dir
+    code, out, err = run_cli("data", "make", "hopper-medium-v2", *tiny, "--layout", "minari", "--out", tmp_path / "m")
+    assert code == 0, err
+    assert f"wrote {tmp_path / 'm' / 'mdpt' / 'hopper-mujoco' / 'medium-v0'}" in out
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "m"))
+    from mdpt.data.load import load_dataset
+
+    hdf5, minari = load_dataset(made), load_dataset("mdpt/hopper-mujoco/medium-v0")
+    assert hdf5.env.env_id == minari.env.env_id == "Hopper-v5" and len(hdf5) == 120
+    assert hdf5.fingerprint == minari.fingerprint
+    assert hdf5.attrs["env_id"] == "Hopper-v5" and minari.attrs["ref_max_score"] == hdf5.attrs["ref_max_score"]
+    # made data names its env: no note about D4RL's gym-v3 collection
+    assert not any("Hopper-v3" in n for n in hdf5.notes)
