@@ -256,3 +256,22 @@ def test_data_make_on_hopper_v5_writes_either_layout(tmp_path, monkeypatch, run_
     assert hdf5.attrs["env_id"] == "Hopper-v5" and minari.attrs["ref_max_score"] == hdf5.attrs["ref_max_score"]
     # made data names its env: no note about D4RL's gym-v3 collection
     assert not any("Hopper-v3" in n for n in hdf5.notes)
+
+
+def test_reproduce_plans_v2_and_minari_ids_apart_from_bullet(tmp_path):
+    """Grouped programs stack one environment's datasets: bullet hopper (obs 15) and D4RL v2 hopper
+    (Hopper-v5, obs 11) share a short name but not an env; a Minari id (known only once loaded) trains
+    alone, in its own folder."""
+    from mdpt.experiments.config import RunConfig
+    from mdpt.experiments.reproduce import Protocol, plan, training_batches
+
+    datasets = ("bullet-hopper-medium-v0", "hopper-medium-v2", "hopper-expert-v2", "mujoco/hopper/medium-v0")
+    p = Protocol(datasets=datasets, steps=10, eval_every=5, studies=("gfdt-vs-joint",))
+    items = plan(p, tmp_path)
+    assert {it.key.split("/")[0] for it in items} == {"bullet-hopper-medium-v0", "hopper-medium-v2",
+                                                      "hopper-expert-v2", "mujoco-hopper-medium-v0"}
+    configs = {it.key: RunConfig.from_dict(it.settings) for it in items}
+    groups = [tuple(it.dataset for it in b) for b in training_batches(items, configs, tmp_path, group=True)
+              if b[0].name == "iql-a"]
+    assert sorted(groups) == [("bullet-hopper-medium-v0",), ("hopper-medium-v2", "hopper-expert-v2"),
+                              ("mujoco/hopper/medium-v0",)]

@@ -515,10 +515,12 @@ def record_data(out: Path, dataset: str, data=None, env: str | None = None) -> P
     report sets beside the policies' scores; written once."""
     path = Path(out) / "data" / f"{dataset_dir(dataset)}.json"
     if not path.exists():
+        from mdpt import presets
         from mdpt.data.load import load_dataset
         from mdpt.data.stats import dataset_summary
 
-        write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env)))
+        reference = presets.task_settings(None, "iql", dataset).get("eval", {}).get("reference", "d4rl")  # as its runs
+        write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env), reference))
     return path
 
 
