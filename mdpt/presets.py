@@ -144,26 +144,20 @@ STANDALONE_KIND = "iql"
 # (the gradient-norm clip of actor and critic). On MuJoCo tasks DQL takes lr, eta, max_q_backup and gn from
 # it; reward_tune 'no' is what MDPT's reward scale (1000 / return range) replaces, and the schedule
 # (2000 epochs = 2M steps, evaluated every 50k) is the user's --steps / eval.every (said in the task note).
-DIFFUSION_QL = {
-    ("halfcheetah", "medium"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                                "eval_freq": 50, "num_epochs": 2000, "gn": 9.0},  # main.py:18
-    ("hopper", "medium"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                           "eval_freq": 50, "num_epochs": 2000, "gn": 9.0},  # main.py:19
-    ("walker2d", "medium"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                             "eval_freq": 50, "num_epochs": 2000, "gn": 1.0},  # main.py:20
-    ("halfcheetah", "medium-replay"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                                       "eval_freq": 50, "num_epochs": 2000, "gn": 2.0},  # main.py:21
-    ("hopper", "medium-replay"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                                  "eval_freq": 50, "num_epochs": 2000, "gn": 4.0},  # main.py:22
-    ("walker2d", "medium-replay"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                                    "eval_freq": 50, "num_epochs": 2000, "gn": 4.0},  # main.py:23
-    ("halfcheetah", "medium-expert"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                                       "eval_freq": 50, "num_epochs": 2000, "gn": 7.0},  # main.py:24
-    ("hopper", "medium-expert"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                                  "eval_freq": 50, "num_epochs": 2000, "gn": 5.0},  # main.py:25
-    ("walker2d", "medium-expert"): {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no",
-                                    "eval_freq": 50, "num_epochs": 2000, "gn": 5.0},  # main.py:26
-}
+# Every locomotion row has the same lr, eta, max_q_backup, reward_tune, eval_freq and num_epochs; gn differs.
+DIFFUSION_QL_LOCOMOTION = {"lr": 3e-4, "eta": 1.0, "max_q_backup": False, "reward_tune": "no", "eval_freq": 50,
+                           "num_epochs": 2000}
+DIFFUSION_QL = {task: {**DIFFUSION_QL_LOCOMOTION, "gn": gn} for task, gn in {
+    ("halfcheetah", "medium"): 9.0,  # main.py:18
+    ("hopper", "medium"): 9.0,  # main.py:19
+    ("walker2d", "medium"): 1.0,  # main.py:20
+    ("halfcheetah", "medium-replay"): 2.0,  # main.py:21
+    ("hopper", "medium-replay"): 4.0,  # main.py:22
+    ("walker2d", "medium-replay"): 4.0,  # main.py:23
+    ("halfcheetah", "medium-expert"): 7.0,  # main.py:24
+    ("hopper", "medium-expert"): 5.0,  # main.py:25
+    ("walker2d", "medium-expert"): 5.0,  # main.py:26
+}.items()}
 # Diffusion-QL's gradient-norm clipping per task (the table's gn), on actor and critic of DQL, on bullet
 # tasks too (EDP's code clips nothing). Expert data is not in its table: the medium-expert value stands in
 # (noted).

@@ -206,29 +206,33 @@ def test_train_evaluate_and_refuse_other_data(tmp_path, minari_root, monkeypatch
     d = tmp_path / "data"
     write_d4rl_v2(d / "hopper-medium-v2.hdf5", hopper_v5_arrays(seed=2))
     monkeypatch.setenv("MDPT_DATA_DIR", str(d))
-    code, _, err = run_cli("train-guidance", "--dataset", "mujoco/hopper/tiny-v0", "--kind", "iql", *GUIDE,
-                           "--out", tmp_path / "g")
+
+    def guidance(dataset, out):
+        return run_cli("train-guidance", "--dataset", dataset, "--kind", "iql", *GUIDE, "--out", tmp_path / out)
+
+    def policy(guidance_dir, out):
+        return run_cli("train-policy", "--dataset", "mujoco/hopper/tiny-v0", "--algo", "idql", "--mode",
+                       "guidance-first", "--guidance", tmp_path / guidance_dir / "guidance", *TINY, "--out", tmp_path / out)
+
+    def evaluate(guidance_dir, *extra):
+        return run_cli("evaluate", "--policy", tmp_path / "p" / "policy", "--guidance", tmp_path / guidance_dir /
+                       "guidance", "--episodes", "1", "--max-steps", "3", *extra)
+
+    code, _, err = guidance("mujoco/hopper/tiny-v0", "g")
     assert code == 0, err
-    code, out, err = run_cli("train-policy", "--dataset", "mujoco/hopper/tiny-v0", "--algo", "idql",
-                             "--mode", "guidance-first", "--guidance", tmp_path / "g" / "guidance", *TINY,
-                             "--out", tmp_path / "p")
+    code, out, err = policy("g", "p")
     assert code == 0, err
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert summary["reference"] == "dataset" and summary["reference_bounds"] == [0.0, 10.0]
-    code, out, err = run_cli("evaluate", "--policy", tmp_path / "p" / "policy", "--guidance",
-                             tmp_path / "g" / "guidance", "--episodes", "1", "--max-steps", "3", "--json")
+    code, out, err = evaluate("g", "--json")
     assert code == 0, err
     assert json.loads(out)["env"] == "Hopper-v5"
     # the D4RL v2 id trains too; its guidance is another dataset's for the Minari policy
-    code, _, err = run_cli("train-guidance", "--dataset", "hopper-medium-v2", "--kind", "iql", *GUIDE,
-                           "--out", tmp_path / "g2")
+    code, _, err = guidance("hopper-medium-v2", "g2")
     assert code == 0, err
-    code, _, err = run_cli("train-policy", "--dataset", "mujoco/hopper/tiny-v0", "--algo", "idql",
-                           "--mode", "guidance-first", "--guidance", tmp_path / "g2" / "guidance", *TINY,
-                           "--out", tmp_path / "p2")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "data" in err
-    code, _, err = run_cli("evaluate", "--policy", tmp_path / "p" / "policy", "--guidance",
-                           tmp_path / "g2" / "guidance", "--episodes", "1", "--max-steps", "3")
+    code, _, err = policy("g2", "p2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "was trained on data" in err, err
+    code, _, err = evaluate("g2")
     assert code == 2 and "allow-data-mismatch" in err
 
 
