@@ -243,6 +243,11 @@ def task_settings(algo: str | None, kind: str, dataset: str | None) -> dict:
     return out
 
 
+def task_reference(dataset: str | None) -> str:
+    """The score reference of a dataset's runs by preset: Minari ids the dataset's own, others D4RL's."""
+    return task_settings(None, "iql", dataset).get("eval", {}).get("reference", "d4rl")
+
+
 def task_note(algo: str | None, kind: str, dataset: str | None) -> str | None:
     """A sentence when the dataset has no published preset (the algorithm's defaults apply)."""
     key = task_key(dataset)

@@ -226,7 +226,7 @@ def test_train_evaluate_and_refuse_other_data(tmp_path, minari_root, monkeypatch
     assert summary["reference"] == "dataset" and summary["reference_bounds"] == [0.0, 10.0]
     code, out, err = evaluate("g", "--json")
     assert code == 0, err
-    assert json.loads(out)["env"] == "Hopper-v5"
+    assert json.loads(out)["env"] == "Hopper-v5" and json.loads(out)["reference"] == "dataset"  # its preset
     # the D4RL v2 id trains too; its guidance is another dataset's for the Minari policy
     code, _, err = guidance("hopper-medium-v2", "g2")
     assert code == 0, err

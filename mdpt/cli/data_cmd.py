@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     conv.add_argument("--to", choices=("d4rl", "minari"), default=None,
                       help="output format (default: minari unless OUT ends in .hdf5/.h5)")
     conv.add_argument("--env", metavar="ENV_ID", help="environment of a file that does not name one")
-    conv.add_argument("--minari-id", help="Minari dataset id to record (default mdpt/<env>-bullet/<quality>-v0)")
+    conv.add_argument("--minari-id", help="Minari dataset id to record (default mdpt/<env>-<bullet|mujoco>/<quality>-v0)")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output")
     conv.set_defaults(func=cmd_convert)
 

@@ -98,7 +98,7 @@ def load_dataset(
     if is_minari_id(text):
         from mdpt.data.minari_io import load_minari_id
 
-        return load_minari_id(text, env=env, download=download and not offline(), offline_reason=_no_download(download))
+        return load_minari_id(text, env=env, download=download and not offline(), offline_reason=_no_download())
     if path.suffix in (".hdf5", ".h5") or os.sep in text or text.startswith("."):
         raise MDPTError(f"{path}: file not found")
     raise MDPTError(f"{text!r} is neither a file nor a known dataset id; known ids: {', '.join(DATASET_IDS)}")
@@ -124,7 +124,7 @@ def _load_by_id(dataset_id: str, env, data_dir, download: bool) -> Dataset:
         loaded = [_load_by_id(p, None, directory, download) for p in parts]
         return concatenate_datasets(loaded, dataset_id=dataset_id)
     if not download or offline():
-        why = _no_download(download)
+        why = _no_download()
         raise MDPTError(
             f"{dataset_id}: not found in {directory} and {why}; make it with `mdpt data make {dataset_id} "
             f"--out {directory}`, or point {ENV_DATA_DIR} at a folder holding {dataset_id}.hdf5"
@@ -148,7 +148,7 @@ def _read_d4rl(path: Path, info) -> Dataset:
     return data
 
 
-def _no_download(download: bool) -> str:
+def _no_download() -> str:
     return f"{ENV_OFFLINE} is set" if offline() else "downloading is off"
 
 

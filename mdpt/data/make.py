@@ -90,9 +90,9 @@ def make_dataset(
         if int(value) != value or value < least:
             raise MDPTError(f"{name} must be an integer >= {least} (got {value})")
     spec = info.env
-    cfg = MakeConfig(env=spec.name if info.family == "bullet" else spec.env_id, sac_steps=sac_steps, transitions=transitions, seed=seed,
-                     eval_every=eval_every, eval_episodes=eval_episodes, learning_starts=learning_starts,
-                     train_freq=train_freq)
+    cfg = MakeConfig(env=spec.name if info.family == "bullet" else spec.env_id, sac_steps=sac_steps,
+                     transitions=transitions, seed=seed, eval_every=eval_every, eval_episodes=eval_episodes,
+                     learning_starts=learning_starts, train_freq=train_freq)
     out = Path(out_dir).expanduser() if out_dir else default_data_dir()
     digest = hashlib.sha256(json.dumps(cfg.training_key(), sort_keys=True).encode()).hexdigest()[:10]
     work_dir = out / ".mdpt-make" / f"{cfg.env}-seed{seed}-{digest}"

@@ -519,8 +519,8 @@ def record_data(out: Path, dataset: str, data=None, env: str | None = None) -> P
         from mdpt.data.load import load_dataset
         from mdpt.data.stats import dataset_summary
 
-        reference = presets.task_settings(None, "iql", dataset).get("eval", {}).get("reference", "d4rl")  # as its runs
-        write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env), reference))
+        write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env),
+                                                presets.task_reference(dataset)))  # as its runs score
     return path
 
 
