@@ -48,7 +48,8 @@ GUIDANCE = {
     # The authors' DQL/EDP critic ([CD] utils/building_blocks.py:125-129 DQLCritic): [Linear 256
     # ([AUTH] configs/dql/mujoco/mujoco.yaml:15 hidden_dim), LayerNorm, Tanh] then 2 x [Linear, LayerNorm,
     # Mish]. Diffusion-QL's own critic is the same without LayerNorm and with Mish throughout; it
-    # diverges on bullet walker2d in joint training even with clipping.
+    # diverges on bullet walker2d in joint training even with clipping. (`expectile` is read by the
+    # iql kind only; SARSA and this critic carry it unused.)
     "dql-critic": {"hidden": 256, "depth": 3, "activation": "mish", "first_activation": "tanh", "layer_norm": True,
                    "expectile": 0.7, "update_every": 1},
 }
@@ -287,6 +288,8 @@ def guidance_kind_for(algo: str | None, mode: str) -> str:
 
 def preset_layers(algo: str | None, mode: str, kind: str, dataset: str | None) -> list[tuple[str, dict]]:
     """The named preset layers for a run, lowest first: [(name, nested settings), ...]."""
+    # a guidance alone (no policy's sampler yet) draws like DQL: 50 candidates at temperature 0.5 ([AUTH]
+    # configs/dql/mujoco/mujoco.yaml:22,32); an algorithm's layer replaces them
     layers = [(f"guidance:{kind}", {"guidance": {**GUIDANCE_COMMON, **GUIDANCE[kind]},
                                     "selector": {**SELECTION[kind], "candidates": 50, "temperature": 0.5}})]
     if algo is not None:
