@@ -74,7 +74,7 @@ def _no_env(tmp_path):
 
 
 def _unknown_env_attr(tmp_path):
-    return _file(tmp_path, d4rl_arrays(), attrs={"env_id": "Hopper-v5"}), []
+    return _file(tmp_path, d4rl_arrays(), attrs={"env_id": "NoSuchEnv-v0"}), []
 
 
 def _missing_file(tmp_path):
@@ -115,7 +115,7 @@ CASES = {
     "group": (_group_instead_of_array, "'rewards' is an HDF5 group"),
     "env mismatch": (_env_mismatch, "says env_id HopperBulletEnv-v0 but HalfCheetahBulletEnv-v0"),
     "no env": (_no_env, "cannot tell which environment"),
-    "unknown env attr": (_unknown_env_attr, "env_id 'Hopper-v5' is not a known environment"),
+    "unknown env attr": (_unknown_env_attr, "names env_id 'NoSuchEnv-v0', which MDPT cannot use"),
     "missing file": (_missing_file, "file not found"),
     "plain directory": (_plain_dir, "not a Minari dataset"),
 }

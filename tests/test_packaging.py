@@ -62,3 +62,10 @@ def test_installed_versions_in_declared_ranges(name):
     except PackageNotFoundError:
         pytest.skip(f"{name} not installed")
     assert req.specifier.contains(installed, prereleases=True), f"{name} {installed} outside {req.specifier}"
+
+
+def test_mujoco_is_a_core_dependency():
+    """Gymnasium's MuJoCo envs (D4RL MuJoCo v2 and Minari ids evaluate there) install with the package."""
+    packaging_req = pytest.importorskip("packaging.requirements")
+    reqs = [packaging_req.Requirement(d) for d in PYPROJECT["project"]["dependencies"]]
+    assert "mujoco" in next(r for r in reqs if r.name == "gymnasium").extras

@@ -18,19 +18,21 @@ def register(subparsers) -> None:
                       "Minari dataset directory")
     info.add_argument("--env", metavar="ENV_ID", help="environment of a file that does not name one (e.g. HopperBulletEnv-v0)")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    info.add_argument("--reference", choices=("d4rl", "dataset"), default="d4rl",
-                      help="normalized-score reference: D4RL's infos.py constants (default) or the file's "
-                           "own ref_min_score/ref_max_score")
+    info.add_argument("--reference", choices=("d4rl", "dataset", "raw"), default=None,
+                      help="normalized-score reference: D4RL's infos.py constants (default), the data's own "
+                           "ref_min_score/ref_max_score (default for Minari datasets) or raw returns; one the data "
+                           "lacks falls back to its own reference, else raw, and says so")
     info.add_argument("--data-dir", metavar="DIR", help="folder holding <id>.hdf5 files (default: $MDPT_DATA_DIR or "
                       "~/.cache/mdpt/datasets)")
     info.add_argument("--offline", action="store_true", help="never download")
     info.set_defaults(func=cmd_info)
 
-    make = sub.add_parser("make", help="make a dataset by the D4RL recipe (SAC on the bullet env)",
+    make = sub.add_parser("make", help="make a dataset by the D4RL recipe (SAC on the bullet or MuJoCo env)",
                           description="Train SAC online, checkpoint and evaluate it, and write D4RL-layout "
                                       "datasets (medium, expert, medium-replay, random, medium-expert). Resumes when "
                                       "interrupted; the same arguments give the same file.")
-    make.add_argument("dataset", metavar="ID", help="dataset id, e.g. bullet-hopper-medium-v0")
+    make.add_argument("dataset", metavar="ID", help="dataset id, e.g. bullet-hopper-medium-v0 (PyBullet) or "
+                      "hopper-medium-v2 (Gymnasium's Hopper-v5)")
     make.add_argument("--sac-steps", type=int, metavar="N", default=150_000, help="SAC environment steps (default 150000)")
     make.add_argument("--transitions", type=int, metavar="N", default=100_000,
                       help="transitions per rollout dataset (default 100000)")
@@ -44,6 +46,9 @@ def register(subparsers) -> None:
                       "updates begin (default 5000)")
     make.add_argument("--train-freq", type=int, metavar="K", default=1, help="env steps per update call, each doing that "
                       "many gradient steps (default 1)")
+    make.add_argument("--layout", choices=("d4rl", "minari"), default="d4rl",
+                      help="d4rl: <out>/<id>.hdf5 (default); minari: a Minari dataset <out>/mdpt/<env>-<family>/<quality>-v0 "
+                      "(load it by that id with MINARI_DATASETS_PATH=<out>)")
     make.add_argument("--quiet", action="store_true", help="no progress bars")
     make.set_defaults(func=cmd_make)
 
@@ -55,7 +60,7 @@ def register(subparsers) -> None:
     conv.add_argument("--to", choices=("d4rl", "minari"), default=None,
                       help="output format (default: minari unless OUT ends in .hdf5/.h5)")
     conv.add_argument("--env", metavar="ENV_ID", help="environment of a file that does not name one")
-    conv.add_argument("--minari-id", help="Minari dataset id to record (default mdpt/<env>-bullet/<quality>-v0)")
+    conv.add_argument("--minari-id", help="Minari dataset id to record (default mdpt/<env>-<bullet|mujoco>/<quality>-v0)")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output")
     conv.set_defaults(func=cmd_convert)
 
@@ -71,12 +76,14 @@ def cmd_info(args) -> int:
     from mdpt.data.stats import dataset_summary
 
     data = _load(args)
-    s = dataset_summary(data, args.reference)
+    # Minari datasets carry their own reference (as their runs' preset says); others D4RL's
+    s = dataset_summary(data, args.reference or ("dataset" if data.attrs.get("minari_dataset_id") else "d4rl"))
     if args.json:
         print(json.dumps(s, indent=1, default=str))
         return 0
     r, n = s["return"], s["normalized"]
-    ref_name = "D4RL infos.py" if n["reference"] == "d4rl" else "the file's ref_min_score/ref_max_score"
+    ref_name = {"d4rl": "D4RL infos.py", "raw": "none, raw returns"}.get(
+        n["reference"], "the data's own ref_min_score/ref_max_score")
     lines = [
         f"dataset      {s['dataset_id'] or '-'}",
         f"source       {s['source']}",
@@ -106,7 +113,7 @@ def cmd_make(args) -> int:
     result = make_dataset(args.dataset, out_dir=args.out, sac_steps=args.sac_steps, transitions=args.transitions,
                           seed=args.seed, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                           learning_starts=args.learning_starts, train_freq=args.train_freq,
-                          progress=not args.quiet)
+                          progress=not args.quiet, layout=args.layout)
     if result.resumed_from:
         print(f"resumed from SAC step {result.resumed_from} ({result.work_dir})", file=sys.stderr)
     log = result.log

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=0, help="env seeds are SEED..SEED+E-1")
     e.add_argument("--max-steps", type=int, help="cap each episode at this many env steps (default: the env's limit)")
-    e.add_argument("--reference", choices=["d4rl", "dataset"], default="d4rl")
+    e.add_argument("--reference", choices=["d4rl", "dataset", "raw"], default=None,
+                   help="score reference (default: the policy's dataset's preset: dataset for Minari ids, else d4rl)")
     e.add_argument("--allow-data-mismatch", action="store_true",
                    help="combine a guidance module trained on other data (marked in the results)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -123,6 +124,7 @@ def _selector_from_args(args):
 def run_evaluate(args) -> int:
     import numpy as np
 
+    from mdpt import presets
     from mdpt.artifacts import load_guidance, load_policy
     from mdpt.evaluation.api import evaluate
 
@@ -133,9 +135,10 @@ def run_evaluate(args) -> int:
     guidance = [load_guidance(g, args.guidance_seed) for g in args.guidance or []]
     if selector.selector == "none":
         guidance = []
-    attrs = _dataset_attrs(policy.meta) if args.reference == "dataset" else None
+    reference = args.reference or presets.task_reference((policy.meta.get("dataset") or {}).get("id"))
+    attrs = _dataset_attrs(policy.meta) if reference == "dataset" else None
     ev = evaluate(policy, guidance or None, selector=selector, episodes=args.episodes, seed=args.seed,
-                  max_steps=args.max_steps, reference=args.reference, dataset_attrs=attrs,
+                  max_steps=args.max_steps, reference=reference, dataset_attrs=attrs,
                   allow_mismatch=args.allow_data_mismatch)
     result, scores, summary, rec = ev.result, ev.scores, ev.summary(), ev.record
     seeds = policy.meta.get("seeds", list(range(policy.num_seeds)))
@@ -144,7 +147,7 @@ def run_evaluate(args) -> int:
         print(json.dumps({"policy": str(policy.path), "guidance": [str(g.path) for g in guidance] or None,
                           "policy_seeds": seeds, "guidance_seeds": [g.meta.get("seeds") for g in guidance] or None,
                           "env": result.env.env_id, "selector": rec["selector"], "selector_sources": rec["selector_sources"],
-                          "critic": rec.get("critic"), "reference": args.reference,
+                          "critic": rec.get("critic"), "reference": ev.reference,
                           "mismatch_override": mismatch, "episodes": args.episodes, "seed": args.seed,
                           "max_steps": args.max_steps, "returns": result.returns.tolist(),
                           "scores": scores.tolist(), "lengths": result.lengths.tolist(),
@@ -168,7 +171,7 @@ def run_evaluate(args) -> int:
     print(f"all seeds: mean {summary['mean']:.1f} [{summary['mean_ci_low']:.1f}, {summary['mean_ci_high']:.1f}], "
           f"IQM {summary['iqm']:.1f}, median {summary['median']:.1f}, IQR {summary['iqr']:.1f}, "
           f"seed std {summary['seed_std']:.1f} (95% bootstrap CI over {summary['ci_method']}; "
-          f"reference {args.reference}; {len(seeds)} seeds x {args.episodes} episodes)")
+          f"reference {ev.reference}; {len(seeds)} seeds x {args.episodes} episodes)")
     if not np.all(result.finished):
         print(f"note: {int((~result.finished).sum())} episode(s) were cut at --max-steps {args.max_steps}")
     return 0

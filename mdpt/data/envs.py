@@ -1,4 +1,5 @@
-"""PyBullet Gymnasium environments, created quietly (PyBullet prints from C on connect and import)."""
+"""Gymnasium environments for evaluation and data making: PyBullet ones created quietly (PyBullet prints
+from C on connect and import), any other registered id (Gymnasium MuJoCo `*-v5`, ...) as Gymnasium makes it."""
 
 from __future__ import annotations
 
@@ -78,24 +79,31 @@ def import_pybullet(quiet: bool = True) -> None:
         import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
 
 
+def is_bullet(env_id: str) -> bool:
+    return env_id.endswith("BulletEnv-v0")
+
+
 def make_env(env_id: str, quiet: bool = True):
     """One environment (top level, so AsyncVectorEnv can pickle it for 'spawn' workers)."""
-    import_pybullet(quiet)
-    with quiet_stdout(quiet):
+    if is_bullet(env_id):
+        import_pybullet(quiet)
+    hint = ("install pybullet and pybullet-envs-gymnasium" if is_bullet(env_id)
+            else "install the package that provides it (MuJoCo envs: pip install mujoco)")
+    with quiet_stdout(quiet and is_bullet(env_id)):
         try:
             # The passive checker only re-validates spaces on every step; skip its overhead.
-            return QuietReset(gym.make(env_id, disable_env_checker=True), quiet)
-        except Exception as e:  # a missing or broken pybullet install
-            raise MDPTError(f"cannot create {env_id} ({e.__class__.__name__}: {e}); "
-                            "install pybullet and pybullet-envs-gymnasium") from None
+            return QuietReset(gym.make(env_id, disable_env_checker=True), quiet and is_bullet(env_id))
+        except Exception as e:  # a missing or broken simulator install
+            raise MDPTError(f"cannot create {env_id} ({e.__class__.__name__}: {e}); {hint}") from None
 
 
 def env_spec(env_id: str):
-    """Gymnasium's registered `EnvSpec` of a bullet env (entry point, time limit), without making it."""
-    with quiet_stdout(True, stderr="pybullet" not in sys.modules):
-        import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
+    """Gymnasium's registered `EnvSpec` of an env (entry point, time limit), without making it."""
+    if is_bullet(env_id):
+        with quiet_stdout(True, stderr="pybullet" not in sys.modules):
+            import pybullet_envs_gymnasium  # noqa: F401  (registers the *BulletEnv-v0 ids)
     try:
         return gym.spec(env_id)
     except Exception as e:
         raise MDPTError(f"{env_id} is not a registered Gymnasium environment ({e.__class__.__name__}); "
-                        "install pybullet-envs-gymnasium") from None
+                        "install the package that registers it") from None

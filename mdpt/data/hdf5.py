@@ -23,7 +23,7 @@ from mdpt.data.checks import build_dataset
 from mdpt.data.dataset import ARRAY_KEYS, Dataset
 from mdpt.data.hdf5_write import write_d4rl_hdf5
 from mdpt.data.layout import convert_legacy_pybullet, is_legacy_layout, normalize_layout
-from mdpt.data.registry import DATASET_IDS, ENVS, EnvSpec, env_spec_for, parse_dataset_id
+from mdpt.data.registry import DATASET_IDS, ENVS, EnvSpec, d4rl_mismatch, env_spec_for, parse_dataset_id
 from mdpt.errors import MDPTError
 
 __all__ = ["read_d4rl_hdf5", "read_raw_hdf5", "resolve_env", "write_d4rl_hdf5", "convert_legacy_pybullet",
@@ -140,10 +140,9 @@ def resolve_env(source: str, attrs: Mapping, env: EnvSpec | str | None, dataset_
     if isinstance(named, str) and named:
         try:
             from_attrs = env_spec_for(named)
-        except MDPTError:
+        except MDPTError as e:
             if requested is None:
-                known = ", ".join(s.env_id for s in ENVS.values())
-                raise MDPTError(f"{source}: env_id {named!r} is not a known environment ({known}); "
+                raise MDPTError(f"{source}: the data names env_id {named!r}, which MDPT cannot use ({e}); "
                                 f"pass --env to say which one the data is for") from None
     if requested is not None and from_attrs is not None and requested.env_id != from_attrs.env_id:
         raise MDPTError(f"{source}: the file says env_id {from_attrs.env_id} but {requested.env_id} was "
@@ -159,6 +158,9 @@ def resolve_env(source: str, attrs: Mapping, env: EnvSpec | str | None, dataset_
         if not cand:
             continue
         if cand in DATASET_IDS:
+            mismatch = d4rl_mismatch(parse_dataset_id(cand))
+            if mismatch:
+                raise MDPTError(f"{source}: {mismatch}")
             return parse_dataset_id(cand).env
         m = LEGACY_NAME.match(cand)
         if m and m.group("env") in ENVS:

@@ -1,12 +1,18 @@
-"""Find a dataset by id or path: an explicit file, the data dir, or a download (D4RL layout).
+"""Find a dataset by id or path: an explicit file, the data dir, or a download (D4RL layout), or a
+Minari dataset by its Minari id.
 
-Resolution of a dataset id such as `bullet-hopper-medium-v0`:
+Resolution of a D4RL id such as `bullet-hopper-medium-v0` or `hopper-medium-v2`:
 1. `<data dir>/<id>.hdf5`, where the data dir is `data_dir`, else `$MDPT_DATA_DIR`, else
    `~/.cache/mdpt/datasets`;
-2. for `*-medium-expert-v0` without a file: the concatenation of the medium and expert datasets;
+2. for `bullet-*-medium-expert-v0` without a file: the concatenation of the medium and expert datasets
+   (D4RL publishes the v2 medium-expert files themselves);
 3. a download from D4RL's URL (`$MDPT_D4RL_URL` overrides it; `{dataset_id}` is replaced), streamed to
    a temporary file in the data dir, checked, then renamed into place. `$MDPT_OFFLINE=1` or
    `download=False` turns downloading off.
+
+A Minari id such as `mujoco/hopper/medium-v0` is read from the Minari root (`$MINARI_DATASETS_PATH`,
+else `~/.minari/datasets`) through the `minari` package, which downloads it first when allowed (the same
+switches). Its environment comes from the dataset's own metadata (its env spec).
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from mdpt.data.dataset import ARRAY_KEYS, Dataset
-from mdpt.data.registry import D4RL_URL, DATASET_IDS, EnvSpec, env_spec_for, parse_dataset_id
+from mdpt.data.registry import (
+    DATASET_IDS,
+    EnvSpec,
+    d4rl_mismatch,
+    env_spec_for,
+    is_minari_id,
+    parse_dataset_id,
+)
 from mdpt.errors import MDPTError
 from mdpt.io import atomic_path
 
@@ -47,8 +60,8 @@ def offline() -> bool:
 
 
 def dataset_url(dataset_id: str) -> str:
-    template = os.environ.get(ENV_URL, "").strip() or D4RL_URL
-    return template.replace("{dataset_id}", dataset_id)
+    template = os.environ.get(ENV_URL, "").strip()
+    return template.replace("{dataset_id}", dataset_id) if template else parse_dataset_id(dataset_id).url
 
 
 def dataset_path(dataset_id: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -82,15 +95,20 @@ def load_dataset(
         return read_d4rl_hdf5(path, env=env)
     if text in DATASET_IDS:
         return _load_by_id(text, env, data_dir, download)
+    if is_minari_id(text):
+        from mdpt.data.minari_io import load_minari_id
+
+        return load_minari_id(text, env=env, download=download and not offline(), offline_reason=_no_download())
     if path.suffix in (".hdf5", ".h5") or os.sep in text or text.startswith("."):
         raise MDPTError(f"{path}: file not found")
     raise MDPTError(f"{text!r} is neither a file nor a known dataset id; known ids: {', '.join(DATASET_IDS)}")
 
 
 def _load_by_id(dataset_id: str, env, data_dir, download: bool) -> Dataset:
-    from mdpt.data.hdf5 import read_d4rl_hdf5
-
     info = parse_dataset_id(dataset_id)
+    mismatch = d4rl_mismatch(info)
+    if mismatch:
+        raise MDPTError(mismatch)
     if env is not None:
         spec = env if isinstance(env, EnvSpec) else env_spec_for(env)
         if spec.env_id != info.env.env_id:
@@ -99,20 +117,39 @@ def _load_by_id(dataset_id: str, env, data_dir, download: bool) -> Dataset:
     directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
     path = directory / f"{dataset_id}.hdf5"
     if path.exists():
-        return read_d4rl_hdf5(path, env=info.env, dataset_id=dataset_id)
-    if info.quality == "medium-expert":
+        return _read_d4rl(path, info)
+    if info.quality == "medium-expert" and info.family == "bullet":
         prefix = dataset_id[: -len("medium-expert-v0")]
         parts = [f"{prefix}medium-v0", f"{prefix}expert-v0"]
         loaded = [_load_by_id(p, None, directory, download) for p in parts]
         return concatenate_datasets(loaded, dataset_id=dataset_id)
     if not download or offline():
-        why = f"{ENV_OFFLINE} is set" if offline() else "downloading is off"
+        why = _no_download()
         raise MDPTError(
             f"{dataset_id}: not found in {directory} and {why}; make it with `mdpt data make {dataset_id} "
             f"--out {directory}`, or point {ENV_DATA_DIR} at a folder holding {dataset_id}.hdf5"
         )
     download_dataset(dataset_id, directory)
-    return read_d4rl_hdf5(path, env=info.env, dataset_id=dataset_id)
+    return _read_d4rl(path, info)
+
+
+def _read_d4rl(path: Path, info) -> Dataset:
+    """A D4RL id's file; D4RL's own v2 files (no `env_id` attribute) say which env stands in for theirs."""
+    import dataclasses
+
+    from mdpt.data.hdf5 import read_d4rl_hdf5
+
+    data = read_d4rl_hdf5(path, env=info.env, dataset_id=info.dataset_id)
+    if info.family == "d4rl-mujoco" and "env_id" not in data.attrs:
+        gym_id = info.env.env_id.replace("-v5", "-v3")
+        note = (f"D4RL collected this data on gym's {gym_id} (mujoco-py); MDPT evaluates on Gymnasium's "
+                f"{info.env.env_id}: the same observations and actions, MuJoCo's current physics")
+        data = dataclasses.replace(data, notes=(*data.notes, note))
+    return data
+
+
+def _no_download() -> str:
+    return f"{ENV_OFFLINE} is set" if offline() else "downloading is off"
 
 
 # --------------------------------------------------------------------------------------------

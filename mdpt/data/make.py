@@ -1,6 +1,7 @@
-"""Make a D4RL-style bullet dataset locally, by the D4RL recipe (`mdpt data make ID`).
+"""Make a D4RL-style dataset locally, by the D4RL recipe (`mdpt data make ID`): a bullet id on its
+PyBullet env, a MuJoCo v2 id (`hopper-medium-v2`) on Gymnasium's MuJoCo env (`Hopper-v5`).
 
-Recipe (D4RL's, at a size of your choice): train SAC online on the PyBullet env, checkpoint and
+Recipe (D4RL's, at a size of your choice): train SAC online on the env, checkpoint and
 evaluate it every `eval_every` steps (deterministic episodes; `sac_run.py`); `expert` = the best
 checkpoint, `medium` = the first checkpoint whose evaluation return reaches a third of the
 expert's, `medium-replay` = the replay buffer up to the medium checkpoint, `random` = a randomly
@@ -8,6 +9,10 @@ initialised policy, `medium-expert` = medium + expert (both files are written; t
 concatenates them). Datasets are rollouts of the stochastic policy (`rollouts.py`). Reference
 returns: `ref_min_score` = mean return of uniform random actions over 10 episodes,
 `ref_max_score` = mean episode return of the expert data.
+
+Layouts: D4RL HDF5 (`<out>/<id>.hdf5`), or with `layout="minari"` a Minari dataset per quality
+(`<out>/<minari id>/`, e.g. `mdpt/hopper-mujoco/medium-v0`; loadable by that id with
+`MINARI_DATASETS_PATH=<out>`).
 
 Everything is seeded: the same arguments give the same file. An interrupted make resumes from
 its last checkpoint; rollouts already made are kept in the work directory and reused.
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mdpt.data.dataset import episode_returns
-from mdpt.data.registry import parse_dataset_id
+from mdpt.data.registry import d4rl_mismatch, parse_dataset_id
 from mdpt.data.rollouts import derive_seed, random_action_returns, rollout
 from mdpt.data.sac_run import MakeConfig, WorkDir, actor_params, select_checkpoints, train_sac
 from mdpt.errors import MDPTError
@@ -32,6 +37,7 @@ from mdpt.io import read_json, versions, write_json_atomic
 
 __all__ = ["QUALITY_FILES", "MakeConfig", "MakeResult", "make_dataset", "select_checkpoints"]
 
+LAYOUTS = ("d4rl", "minari")
 QUALITY_FILES = {  # requested quality -> qualities written
     "random": ("random",),
     "medium": ("medium",),
@@ -62,6 +68,7 @@ def make_dataset(
     train_freq: int = 1,
     progress: bool = True,
     stop_after: int | None = None,
+    layout: str = "d4rl",
 ) -> MakeResult:
     """Make `dataset_id` (and, for medium-expert, both parts) into `out_dir` by the D4RL recipe."""
     import jax
@@ -72,18 +79,23 @@ def make_dataset(
     from mdpt.data.sac import SACConfig, get_sac
 
     info = parse_dataset_id(dataset_id)
+    mismatch = d4rl_mismatch(info)
+    if mismatch:
+        raise MDPTError(mismatch)
+    if layout not in LAYOUTS:
+        raise MDPTError(f"unknown layout {layout!r}; use one of: {', '.join(LAYOUTS)}")
     for name, value, least in (("--sac-steps", sac_steps, 1), ("--transitions", transitions, 1),
                                ("--eval-every", eval_every, 1), ("--eval-episodes", eval_episodes, 1),
                                ("--learning-starts", learning_starts, 0), ("--train-freq", train_freq, 1)):
         if int(value) != value or value < least:
             raise MDPTError(f"{name} must be an integer >= {least} (got {value})")
     spec = info.env
-    cfg = MakeConfig(env=spec.name, sac_steps=sac_steps, transitions=transitions, seed=seed,
-                     eval_every=eval_every, eval_episodes=eval_episodes, learning_starts=learning_starts,
-                     train_freq=train_freq)
+    cfg = MakeConfig(env=spec.name if info.family == "bullet" else spec.env_id, sac_steps=sac_steps,
+                     transitions=transitions, seed=seed, eval_every=eval_every, eval_episodes=eval_episodes,
+                     learning_starts=learning_starts, train_freq=train_freq)
     out = Path(out_dir).expanduser() if out_dir else default_data_dir()
     digest = hashlib.sha256(json.dumps(cfg.training_key(), sort_keys=True).encode()).hexdigest()[:10]
-    work_dir = out / ".mdpt-make" / f"{spec.name}-seed{seed}-{digest}"
+    work_dir = out / ".mdpt-make" / f"{cfg.env}-seed{seed}-{digest}"
     run = WorkDir(work_dir)
 
     prog, resumed_from, finished = train_sac(cfg, work_dir, progress=progress, stop_after=stop_after)
@@ -155,7 +167,7 @@ def make_dataset(
     }
 
     for quality in QUALITY_FILES[info.quality]:
-        qid = f"bullet-{spec.name}-{quality}-v0"
+        qid = f"bullet-{spec.name}-{quality}-v0" if info.family == "bullet" else f"{spec.name}-{quality}-v2"
         extra = {"dataset_id": qid, "quality": quality}
         if quality == "expert":
             arrays = expert_data
@@ -172,14 +184,22 @@ def make_dataset(
             if not arrays["terminals"][-1]:
                 arrays["timeouts"][-1] = True
             extra["buffer_steps"] = medium["step"]
-        path = out / f"{qid}.hdf5"
-        write_d4rl_hdf5(path, arrays, {**common, **extra})
+        if layout == "minari":
+            from mdpt.data.checks import build_dataset
+            from mdpt.data.minari_io import minari_id, write_minari
+
+            data = build_dataset(arrays, spec, source=qid, dataset_id=qid, attrs={**common, **extra})
+            mid = minari_id(qid, spec)
+            path = write_minari(out / mid, data, dataset_id=mid, overwrite=True)
+        else:
+            path = out / f"{qid}.hdf5"
+            write_d4rl_hdf5(path, arrays, {**common, **extra})
         result.written.append(path)
 
     log = {"recipe": common["recipe"], "medium": checkpoint_info(medium), "expert": checkpoint_info(expert),
            "checkpoints": [{"step": c["step"], "ret": c["ret"], "returns": c["returns"]}
                            for c in prog["checkpoints"]],
            "ref_min_score": ref_min, "ref_max_score": ref_max, "versions": common["versions"]}
-    write_json_atomic(out / f"{spec.name}_log.json", log)
+    write_json_atomic(out / f"{cfg.env}_log.json", log)
     result.log = log
     return result

@@ -32,6 +32,7 @@ from mdpt.io import atomic_dir
 METADATA_FILE = "metadata.json"
 UNMARKED_END_ATTR = "mdpt_unmarked_end"  # the episode was cut by the end of the data, not the env
 INSTALL_HINT = "pip install 'mdpt[minari]'"
+ENV_MINARI_ROOT = "MINARI_DATASETS_PATH"
 
 
 def _minari():
@@ -53,25 +54,54 @@ def is_minari_dir(path: str | os.PathLike) -> bool:
 
 
 def minari_id(dataset_id: str | None, env: EnvSpec) -> str:
-    """Our id as a Minari id `namespace/name-vN`: bullet-hopper-medium-v0 -> mdpt/hopper-bullet/medium-v0."""
+    """Our id as a Minari id `namespace/name-vN`: bullet-hopper-medium-v0 -> mdpt/hopper-bullet/medium-v0,
+    hopper-medium-v2 -> mdpt/hopper-mujoco/medium-v0."""
     if dataset_id:
         try:
             info = parse_dataset_id(dataset_id)
-            return f"mdpt/{info.env.name}-bullet/{info.quality}-v0"
+            return f"mdpt/{info.env.name}-{_family_tag(info.env)}/{info.quality}-v0"
         except MDPTError:
             pass
-    return f"mdpt/{env.name}-bullet/custom-v0"
+    return f"mdpt/{env.name.lower()}-{_family_tag(env)}/custom-v0"
+
+
+def _family_tag(env: EnvSpec) -> str:
+    return "bullet" if env.family == "bullet" else "mujoco" if env.d4rl_min is not None else "gym"
 
 
 # --------------------------------------------------------------------------------------------
 # reading
 
 
-def read_minari(path: str | os.PathLike, env: EnvSpec | str | None = None) -> Dataset:
+def minari_root() -> Path:
+    """Minari's datasets folder: `$MINARI_DATASETS_PATH`, else `~/.minari/datasets` (as `minari` itself)."""
+    value = os.environ.get(ENV_MINARI_ROOT, "").strip()
+    return Path(value).expanduser() if value else Path("~/.minari/datasets").expanduser()
+
+
+def load_minari_id(dataset_id: str, env: EnvSpec | str | None = None, download: bool = True,
+                   offline_reason: str = "downloading is off") -> Dataset:
+    """A Minari dataset by id from the Minari root, downloaded there first (by `minari`) when allowed."""
+    root = minari_root() / dataset_id
+    if not is_minari_dir(root):
+        if not download:
+            raise MDPTError(f"{dataset_id}: not found in {minari_root()} and {offline_reason}; download it with "
+                            f"`minari download {dataset_id}`, or point {ENV_MINARI_ROOT} at the folder that holds it")
+        minari = _minari()
+        try:
+            minari.download_dataset(dataset_id)
+        except Exception as e:  # network, unknown id, a remote's errors
+            raise MDPTError(f"download of Minari dataset {dataset_id} failed ({e.__class__.__name__}: {_first_line(e)}); "
+                            f"check the id (`minari list remote`) or download it with `minari download {dataset_id}`") from None
+    return read_minari(root, env=env, dataset_id=dataset_id)
+
+
+def read_minari(path: str | os.PathLike, env: EnvSpec | str | None = None, dataset_id: str | None = None) -> Dataset:
     """Read a Minari dataset directory into a checked `Dataset` (through `minari.MinariDataset`).
 
     Observations and actions must be flat Box arrays. The environment comes from `env`, else the
-    metadata (the `mdpt` block written by `write_minari`, or the `env_spec` id).
+    metadata (the `mdpt` block written by `write_minari`, or the `env_spec` id). `dataset_id`: the id
+    it was asked for by (else the one `write_minari` recorded).
     """
     root = Path(path)
     data_dir = _data_dir(root)
@@ -117,7 +147,8 @@ def read_minari(path: str | os.PathLike, env: EnvSpec | str | None = None) -> Da
     attrs["minari_dataset_id"] = meta.get("dataset_id")
     attrs["minari_version"] = meta.get("minari_version")
     attrs["env_id"] = spec.env_id
-    dataset_id = mdpt_meta.get("dataset_id") if isinstance(mdpt_meta.get("dataset_id"), str) else None
+    if dataset_id is None and isinstance(mdpt_meta.get("dataset_id"), str):
+        dataset_id = mdpt_meta["dataset_id"]
     return build_dataset(arrays, spec, source=source, dataset_id=dataset_id, attrs=attrs,
                          notes=[f"read from Minari dataset {meta.get('dataset_id', '?')} ({len(episodes)} episodes, "
                                 f"minari {minari.__version__})"])
@@ -173,7 +204,7 @@ def _env_from_metadata(source: str, meta: dict, env: EnvSpec | str | None) -> En
     if isinstance(mdpt_meta, dict) and isinstance(mdpt_meta.get("env_id"), str):
         attrs["env_id"] = mdpt_meta["env_id"]
     else:
-        spec_json = meta.get("env_spec")
+        spec_json = meta.get("eval_env_spec") or meta.get("env_spec")  # the env to evaluate on, else the data's
         if isinstance(spec_json, str):
             try:
                 env_name = json.loads(spec_json).get("id")
@@ -249,7 +280,8 @@ def _metadata(data: Dataset, mid: str, author: str | None, description: str | No
         "author": {author or "mdpt"},
         "description": description or (f"{data.dataset_id or 'dataset'} for {data.env.env_id}, exported by mdpt "
                                        f"{__version__} (fingerprint {data.fingerprint})"),
-        "requirements": ["pybullet-envs-gymnasium>=0.5", "pybullet>=3.2.6"],
+        "requirements": (["pybullet-envs-gymnasium>=0.5", "pybullet>=3.2.6"] if data.env.family == "bullet"
+                         else ["gymnasium[mujoco]>=1.0"] if data.env.d4rl_min is not None else []),
         "mdpt": {"dataset_id": data.dataset_id, "env_id": data.env.env_id, "fingerprint": data.fingerprint,
                  "attrs": attrs, "version": __version__},
     }

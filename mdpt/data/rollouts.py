@@ -15,7 +15,7 @@ from mdpt.data.registry import EnvSpec
 
 
 def make_env(spec: EnvSpec):
-    """A fresh Gymnasium env for `spec` (PyBullet, 1000-step time limit), quiet."""
+    """A fresh Gymnasium env for `spec` (with its time limit), quiet."""
     return envs.make_env(spec.env_id)
 
 

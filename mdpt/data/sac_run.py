@@ -25,7 +25,7 @@ FORMAT_VERSION = 1  # of run.json
 class MakeConfig:
     """Settings of one `mdpt data make`: the SAC run (`training_key`) and the rollout sizes."""
 
-    env: str  # short env name (hopper, ...)
+    env: str  # bullet short name (hopper, ...) or a Gymnasium id (Hopper-v5, ...)
     sac_steps: int = 150_000
     transitions: int = 100_000
     seed: int = 0
@@ -78,10 +78,10 @@ def train_sac(cfg: MakeConfig, work_dir: Path, progress: bool = True,
     import jax
     from tqdm.auto import tqdm
 
-    from mdpt.data.registry import ENVS
+    from mdpt.data.registry import env_spec_for
     from mdpt.data.sac import ReplayBuffer, SACConfig, get_sac, state_from_flat, state_to_flat
 
-    spec = ENVS[cfg.env]
+    spec = env_spec_for(cfg.env)
     sac_cfg = SACConfig(learning_starts=cfg.learning_starts, train_freq=cfg.train_freq)
     sac = get_sac(spec.obs_dim, spec.act_dim, sac_cfg)
     run = WorkDir(work_dir)

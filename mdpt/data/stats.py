@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from mdpt.data.dataset import Dataset
-from mdpt.data.registry import reference_bounds
+from mdpt.data.registry import available_reference, reference_bounds
 
 SUMMARY_ATTRS = ("recipe", "ref_min_score", "ref_max_score", "medium_checkpoint", "expert_checkpoint",
                  "concatenation_of")
 
 
 def dataset_summary(data: Dataset, reference: str = "d4rl") -> dict:
-    """Size, episodes, return statistics, normalized scores (`reference`: "d4rl" or "dataset", see
-    `registry.reference_bounds`), fingerprint, loading notes and recipe attributes of `data`, as a
+    """Size, episodes, return statistics, normalized scores (`reference`: "d4rl", "dataset" or "raw"; one the data
+    lacks is replaced as `registry.available_reference` says, and the one used is recorded), fingerprint, loading notes and recipe attributes of `data`, as a
     JSON-ready dict (what `mdpt data info` prints)."""
     stats = data.return_stats()
+    reference = available_reference(data.env, reference, data.attrs)
     lo, hi = reference_bounds(data.env, reference, data.attrs)
 
     def norm(x):

@@ -84,8 +84,9 @@ def evaluate(policy: Artifact | str | os.PathLike, guidance=None, *, selector: S
              dataset_attrs: dict | None = None, allow_mismatch: bool = False) -> Evaluation:
     """Evaluate every seed of `policy` (an artifact or its directory) with `guidance` (None, one
     artifact or directory, or a list of them: an ensemble). Unset selector fields come from the
-    modules' own presets; `reference='dataset'` needs the dataset's attrs."""
-    from mdpt.data.registry import env_spec_for
+    modules' own presets; `reference='dataset'` needs the dataset's attrs; a reference the env or data
+    lacks is replaced as `registry.available_reference` says (Evaluation.reference is the one used)."""
+    from mdpt.data.registry import available_reference, env_spec_for
 
     if not 1 <= episodes <= MAX_EPISODES:
         raise MDPTError(f"episodes must be in 1..{MAX_EPISODES} per seed, got {episodes}")
@@ -98,6 +99,7 @@ def evaluate(policy: Artifact | str | os.PathLike, guidance=None, *, selector: S
     if not env_id:
         raise MDPTError(f"{pol.path}: metadata records no dataset env_id")
     env = env_spec_for(env_id)
+    reference = available_reference(env, reference, dataset_attrs)
     result = evaluate_agent(agent, env, episodes, seed, max_steps)
     return Evaluation(result, result.scores(reference, dataset_attrs), reference, dict(agent.record))
 

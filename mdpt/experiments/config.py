@@ -32,7 +32,7 @@ from mdpt.settings import build, flatten, set_dotted, setting, to_dict, unalias
 
 MODES = ("joint", "guidance-first")
 EVAL_VARIANTS = ("guided", "unguided", "random-guidance")
-REFERENCES = ("d4rl", "dataset")
+REFERENCES = ("d4rl", "dataset", "raw")
 MODEL_SELECTION = ("online", "bc-loss")
 DIVERGENCE_ACTIONS = ("stop", "warn", "off")
 LOGGERS = ("jsonl", "tensorboard", "wandb")
@@ -92,8 +92,10 @@ class EvalConfig:
                                     alias="eval_max_steps")
     variants: tuple[str, ...] = setting(("guided",), "guided, unguided (plain sampling), random-guidance",
                                         alias="eval_variants", choices=EVAL_VARIANTS)
-    reference: str = setting("d4rl", "normalized-score reference: d4rl (D4RL's bullet constants) or dataset "
-                             "(the file's own)", alias="reference", choices=REFERENCES)
+    reference: str = setting("d4rl", "normalized-score reference: d4rl (D4RL's infos.py constants), dataset "
+                             "(the data's own ref_min/max_score; Minari ids' preset) or raw (returns); data "
+                             "without the one asked for is scored on its own reference, else raw, and says so",
+                             alias="reference", choices=REFERENCES)
     model_selection: str = setting("online", "which checkpoint the summary calls selected: online (best score) or "
                                    "bc-loss (lowest training BC loss, Diffusion-QL's offline selection)",
                                    choices=MODEL_SELECTION)

@@ -13,6 +13,9 @@ from mdpt.io import write_bytes_atomic
 ALGOS = ("dql", "idql", "edp")
 ENVS = ("halfcheetah", "hopper", "walker2d")
 QUALITIES = ("medium", "medium-replay", "medium-expert", "expert")
+# the D4RL MuJoCo v2 tasks of Diffusion-QL's table, and Minari's MuJoCo successors (configs/<algo>/mujoco/...)
+MUJOCO_DATASETS = tuple(f"{e}-{q}-v2" for e in ENVS for q in ("medium", "medium-replay", "medium-expert")) + \
+    tuple(f"mujoco/{e}/{q}-v0" for e in ENVS for q in ("medium", "expert"))
 SECTIONS = ("dataset", "algo", "mode", "policy", "guidance", "selector")
 
 
@@ -35,11 +38,10 @@ def config_text(algo: str, dataset: str) -> str:
 def write_config_files(out: str | Path) -> list[Path]:
     out = Path(out)
     written = []
+    datasets = [f"bullet-{env}-{quality}-v0" for env in ENVS for quality in QUALITIES] + list(MUJOCO_DATASETS)
     for algo in ALGOS:
-        for env in ENVS:
-            for quality in QUALITIES:
-                dataset = f"bullet-{env}-{quality}-v0"
-                path = out / algo / f"{dataset}.yaml"
-                write_bytes_atomic(path, config_text(algo, dataset).encode())
-                written.append(path)
+        for dataset in datasets:
+            path = out / algo / f"{dataset}.yaml"
+            write_bytes_atomic(path, config_text(algo, dataset).encode())
+            written.append(path)
     return written

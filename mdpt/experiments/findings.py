@@ -610,7 +610,8 @@ def render(out: Path, data: dict, result: dict, report_dir: Path, header: list[s
         f"(vmapped); {p['steps']} steps; evaluation every {p['eval_every']} steps on {p['curve_episodes']} episodes "
         f"per seed (curves) and {p['final_episodes']} at the last step (final points){_cands(p)}; stage-1 guidance "
         f"`{p['stage1']}`" + (f", unfrozen at step {p['unfreeze_at']}" if p.get("unfreeze_at") else "") +
-        "; scores normalized with the `d4rl` reference (D4RL's bullet constants). Every score is last-iterate "
+        "; scores normalized with each dataset's reference (`d4rl`: D4RL's infos.py constants; `dataset`: the "
+        "data's own; see each dataset's data line). Every score is last-iterate "
         "unless marked; CIs are 95% percentile bootstraps resampling seeds.", "",
         "## Findings", ""] + waiting_for_evaluation(data) + findings(result) + [""]
     for ds, r in result["datasets"].items():

@@ -270,9 +270,10 @@ def _reference_note(runs: list[dict]) -> list[str]:
             lo, hi = reference_bounds(env, "d4rl")
         else:
             lo = hi = None
-        where = ("D4RL `infos.py` bullet constants (min = random policy, max = expert)" if ref == "d4rl"
-                 else "the dataset file's attrs (min = mean return of uniform random actions, "
-                      "max = mean episode return of its expert data)")
+        where = {"d4rl": "D4RL `infos.py` constants (min = random policy, max = expert)",
+                 "raw": "no reference: the scores are raw episode returns"}.get(
+            ref, "the dataset's own ref_min_score/ref_max_score (a made file: min = mean return of uniform random "
+                 "actions, max = mean episode return of its expert data; a Minari dataset: its metadata)")
         span = f": min {lo:.2f}, max {hi:.2f}" if lo is not None else ""
         lines.append(f"- `{ref}` reference for {key[1]}{span}, from {where}.")
     return lines

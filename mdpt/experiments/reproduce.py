@@ -118,7 +118,11 @@ class Protocol:
 
 
 def dataset_dir(dataset: str) -> str:
-    """A dataset's folder name: its id, or a path's file stem."""
+    """A dataset's folder name: its id (a Minari id's slashes as dashes), or a path's file stem."""
+    from mdpt.data.registry import is_minari_id
+
+    if is_minari_id(dataset) and not Path(dataset).exists():
+        return dataset.replace("/", "-")
     return dataset if "/" not in dataset and not dataset.endswith((".hdf5", ".h5")) else Path(dataset).stem
 
 
@@ -511,10 +515,12 @@ def record_data(out: Path, dataset: str, data=None, env: str | None = None) -> P
     report sets beside the policies' scores; written once."""
     path = Path(out) / "data" / f"{dataset_dir(dataset)}.json"
     if not path.exists():
+        from mdpt import presets
         from mdpt.data.load import load_dataset
         from mdpt.data.stats import dataset_summary
 
-        write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env)))
+        write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env),
+                                                presets.task_reference(dataset)))  # as its runs score
     return path
 
 
@@ -562,7 +568,7 @@ def _group_key(it: Planned, config, runs_dir: Path) -> tuple | None:
     if it.derive_from or config.stage1.unfreeze_at is not None or it.dataset not in DATASET_IDS \
             or run_state(run_dir) not in ("new", "partial"):
         return None
-    return parse_dataset_id(it.dataset).env.name, _start_step(run_dir), group_signature(config)
+    return parse_dataset_id(it.dataset).env.env_id, _start_step(run_dir), group_signature(config)
 
 
 def training_batches(items: list[Planned], configs: dict, runs_dir: Path, group: bool) -> list[list[Planned]]:

@@ -29,7 +29,7 @@ from mdpt.agent import Agent
 from mdpt.artifacts import Artifact, dataset_record, load_guidance, load_policy, save_artifact
 from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
-from mdpt.data.registry import normalized_score
+from mdpt.data.registry import available_reference, normalized_score, reference_bounds
 from mdpt.errors import MDPTError, RunStopped
 from mdpt.evaluation.api import check_agent, evaluate_agent, variant_agent
 from mdpt.experiments.config import RunConfig
@@ -548,14 +548,14 @@ class Run:
             t0 = time.perf_counter()
             result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
                                     max_steps=c.eval.max_steps)
-            scores = normalized_score(result.returns, self.dataset.env, c.eval.reference, self.dataset.attrs)
+            scores = normalized_score(result.returns, self.dataset.env, self.reference, self.dataset.attrs)
             self.record({"phase": "eval", "step": step, "variant": variant, "candidates": agent.selector.candidates,
                                  "returns": _to_list(result.returns),
-                                 "scores": _to_list(scores), "reference": c.eval.reference,
+                                 "scores": _to_list(scores), "reference": self.reference,
                                  "wall_s": time.perf_counter() - t0, "sim_s": result.sim_seconds,
                                  "policy_s": result.policy_seconds, "eval_s": result.total_seconds})
             self.log(f"step {step} {variant}: normalized score {np.mean(scores):.1f} "
-                     f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {c.eval.reference})")
+                     f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {self.reference})")
             if variant == c.eval.variants[0]:
                 self._keep_if_best(step, float(np.mean(scores)), save_best)
 
@@ -683,7 +683,9 @@ class Run:
         return {
             "name": self.dir.name, "status": "finished", "algo": c.algo, "mode": c.mode if c.algo else "guidance-only",
             "guidance_kind": kind, "dataset": c.dataset, "dataset_fingerprint": self.dataset.fingerprint,
-            "reference": c.eval.reference, "seeds": c.seed_list, "steps": c.steps,
+            "reference": self.reference, "seeds": c.seed_list,
+            "reference_bounds": (None if self.reference == "raw" else
+                                 list(reference_bounds(self.dataset.env, self.reference, self.dataset.attrs))), "steps": c.steps,
             "final": final, "best": best, "selected_offline": selected, "model_selection": c.eval.model_selection,
             "preset": {"layers": list(c.preset), "selector": c.selector.describe(),
                        "note": presets.task_note(c.algo, c.guidance_kind, c.dataset)},
@@ -692,8 +694,14 @@ class Run:
             "seconds_per_step": seconds_per_step,
             "peak_memory_bytes": self.peak_memory_bytes() if peak_memory == "measure" else peak_memory,
             "dataset_mean_score": float(np.mean(normalized_score(self.dataset.episode_returns, self.dataset.env,
-                                                                 c.eval.reference, self.dataset.attrs))),
+                                                                 self.reference, self.dataset.attrs))),
         }
+
+    @property
+    def reference(self) -> str:
+        """The score reference used: eval.reference, or what stands in when the data lacks it (raw returns
+        for data with no reference scores; `registry.available_reference`)."""
+        return available_reference(self.dataset.env, self.config.eval.reference, self.dataset.attrs)
 
     def peak_memory_bytes(self) -> int | None:
         """Peak memory of the compiled training chunk (XLA memory analysis, on every backend) less the
