@@ -25,7 +25,7 @@ from mdpt.data.normalizer import Normalizer
 from mdpt.errors import MDPTError
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.io import flatten_tree, load_params, read_json, save_params, write_json_atomic
-from mdpt.policies.module import DiffusionPolicy, PolicyConfig
+from mdpt.policies.module import DiffusionPolicy, PolicyConfig, make_policy
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.safetensors"
@@ -214,7 +214,7 @@ def load_guidance(path: str | os.PathLike, seed_index: int | None = None) -> Art
 
 def load_policy(path: str | os.PathLike, seed_index: int | None = None) -> Artifact:
     def build(meta):
-        return DiffusionPolicy(PolicyConfig.from_json(meta["config"]), meta["obs_dim"], meta["act_dim"])
+        return make_policy(PolicyConfig.from_json(meta["config"]), meta["obs_dim"], meta["act_dim"])
 
     return _load(path, "policy", build).select(seed_index)
 

@@ -24,6 +24,7 @@ Sources, cited next to every value as `[KEY] file:line` at these commits:
 - [CD] CleanDiffuserTeam/CleanDiffuser @ 05f17fc (the library the authors' pipelines call);
 - [DQL] Zhendong-Wang/Diffusion-Policies-for-Offline-RL @ d871f5c (Diffusion-QL);
 - [IDQL] philippe-eecs/IDQL @ 7582571;
+- [IQL] ikostrikov/implicit_q_learning @ 09d7002 (IQL, the baselines' policy extraction);
 - [MDPT] a choice of this project, with its reason next to it.
 This module imports nothing from mdpt: the modules read their defaults from it.
 """
@@ -88,7 +89,7 @@ ALGORITHMS = {
     # actor AdamW ([CD] diffusion/basic.py:66; weight decay 0.01 is torch's AdamW default, the pipeline
     # passes only lr); 50 candidates (mujoco.yaml:22) at temperature 0.5 (:32); critic trained jointly.
     "dql": {
-        "policy": {"net": "mlp", "T": 5, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
+        "policy": {"net": "mlp", "depth": 3, "T": 5, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
                    "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "ema_warmup": False, "sampler": "ddpm",
                    "sample_steps": 5, "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "dql-critic", "lr_schedule": "cosine", "lr_decay_steps": 200_000},
@@ -103,7 +104,7 @@ ALGORITHMS = {
     # up, (1 + n) / (10 + n) after n updates, and reaches 0.9999 at 90k updates, so runs at the paper's
     # length are unchanged.
     "idql": {
-        "policy": {"net": "lnresnet", "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
+        "policy": {"net": "lnresnet", "depth": 3, "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
                    "ema_decay": 0.9999, "ema_every": 1, "ema_start": 0, "ema_warmup": True, "sampler": "ddpm",
                    "sample_steps": 5, "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "iql", "update_every": 2},
@@ -115,7 +116,7 @@ ALGORITHMS = {
     # (:30) with 15 steps (:27); lr 3e-4 (:1) cosine over 200k (:14), EMA 0.995 (:11) every 5 (:12) after
     # 1000 (as DQL), 50 candidates (:22) at temperature 0.5 (:31); DQL's critic.
     "edp": {
-        "policy": {"net": "mlp", "T": 50, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
+        "policy": {"net": "mlp", "depth": 3, "T": 50, "eta": 1.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
                    "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "ema_warmup": False,
                    "weight_decay": 0.01, "prediction": "x0", "noise_schedule": "cosine", "sampler": "dpm-solver++",
                    "sample_steps": 15,
@@ -127,13 +128,27 @@ ALGORITHMS = {
     # implementation (the paper's code runs its condition at dropout 0, w = 1); DQL's network and
     # schedule above so that CFG differs from DQL only in how the guidance enters.
     "cfg": {
-        "policy": {"net": "mlp", "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
+        "policy": {"net": "mlp", "depth": 3, "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": 200_000,
                    "ema_decay": 0.995, "ema_every": 5, "ema_start": 1000, "ema_warmup": False, "sampler": "ddpm",
                    "sample_steps": 5, "weight_decay": 0.01, **DIFFUSION_DQL},
         "guidance": {"kind": "iql"},
         "selector": {"candidates": 50, "temperature": 0.5},
     },
 }
+# The baselines beside every diffusion score ([IQL] ikostrikov/implicit_q_learning @ 09d7002): a Gaussian
+# policy, MLP 2 x 256 ReLU with a tanh mean and a state-independent log std (learner.py:70-76), Adam 3e-4
+# (learner.py:53) cosine-decayed over the run (learner.py:79, over its 1M steps), evaluated at its mean
+# action (one candidate); `awr` weights the log-likelihood by min(exp(3 (Q - V)), 100) from a frozen IQL
+# guidance (actor.py:18-19; temperature 3.0 on locomotion: configs/mujoco_config.py:15), `bc` by 1. Trained
+# jointly with its IQL critic, `awr` is IQL itself. The diffusion fields are DQL's and unused.
+_GAUSSIAN = {"net": "mlp", "depth": 2, "T": 5, "eta": 0.0, "lr": 3e-4, "lr_schedule": "cosine", "lr_decay_steps": None,
+             "ema_decay": 0.995, "ema_every": 1, "ema_start": 0, "ema_warmup": False, "sampler": "ddpm",
+             "sample_steps": 5, "weight_decay": 0.0, "awr_weight_max": 100.0, **DIFFUSION_DQL}
+ALGORITHMS["awr"] = {"policy": {**_GAUSSIAN, "awr_temperature": 3.0}, "guidance": {"kind": "iql"},
+                     "selector": {"candidates": 1, "temperature": 1.0}}
+ALGORITHMS["bc"] = {"policy": {**_GAUSSIAN, "awr_temperature": 0.0}, "guidance": {"kind": "iql"},
+                    "selector": {"candidates": 1, "temperature": 1.0}}
+BASELINES = ("bc", "awr")
 # Guidance-first training trains a policy-independent guidance first unless told otherwise ([MDPT]: the
 # authors' DQL pretraining fits its critic to an untrained actor's next actions; IQL depends on no policy).
 GUIDANCE_FIRST_KIND = "iql"

@@ -126,7 +126,8 @@ class LogConfig:
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str = setting(None, "dataset id (bullet-{env}-{quality}-v0) or an HDF5 path")
-    algo: str | None = setting(None, "dql | idql | edp | cfg; none trains a guidance module alone", choices=POLICY_ALGOS)
+    algo: str | None = setting(None, "dql | idql | edp | cfg, or a baseline: bc | awr (IQL's policy extraction); "
+                               "none trains a guidance module alone", choices=POLICY_ALGOS)
     mode: str = setting("joint", "joint (as published) or guidance-first (frozen guidance)", choices=MODES)
     env: str | None = setting(None, "environment for a dataset path without env_id in its attrs")
     steps: int = setting(100_000, "gradient steps")
@@ -201,6 +202,8 @@ class RunConfig:
             pc = self.policy_config()
             if pc.algo == "cfg" and self.guidance.kind == "dql-critic":
                 raise MDPTError("cfg policies need a guidance with V(s) for their labels: use iql or sarsa")
+            if pc.algo == "awr" and pc.awr_temperature > 0 and self.guidance.kind == "dql-critic":
+                raise MDPTError("awr weights actions by Q - V: it needs a guidance with V(s) (iql or sarsa)")
         return self
 
     def _get(self, dotted: str):

@@ -46,7 +46,7 @@ from mdpt.experiments.rundir import (
 from mdpt.experiments.sinks import Sinks
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import atomic_dir, read_json, versions, write_json_atomic
-from mdpt.policies.module import DiffusionPolicy, PolicyConfig
+from mdpt.policies.module import DiffusionPolicy, PolicyConfig, make_policy
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.profiling import check_memory, out_of_memory_as_error
 from mdpt.training.trainer import Trainer
@@ -217,7 +217,7 @@ class Run:
         """The trainer of this run; `unfrozen`: a guidance-first run past `stage1.unfreeze_at`."""
         c = self.config
         data = self.dataset
-        policy = DiffusionPolicy(c.policy_config(), data.obs_dim, data.act_dim, c.steps) if c.algo else None
+        policy = make_policy(c.policy_config(), data.obs_dim, data.act_dim, c.steps) if c.algo else None
         frozen, g_role, p_role = {}, "train", "train" if c.algo else None
         if self.frozen_guidance is not None:
             guidance = self.frozen_guidance.module

@@ -13,14 +13,11 @@ IQL's policy extraction (Kostrikov et al. 2022, ikostrikov/implicit_q_learning):
 - evaluation: the mean action (train_offline.py evaluates with temperature 0), clipped to the box.
 
 The class has the interface of `DiffusionPolicy` that training, artifacts and agents use (`init`,
-`update`, `sample`, `config`), so a baseline trains, saves and evaluates like any policy; it never
-sees a guidance module, only `adv_fn(obs, act) -> (B,)`.
+`update`, `sample`, `config`, a `PolicyConfig` of algo bc or awr), so a baseline trains, saves and
+evaluates like any policy; it never sees a guidance module, only `adv_fn(obs, act) -> (B,)`.
 """
 
 from __future__ import annotations
-
-import dataclasses
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -32,34 +29,7 @@ from mdpt.nets.modules import dense
 from mdpt.nets.optim import make_optimizer
 
 GAUSSIAN_ALGOS = ("bc", "awr")
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # implicit_q_learning policy.py LOG_STD_MAX; learner.py log_std_min=-5.0
-
-
-@dataclass(frozen=True)
-class GaussianConfig:
-    algo: str = "awr"
-    hidden: int = 256
-    depth: int = 2
-    lr: float = 3e-4
-    lr_schedule: str = "cosine"
-    lr_decay_steps: int | None = None  # None: the run's length
-    awr_temperature: float = 3.0  # beta of exp(beta * A); mujoco_config.py `temperature`
-    awr_weight_max: float = 100.0  # actor.py: jnp.minimum(exp_a, 100.0)
-    matmul_precision: str = "default"
-
-    def validate(self) -> GaussianConfig:
-        if self.algo not in GAUSSIAN_ALGOS:
-            raise MDPTError(f"unknown baseline {self.algo!r}; use one of: {', '.join(GAUSSIAN_ALGOS)}")
-        if self.hidden < 1 or self.depth < 1:
-            raise MDPTError("baseline hidden width and depth must be positive")
-        if not self.lr > 0:
-            raise MDPTError(f"learning rate must be positive, got {self.lr}")
-        if not (self.awr_temperature >= 0 and self.awr_weight_max > 0):
-            raise MDPTError("awr_temperature must be >= 0 and awr_weight_max > 0")
-        return self
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # implicit_q_learning policy.py:15 LOG_STD_MAX; learner.py:73 log_std_min
 
 
 class GaussianNet(nn.Module):
@@ -85,8 +55,12 @@ def gaussian_log_prob(mean, log_std, act):
 
 
 class GaussianPolicy:
-    def __init__(self, config: GaussianConfig, obs_dim: int, act_dim: int, total_steps: int | None = None):
-        self.config = c = config.validate()
+    def __init__(self, config, obs_dim: int, act_dim: int, total_steps: int | None = None):
+        """`config`: a resolved `PolicyConfig` of algo bc or awr (hidden, depth, lr, lr_schedule,
+        lr_decay_steps, awr_temperature, awr_weight_max, matmul_precision are read)."""
+        if config.algo not in GAUSSIAN_ALGOS:
+            raise MDPTError(f"unknown baseline {config.algo!r}; use one of: {', '.join(GAUSSIAN_ALGOS)}")
+        self.config = c = config
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.net = GaussianNet(act_dim, c.hidden, c.depth, c.matmul_precision)
         self.optimizer = make_optimizer(c.lr, c.lr_schedule, c.lr_decay_steps or total_steps)

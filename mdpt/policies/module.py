@@ -45,9 +45,11 @@ from mdpt.nets.averaging import polyak
 from mdpt.nets.modules import DQLNoiseNet, LNResNetNoiseNet
 from mdpt.nets.optim import make_optimizer
 from mdpt.nets.precision import MATMUL_PRECISIONS
+from mdpt.policies.gaussian import GAUSSIAN_ALGOS, GaussianPolicy
 from mdpt.settings import setting
 
-POLICY_ALGOS = ("dql", "idql", "edp", "cfg")
+DIFFUSION_ALGOS = ("dql", "idql", "edp", "cfg")
+POLICY_ALGOS = (*DIFFUSION_ALGOS, *GAUSSIAN_ALGOS)  # bc, awr: the Gaussian baselines (policies/gaussian.py)
 NETS = ("mlp", "lnresnet")
 SAMPLERS = ddpm.SAMPLERS
 LR_SCHEDULES = ("constant", "cosine")
@@ -56,17 +58,18 @@ LR_SCHEDULES = ("constant", "cosine")
 # What a config saved before these keys existed meant (its other keys were saved resolved).
 _BEFORE_SETTINGS = {"prediction": "eps", "noise_schedule": "vp", "temperature_mode": "per-step",
                     "clip_denoised": True, "clip_one_step": True, "lr_decay_steps": None, "weight_decay": 0.0,
-                    "time_dim": 16}
+                    "time_dim": 16, "depth": 3, "awr_temperature": None, "awr_weight_max": None}
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     """A diffusion policy's network, diffusion and training settings (None: from mdpt.presets)."""
 
-    algo: str = setting("dql", "dql | idql | edp | cfg (set by the run's algo)", choices=POLICY_ALGOS)
+    algo: str = setting("dql", "dql | idql | edp | cfg, or a baseline: bc | awr (set by the run's algo)",
+                        choices=POLICY_ALGOS)
     net: str | None = setting(None, "noise network: mlp (Diffusion-QL) | lnresnet (IDQL)", choices=NETS, preset=True)
     hidden: int = setting(256, "width of the noise network's hidden layers")
-    depth: int = setting(3, "hidden layers (mlp) or residual blocks (lnresnet)")
+    depth: int | None = setting(None, "hidden layers (mlp) or residual blocks (lnresnet)", preset=True)
     # Diffusion-QL's model.py MLP: t_dim=16; the paper authors' pipelines build CleanDiffuser's
     # DQLMlp(obs_dim, act_dim, emb_dim=64) (modular-diffusion-policy pipelines/Neu_dql_d4rl_mujoco.py:39)
     time_dim: int = setting(16, "mlp: width of the sinusoidal time embedding (Diffusion-QL 16; the paper "
@@ -106,6 +109,10 @@ class PolicyConfig:
                                     "matmul; TF32 on NVIDIA GPUs), highest (fp32 everywhere), tf32 or bf16 (rounded "
                                     "so, with fp32 sums, on every backend: a CPU computes what the GPU would)",
                                     choices=MATMUL_PRECISIONS)
+    awr_temperature: float | None = setting(None, "awr: beta of the weights exp(beta * (Q - V)) (bc: 0; unused by "
+                                            "diffusion policies)", preset=True)
+    awr_weight_max: float | None = setting(None, "awr: the weights' upper clip (unused by diffusion policies)",
+                                           preset=True)
     cond_dropout: float = setting(0.1, "cfg: probability of dropping the condition in training")
     cond_bins: tuple[float, ...] = setting((), "cfg: advantage bin edges (empty: the label 1[A >= 0])")
 
@@ -151,6 +158,10 @@ class PolicyConfig:
             (0.0 <= self.cond_dropout < 1.0, f"cond_dropout must be in [0, 1), got {self.cond_dropout}"),
             (list(self.cond_bins) == sorted(self.cond_bins), "cond_bins must be ascending"),
             (0.0 < self.beta_min < self.beta_max, "need 0 < beta_min < beta_max"),
+            (self.algo not in GAUSSIAN_ALGOS or self.awr_temperature >= 0.0,
+             f"awr_temperature must be >= 0, got {self.awr_temperature}"),
+            (self.algo not in GAUSSIAN_ALGOS or self.awr_weight_max > 0.0,
+             f"awr_weight_max must be > 0, got {self.awr_weight_max}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -173,6 +184,13 @@ class PolicyConfig:
         d = {**_BEFORE_SETTINGS, **d}
         d["cond_bins"] = tuple(d.get("cond_bins", ()))
         return cls(**d)
+
+
+def make_policy(config: PolicyConfig, obs_dim: int, act_dim: int, total_steps: int | None = None):
+    """The policy module of `config.algo`: a diffusion policy, or a Gaussian baseline (bc, awr)."""
+    if config.algo in GAUSSIAN_ALGOS:
+        return GaussianPolicy(config.resolved(), obs_dim, act_dim, total_steps)
+    return DiffusionPolicy(config, obs_dim, act_dim, total_steps)
 
 
 class DiffusionPolicy:
@@ -258,7 +276,10 @@ class DiffusionPolicy:
             return jnp.clip(chain, -1.0, 1.0)
         return ddpm.one_step_x0(model_fn, self.tab, act, key, c.T, c.prediction, 1.0 if c.clip_one_step else None)
 
-    def update(self, state: dict, batch: dict, key: jax.Array, q_fn=None, label_fn=None) -> tuple[dict, dict]:
+    uses_advantage = False
+
+    def update(self, state: dict, batch: dict, key: jax.Array, q_fn=None, label_fn=None,
+               adv_fn=None) -> tuple[dict, dict]:
         """One gradient step. `q_fn` is needed when `uses_q`, `label_fn` when `uses_label`."""
         c = self.config
         k_bc, k_q, k_swap, k_drop, k_dropout = jax.random.split(key, 5)

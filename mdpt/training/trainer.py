@@ -147,7 +147,11 @@ class Trainer:
                 def label_fn(obs, act):
                     return g.label(gparams, to_guidance_obs(obs), act, self.policy.config.cond_bins)
 
-            state["policy"], m = self.policy.update(state["policy"], batch, k_policy, q_fn, label_fn)
+                def adv_fn(obs, act):
+                    return g.advantage(gparams, to_guidance_obs(obs), act)
+
+            adv = {"adv_fn": adv_fn} if gparams is not None and self.policy.uses_advantage else {}
+            state["policy"], m = self.policy.update(state["policy"], batch, k_policy, q_fn, label_fn, **adv)
             metrics.update(m)
         return state, metrics
 
