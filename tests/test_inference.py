@@ -211,7 +211,7 @@ def test_spread_rule_finds_a_shrinking_spread():
 def test_spread_measures_side_by_side():
     own = np.array([[10.0, 20, 30, 40], [50, 50, 50, 50]])
     swapped = np.array([[20.0, 22, 24, 26], [40, 50, 60, 70]])
-    m = rules.seed_iqr_change(own, swapped)
+    m = rules.seed_iqr_measures(own, swapped)
     assert m["cells"] == 2 and m["cells_with_spread"] == 1  # the second cell's own seeds all score 50
     assert m["relative_median"] == pytest.approx((3.0 - 15.0) / 15.0)
     assert m["points"] == pytest.approx(np.median([3.0 - 15.0, 15.0 - 0.0]))

@@ -105,7 +105,7 @@ def _iqr(x, axis=-1):
     return q75 - q25
 
 
-def seed_iqr_change(own, swapped) -> dict:
+def seed_iqr_measures(own, swapped) -> dict:
     """The seed spread, own -> swapped, over cells (one cell: a policy at one step with one kind of
     swap; `own`, `swapped`: (cells, seeds) per-seed mean scores of the same policy seeds).
 
