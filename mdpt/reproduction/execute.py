@@ -1,312 +1,46 @@
 """`mdpt reproduce`: the paper's three findings tested the way the paper tested them, end to end.
 
-For every dataset and algorithm the plan trains (out/runs/<dataset>/<run>/, one `Run` each, seeds
-vmapped inside each program):
-
-- `iql-a`, `iql-b`: two independent IQL guidance modules (seeds SEED.. and SEED+1000..): `iql-a` is
-  the stage-1 guidance of the guidance-first runs, `iql-b` the independent guidance swapped in at
-  inference and the members of guidance ensembles;
-- `critic-authors` (`--stage1 authors`): the paper's stage-1 variant, a dql-critic whose next
-  actions come from an untrained actor and whose target network never moves;
-- `<algo>-joint`: as published (the algorithm's own critic, trained jointly), evaluated along
-  training with its guidance, without it (plain sampling) and with an untrained guidance;
-- `<algo>-gfdt`: guidance-first against the frozen stage-1 guidance (optionally unfrozen at
-  `--unfreeze-at`), evaluated with and without it;
-- `<algo>-bc` (dql, edp): the same policy with eta = 0 (no guidance in training), evaluated with
-  critic re-selection (iql-a at inference) and with plain sampling;
-- `<algo>-random` (dql, edp): trained against a frozen untrained critic, evaluated with it.
-IDQL's policy never sees its critic in training, so its no-guidance and random-guidance training
-controls are IDQL itself; its necessity is measured at inference only (the report says so). For
-the same reason `idql-gfdt`'s policy is `idql-joint`'s bit for bit: it trains one chunk, which
-checks that, and takes the rest from the joint run's snapshots (`derived.DerivedRun`; it trains
-in full if the chunk differs, or with `--train-every-run`).
-
-Then, at the last `transfer_points` evaluation steps (matched checkpoints: every run saves its
-artifacts at each evaluation), guidance swaps (out/transfer/<dataset>.json): each policy seed with
-another seed's guidance of the same step (joint) or with the independent iql-b (guidance-first);
-across algorithms in both directions (the DQL policy with IDQL's IQL critic, the IDQL policy with
-DQL's critic, step-matched); and K-member ensembles of iql-b (mean and min of min-Q) at the last
-step. Each guidance scores candidates with its own rule and beta; each policy samples its own
-candidate count, or `swap_candidates` for every swap: then each (policy, step) is also evaluated
-with its own guidance at that count and seed (an `own` cell), and swaps are compared with it.
-
-The data's own statistics (out/data/<dataset>.json: its episodes scored like the policies) go
-beside the policies' scores in the report. Everything is resumable: a finished run is skipped, a
-swap evaluated before is read back; the report (`findings.write_report`) is regenerated from what
-is on disk.
+`Reproduction(protocol, out).execute()` trains the plan's runs (out/runs/<dataset>/<run>/, `plan.py`),
+evaluates the guidance swaps at matched checkpoints (out/transfer/<dataset>.json: each guidance scores
+candidates with its own rule and beta, each policy samples its own candidate count, or
+`swap_candidates` for every swap), records the data's own statistics (out/data/<dataset>.json) and
+writes the report (`render.write_report`), which is regenerated from what is on disk. Everything is
+resumable: a finished run is skipped, a swap evaluated before is read back.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mdpt.errors import MDPTError
+from mdpt.experiments.rundir import run_status, snapshot_dir
 from mdpt.io import read_json, write_json_atomic
+from mdpt.reports.markdown import hms
+from mdpt.reproduction.estimate import estimate_seconds, swap_candidates
+from mdpt.reproduction.plan import (
+    INDEPENDENT_IQL,
+    IQL_B,
+    JOINT,
+    OWN,
+    SEED_SWAPPED,
+    Planned,
+    Swap,
+    cross_run,
+    plan,
+    planned_swaps,
+    run_role,
+    stage1_guidance,
+)
+from mdpt.reproduction.protocol import Protocol, dataset_dir
 
-CONTROLS_WITH_Q = ("dql", "edp")  # algorithms whose policy loss uses the guidance in training
-STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
-STAGE1 = ("iql", "authors")
 REPRODUCTION_ENTRIES = frozenset({".lock", "protocol.json", "runs", "transfer", "data", "report"})
-# Estimated seed-steps per second of each update on a 2-core CPU and on an H200 at 15-20 replicas
-# (benchmarks/RESULTS.md); only used to estimate a plan's wall time.
-RATES = {"cpu": {"iql": 240.0, "dql-joint": 48.0, "dql-gf": 60.0, "idql-joint": 30.0, "idql-gf": 35.0,
-                 "edp-joint": 50.0, "edp-gf": 150.0, "dql-bc": 150.0, "edp-bc": 150.0, "critic": 60.0},
-         "gpu": {"iql": 47_000.0, "dql-joint": 15_000.0, "dql-gf": 18_000.0, "idql-joint": 16_000.0,
-                 "idql-gf": 22_000.0, "edp-joint": 17_000.0, "edp-gf": 60_000.0, "dql-bc": 40_000.0,
-                 "edp-bc": 40_000.0, "critic": 15_000.0}}
-# Evaluation on a 2-core CPU, seconds per episode of one seed (1000 env steps): the simulator and one
-# sample, plus one denoising chain per candidate. Fitted to the hopper reproduction: DQL 63 s for
-# 3 seeds x 10 episodes at 50 candidates; IDQL (LN-ResNet) 1776 s at 256 candidates, 90-110 s for
-# 3 x 5 at 32. EDP samples with 15 solver steps, three times DQL's 5.
-EPISODE_COST = {"dql": (1.0, 0.025), "edp": (1.0, 0.075), "idql": (1.5, 0.235), "cfg": (1.0, 0.025)}
-
 LOG = logging.getLogger("mdpt")
-
-
-@dataclass(frozen=True)
-class Protocol:
-    datasets: tuple[str, ...]
-    algos: tuple[str, ...] = ("dql", "idql")
-    seeds: int = 3
-    seed: int = 0
-    steps: int = 30_000
-    eval_every: int = 5_000
-    curve_episodes: int = 5
-    final_episodes: int = 10
-    curve_candidates: int | None = None  # None: each algorithm's own
-    eval_max_steps: int | None = None
-    stage1: str = "iql"
-    unfreeze_at: int | None = None
-    ensemble_k: int = 3
-    transfer_points: int = 2
-    swap_candidates: int | None = None  # None: each swap as its run evaluates; N: every swap and an own cell at N
-    studies: tuple[str, ...] = STUDIES  # a subset plans only the runs (and swaps) those studies need
-    derive: bool = True  # a guidance-first policy that ignores its guidance (IDQL) is taken from its joint run
-    base: dict = field(default_factory=dict)  # settings under every run (e.g. tiny networks in tests)
-
-    def validate(self) -> Protocol:
-        from mdpt.policies.module import POLICY_ALGOS
-
-        if not self.datasets:
-            raise MDPTError("no datasets: pass --datasets ID,... (or 'all' with datasets in the data directory)")
-        bad = [a for a in self.algos if a not in POLICY_ALGOS or a == "cfg"]
-        if bad or not self.algos:
-            raise MDPTError(f"unknown algo {bad[0] if bad else ''!r}; use any of: dql, idql, edp")
-        if self.stage1 not in STAGE1:
-            raise MDPTError(f"unknown stage-1 guidance {self.stage1!r}; use one of: {', '.join(STAGE1)}")
-        for name in ("seeds", "steps", "eval_every", "curve_episodes", "final_episodes", "transfer_points"):
-            if getattr(self, name) < 1:
-                raise MDPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every > self.steps:
-            raise MDPTError(f"--eval-every {self.eval_every} is beyond --steps {self.steps}: no learning curve")
-        bad = [x for x in self.studies if x not in STUDIES]
-        if bad or not self.studies:
-            raise MDPTError(f"unknown study {bad[0] if bad else ''!r}; use any of: {', '.join(STUDIES)}")
-        if self.swap_candidates is not None and self.swap_candidates < 1:
-            raise MDPTError(f"--swap-candidates must be >= 1, got {self.swap_candidates}")
-        if not 1 <= self.ensemble_k <= self.seeds:
-            raise MDPTError(f"--ensemble-k must be in 1..--seeds ({self.seeds}): the members are iql-b's seeds")
-        return self
-
-
-def dataset_dir(dataset: str) -> str:
-    """A dataset's folder name: its id, or a path's file stem."""
-    return dataset if "/" not in dataset and not dataset.endswith((".hdf5", ".h5")) else Path(dataset).stem
-
-
-@dataclass
-class Planned:
-    dataset: str
-    name: str
-    settings: dict
-    update: str  # key of RATES
-    steps: int
-    seeds: int
-    algo: str | None
-    after: tuple[str, ...] = ()
-    derive_from: str | None = None  # the joint run whose policy this guidance-first run takes
-
-    @property
-    def key(self) -> str:
-        return f"{dataset_dir(self.dataset)}/{self.name}"
-
-    @property
-    def trained_steps(self) -> int:
-        """Steps this run trains: all, or a derived run's first chunk."""
-        from mdpt.experiments.config import RunConfig
-
-        chunk = self.settings.get("chunk") or RunConfig.__dataclass_fields__["chunk"].default
-        return min(chunk, self.steps) if self.derive_from else self.steps
-
-
-def _eval(p: Protocol, variants: list[str]) -> dict:
-    ev = {"every": p.eval_every, "episodes": p.curve_episodes, "final_episodes": p.final_episodes,
-          "variants": variants, "snapshots": True}
-    if p.eval_max_steps is not None:
-        ev["max_steps"] = p.eval_max_steps
-    if p.curve_candidates is not None:
-        ev["curve_candidates"] = p.curve_candidates
-    return ev
-
-
-def stage1_guidance(p: Protocol, dataset_runs: Path) -> Path:
-    """The frozen guidance the guidance-first runs of one dataset train against."""
-    return dataset_runs / ("critic-authors" if p.stage1 == "authors" else "iql-a") / "guidance"
-
-
-def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
-    """Every run of the protocol, in an order where each run's inputs come first."""
-    from mdpt.experiments.derived import policy_ignores_guidance
-    from mdpt.presets import merge
-
-    out: list[Planned] = []
-    necessity, transfer = "necessity" in p.studies, "transfer" in p.studies
-    for ds in p.datasets:
-        common = merge(p.base, {"dataset": ds, "seeds": p.seeds, "seed": p.seed, "steps": p.steps})
-        here = runs_dir / dataset_dir(ds)
-
-        def add(name, settings, update, algo=None, after=(), derive_from=None, ds=ds, common=common):
-            out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, algo, tuple(after),
-                               derive_from))
-
-        add("iql-a", {"guidance": {"kind": "iql"}}, "iql")
-        if transfer:
-            add("iql-b", {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql")
-        stage1 = stage1_guidance(p, here)
-        if p.stage1 == "authors":
-            # the paper's script: next actions from an untrained actor, the target never updated
-            add("critic-authors", {"guidance": {"kind": "dql-critic", "tau": 0.0},
-                                   "stage1": {"next_actions": "untrained"}}, "critic")
-        for algo in p.algos:
-            add(f"{algo}-joint", {"algo": algo, "mode": "joint",
-                                  "eval": _eval(p, ["guided", "unguided", "random-guidance"])}, f"{algo}-joint", algo)
-            gf = {"algo": algo, "mode": "guidance-first", "eval": _eval(p, ["guided", "unguided"]),
-                  "stage1": {"guidance_path": str(stage1)}}
-            if p.unfreeze_at is not None:
-                gf["stage1"]["unfreeze_at"] = p.unfreeze_at
-            derive = f"{algo}-joint" if p.derive and policy_ignores_guidance(algo) else None
-            add(f"{algo}-gfdt", gf, f"{algo}-gf", algo, after=(stage1.parent.name, *([derive] if derive else [])),
-                derive_from=derive)
-            if algo in CONTROLS_WITH_Q and necessity:
-                add(f"{algo}-bc", {"algo": algo, "mode": "guidance-first", "policy": {"eta": 0.0},
-                                   "eval": _eval(p, ["guided", "unguided"]),
-                                   "stage1": {"guidance_path": str(here / "iql-a" / "guidance")}},
-                    f"{algo}-bc", algo, after=("iql-a",))
-                add(f"{algo}-random", {"algo": algo, "mode": "guidance-first", "guidance": {"kind": "dql-critic"},
-                                       "eval": _eval(p, ["guided", "unguided"]),
-                                       "stage1": {"guidance_path": "random"}}, f"{algo}-gf", algo)
-    return out
-
-
-@dataclass(frozen=True)
-class Swap:
-    run: str  # the policy's run, e.g. dql-joint
-    step: int
-    kind: str  # own | seed-swapped | independent-iql | <algo>-joint-guidance | ensemble-K-mean|min
-    algo: str  # the policy's algorithm (it sets the candidate count and the cost)
-    members: int = 0
-    rule: str = "mean"
-
-    @property
-    def key(self) -> str:
-        return f"{self.run}@{self.step}|{self.kind}"
-
-
-def eval_steps(p: Protocol) -> list[int]:
-    """The steps every run evaluates (and snapshots) at: each --eval-every and the last."""
-    return sorted({*range(p.eval_every, p.steps, p.eval_every), p.steps})
-
-
-def planned_swaps(p: Protocol) -> list[Swap]:
-    """Every guidance swap of one dataset, at the last `transfer_points` evaluation steps."""
-    points = eval_steps(p)[-p.transfer_points:]
-    out = []
-    for algo in p.algos:
-        joint, gf = f"{algo}-joint", f"{algo}-gfdt"
-        for t in points:
-            if p.swap_candidates is not None:  # the comparison's own side, at the swaps' count and seed
-                out += [Swap(joint, t, "own", algo), Swap(gf, t, "own", algo)]
-            out.append(Swap(joint, t, "seed-swapped", algo))
-            out += [Swap(joint, t, f"{other}-joint-guidance", algo) for other in p.algos if other != algo]
-            out.append(Swap(gf, t, "independent-iql", algo))
-        for run in (joint, gf):
-            out += [Swap(run, points[-1], f"ensemble-{p.ensemble_k}-{rule}", algo, p.ensemble_k, rule)
-                    for rule in ("mean", "min")]
-    return out
-
-
-def run_state(run_dir: Path) -> str:
-    """'done' (summary written, finished), 'trained' (trained elsewhere, not evaluated), 'partial', 'new'."""
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        try:
-            status = read_json(summary, "run summary").get("status", "finished")
-        except (MDPTError, AttributeError):
-            return "partial"
-        return {"finished": "done", "trained": "trained"}.get(status, "partial")
-    return "partial" if (run_dir / "checkpoints").exists() else "new"
-
-
-def _episode_seconds(algo: str, candidates: int, episodes: int, seeds: int) -> float:
-    fixed, per_candidate = EPISODE_COST[algo]
-    return episodes * seeds * (fixed + per_candidate * candidates)
-
-
-def _candidates(p: Protocol, algo: str, step: int, guided: bool) -> int:
-    from mdpt.presets import ALGORITHMS
-
-    if not guided:
-        return 1
-    if step < p.steps and p.curve_candidates is not None:
-        return p.curve_candidates
-    return ALGORITHMS[algo]["selector"]["candidates"]
-
-
-def swap_candidates(p: Protocol, step: int) -> int | None:
-    """Candidates a swap at `step` scores: `--swap-candidates`, else the curve count before the last step;
-    None: the policy's own preset."""
-    if p.swap_candidates is not None:
-        return p.swap_candidates
-    return p.curve_candidates if step < p.steps else None
-
-
-def evaluation_seconds(it: Planned, p: Protocol) -> float:
-    """A run's evaluations on a CPU: every variant at every evaluation step, at its candidate count."""
-    total = 0.0
-    for t in eval_steps(p) if it.algo else ():
-        episodes = p.final_episodes if t >= p.steps else p.curve_episodes
-        for variant in it.settings.get("eval", {}).get("variants", []):
-            total += _episode_seconds(it.algo, _candidates(p, it.algo, t, variant != "unguided"), episodes, it.seeds)
-    return total
-
-
-def estimate_seconds(items: list[Planned], p: Protocol, backend: str, swaps: list[Swap] = (),
-                     evaluate: bool = True, trained: frozenset[str] = frozenset()) -> float:
-    """Rough wall time of training `items` (but those whose key is in `trained`), evaluating them
-    (`evaluate`; on a CPU) and evaluating `swaps` (RATES, EPISODE_COST)."""
-    rates = RATES["gpu" if backend == "gpu" else "cpu"]
-    total = 0.0
-    for it in items:
-        total += 0.0 if it.key in trained else it.trained_steps * it.seeds / rates[it.update]
-        total += evaluation_seconds(it, p) if evaluate and backend != "gpu" else 0.0
-    for sw in swaps if backend != "gpu" else ():
-        episodes = p.final_episodes if sw.step >= p.steps else p.curve_episodes
-        n = swap_candidates(p, sw.step) or _candidates(p, sw.algo, sw.step, True)
-        total += _episode_seconds(sw.algo, n, episodes, p.seeds)
-    return total
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class Reproduction:
@@ -341,14 +75,14 @@ class Reproduction:
         """(seconds, runs, swaps) of what is left: training what is not trained yet, and unless
         `train_only` evaluating the runs and the swaps."""
         left, swaps = self.remaining(train_only), [] if train_only else self.remaining_swaps()
-        trained = frozenset(it.key for it in left if run_state(self.runs_dir / it.key) == "trained")
+        trained = frozenset(it.key for it in left if run_status(self.runs_dir / it.key) == "trained")
         return estimate_seconds(left, self.p, backend, swaps, not train_only, trained), left, swaps
 
     def check_budget(self, budget_hours: float | None, backend: str, train_only: bool = False) -> float:
         seconds, left, swaps = self.estimate(backend, train_only)
         if budget_hours is not None and seconds > budget_hours * 3600:
             raise MDPTError(f"the plan's {len(left)} remaining run(s) and {len(swaps)} guidance swap(s) need about "
-                            f"{_hms(seconds)} on this machine "
+                            f"{hms(seconds)} on this machine "
                             f"({backend}), more than --budget-hours {budget_hours:g}: lower --steps, --seeds, "
                             "--datasets or --algos, or raise the budget")
         return seconds
@@ -378,13 +112,13 @@ class Reproduction:
             estimate = self.check_budget(budget_hours, backend, train_only)
             items = self.planned()
             configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
-            write_json_atomic(self.out / "protocol.json", {"protocol": _protocol_json(self.p),
+            write_json_atomic(self.out / "protocol.json", {"protocol": self.p.to_json(),
                                                            "runs": [it.key for it in items],
                                                            "root": str(self.out.resolve())})
             group = backend != "cpu" if group is None else group
             todo = [it for it in items if not self._skipped(it, train_only)]
             self.log(f"reproduce: {len(items)} runs planned, {len(items) - len(todo)} done; "
-                     f"estimated {_hms(estimate)} for the rest ({backend})"
+                     f"estimated {hms(estimate)} for the rest ({backend})"
                      + ("; the datasets of one environment train as one program" if group else ""))
             t0, done_s = time.monotonic(), 0.0
             datasets = {}
@@ -393,26 +127,26 @@ class Reproduction:
                 what = batch[0].key if len(batch) == 1 else \
                     f"{batch[0].name} on {', '.join(dataset_dir(it.dataset) for it in batch)} (one program)"
                 self.log(f"[{items.index(batch[0]) + 1}/{len(items)}] {what} ({batch[0].steps} steps x "
-                         f"{batch[0].seeds} seeds); {len(left)} run(s) left, about {_hms(eta)} to go")
+                         f"{batch[0].seeds} seeds); {len(left)} run(s) left, about {hms(eta)} to go")
                 for run in self._train(batch, configs, datasets, train_only):
                     datasets[run.config.dataset] = run.dataset
                 done_s = time.monotonic() - t0
             if train_only:
-                self.log(f"reproduce: training done in {_hms(done_s)}; its evaluations wait: copy {self.out} to a "
+                self.log(f"reproduce: training done in {hms(done_s)}; its evaluations wait: copy {self.out} to a "
                          "machine with the simulator and run the same command there without --train-only")
             else:
-                self.log(f"reproduce: training and curves done in {_hms(done_s)}")
+                self.log(f"reproduce: training and curves done in {hms(done_s)}")
             for ds in self.p.datasets:
                 self.record_data(ds, datasets.get(ds))
             if not train_only and "transfer" in self.p.studies:
                 for ds in self.p.datasets:
                     self.swaps(dataset_dir(ds))
-            from mdpt.experiments.findings import write_report
+            from mdpt.reproduction.render import write_report
 
             return write_report(self.out)
 
     def _skipped(self, it: Planned, train_only: bool) -> bool:
-        state = run_state(self.runs_dir / it.key)
+        state = run_status(self.runs_dir / it.key)
         return state == "done" or (train_only and state == "trained")
 
     def _train(self, batch: list[Planned], configs: dict, datasets: dict, train_only: bool) -> list:
@@ -448,7 +182,7 @@ class Reproduction:
         todo = {key: job for key, job in self._swap_jobs(dataset).items() if not self._cached(cells, key)}
         for i, (key, job) in enumerate(todo.items()):
             eta = estimate_seconds([], self.p, "cpu", [j["swap"] for j in list(todo.values())[i:]])
-            self.log(f"transfer {dataset}: {key} ({i + 1}/{len(todo)}, about {_hms(eta)} to go)")
+            self.log(f"transfer {dataset}: {key} ({i + 1}/{len(todo)}, about {hms(eta)} to go)")
             cells[key] = self._evaluate_swap(dataset, job)
             write_json_atomic(path, {"dataset": dataset, "cells": cells})
         write_json_atomic(path, {"dataset": dataset, "cells": cells})
@@ -464,16 +198,16 @@ class Reproduction:
         stage1 = stage1_guidance(self.p, runs)
         jobs = {}
         for sw in planned_swaps(self.p):
-            snap = runs / sw.run / "snapshots" / f"step-{sw.step:09d}"
-            if sw.kind in ("seed-swapped", "own") and sw.run.endswith("-joint"):
+            snap = snapshot_dir(runs / sw.run, sw.step)
+            if sw.kind in (SEED_SWAPPED, OWN) and run_role(sw.run) == JOINT:
                 guidance = [snap / "guidance"]
-            elif sw.kind in ("own", "independent-iql") or sw.members:
-                guidance = [stage1 if sw.kind == "own" else runs / "iql-b" / "guidance"] * max(sw.members, 1)
+            elif sw.kind in (OWN, INDEPENDENT_IQL) or sw.members:
+                guidance = [stage1 if sw.kind == OWN else runs / IQL_B / "guidance"] * max(sw.members, 1)
             else:  # another algorithm's joint critic of the same step
-                guidance = [runs / sw.kind.removesuffix("-guidance") / "snapshots" / f"step-{sw.step:09d}" / "guidance"]
+                guidance = [snapshot_dir(runs / cross_run(sw.kind), sw.step) / "guidance"]
             if (snap / "policy").exists() and all(g.exists() for g in guidance):
                 jobs[sw.key] = {"swap": sw, "policy": snap / "policy", "guidance": guidance,
-                                "shift": int(sw.kind == "seed-swapped")}
+                                "shift": int(sw.kind == SEED_SWAPPED)}
         return jobs
 
     def _evaluate_swap(self, dataset: str, job: dict) -> dict:
@@ -560,7 +294,7 @@ def _group_key(it: Planned, config, runs_dir: Path) -> tuple | None:
 
     run_dir = runs_dir / it.key
     if it.derive_from or config.stage1.unfreeze_at is not None or it.dataset not in DATASET_IDS \
-            or run_state(run_dir) not in ("new", "partial"):
+            or run_status(run_dir) not in ("new", "partial"):
         return None
     return parse_dataset_id(it.dataset).env.name, _start_step(run_dir), group_signature(config)
 
@@ -582,9 +316,3 @@ def training_batches(items: list[Planned], configs: dict, runs_dir: Path, group:
                 groups.setdefault(key, []).append(it)
         out += list(groups.values())
     return out
-
-
-def _protocol_json(p: Protocol) -> dict:
-    import dataclasses
-
-    return json.loads(json.dumps(dataclasses.asdict(p)))
