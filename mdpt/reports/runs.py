@@ -113,7 +113,7 @@ def _require_object(obj, path: Path) -> None:
         raise MDPTError(f"{path}: expected a JSON object, got {type(obj).__name__}")
 
 
-def matrix(value, where: str) -> np.ndarray:
+def _matrix(value, where: str) -> np.ndarray:
     """A (seeds, episodes) float array from nested lists, or a one-line error."""
     try:
         x = np.asarray(value, dtype=np.float64)
@@ -128,12 +128,12 @@ def matrix(value, where: str) -> np.ndarray:
 
 def _row_scores(row: dict, where: str, dataset: str, reference: str) -> np.ndarray:
     if "scores" in row:
-        return matrix(row["scores"], where)
+        return _matrix(row["scores"], where)
     if "returns" in row and row.get("reference", reference) == "d4rl":
         env = env_of(dataset)
         if env is not None:
             lo, hi = reference_bounds(env, "d4rl")
-            return 100.0 * (matrix(row["returns"], where) - lo) / (hi - lo)
+            return 100.0 * (_matrix(row["returns"], where) - lo) / (hi - lo)
     raise MDPTError(f"{where}: evaluation row has no 'scores'")
 
 
@@ -185,7 +185,7 @@ def load_transfer(path: str | Path) -> dict:
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(guidances):
             raise MDPTError(f"{path}: scores[{i}] must have one cell per guidance ({len(guidances)})")
-        cells.append([matrix(c, f"{path}: scores[{i}][{j}]") for j, c in enumerate(row)])
+        cells.append([_matrix(c, f"{path}: scores[{i}][{j}]") for j, c in enumerate(row)])
     own = np.zeros((len(policies), len(guidances)), bool)
     if "diagonal" in t and t["diagonal"] is not None:
         for pair in t["diagonal"]:
@@ -208,7 +208,7 @@ def final_best(run: dict) -> dict[str, dict[str, tuple[int, np.ndarray, bool]]]:
         for variant, entry in block.items():
             if not isinstance(entry, dict) or "scores" not in entry:
                 raise MDPTError(f"{path}: {kind}[{variant!r}] needs 'step' and 'scores'")
-            out[kind][variant] = (entry.get("step"), matrix(entry["scores"], f"{path}: {kind}[{variant!r}]"), False)
+            out[kind][variant] = (entry.get("step"), _matrix(entry["scores"], f"{path}: {kind}[{variant!r}]"), False)
     for variant, series in run["evals"].items():
         if variant not in out["final"]:
             step, scores, _ = series[-1]
