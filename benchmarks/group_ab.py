@@ -21,13 +21,17 @@ RUNS = ("iql-a", "dql-joint", "dql-gfdt")
 
 
 def main() -> None:
+    from mdpt.data.load import default_data_dir
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--data", default="/work/shared/datasets")
+    ap.add_argument("--data", default=str(default_data_dir()),
+                    help="dataset directory (default: the data dir: $MDPT_DATA_DIR, else ~/.cache/mdpt/datasets)")
     ap.add_argument("--out", default=tempfile.mkdtemp(prefix="mdpt-group-ab-"))
     args = ap.parse_args()
     os.environ["MDPT_DATA_DIR"] = args.data
-    from mdpt.experiments.reproduce import Protocol, Reproduction
+    from mdpt.reproduction.execute import Reproduction
+    from mdpt.reproduction.protocol import Protocol
 
     protocol = Protocol(datasets=DATASETS, algos=("dql",), seeds=3, steps=args.steps, eval_every=args.steps // 2,
                         studies=("gfdt-vs-joint",), base={"chunk": 100})

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +69,7 @@ def dataset_record(dataset) -> dict:
 def save_artifact(out_dir: str | os.PathLike, art_type: str, module, params: dict, normalizer: Normalizer,
                   dataset_rec: dict, seeds: list[int], steps: int, extra: dict | None = None) -> Path:
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=mio.temp_prefix(out_dir.name), suffix=".tmp", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    with mio.atomic_dir(out_dir) as tmp:
         digest = save_params(tmp / PARAMS_FILE, jax.device_get(params))
         meta = {
             "format_version": FORMAT_VERSION,
@@ -91,27 +86,15 @@ def save_artifact(out_dir: str | os.PathLike, art_type: str, module, params: dic
             "files": {PARAMS_FILE: digest},
             **(extra or {}),
         }
-        meta = json.loads(json.dumps(meta, default=mio._json_default))  # exactly what a reader will see
+        meta = json.loads(json.dumps(meta, default=mio.json_default))  # exactly what a reader will see
         meta[META_DIGEST] = meta_digest(meta)
         write_json_atomic(tmp / META_FILE, meta)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _umask() -> int:
-    return mio._umask()
 
 
 def meta_digest(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != META_DIGEST}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    mio.replace_dir(src, dst)
 
 
 def read_meta(path: str | os.PathLike, expected_type: str) -> dict:

@@ -141,8 +141,6 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-_json_default = json_default  # the name artifacts.py uses
-
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     path = Path(path)

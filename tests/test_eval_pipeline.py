@@ -172,7 +172,7 @@ def test_evaluate_agent_is_reproducible_and_compiles_once(tiny_agent):
 
 def test_evaluate_agent_without_groups_matches_the_runner(tiny_agent):
     from mdpt.evaluation.rollout import evaluate_agent
-    from mdpt.experiments.runner import evaluate_agent as runner_evaluate_agent
+    from mdpt.experiments.run_evaluation import evaluate_agent as runner_evaluate_agent
 
     a = evaluate_agent(tiny_agent, HOPPER, 2, seed=2, max_steps=30, groups=1)
     b = runner_evaluate_agent(tiny_agent, HOPPER, 2, seed=2, max_steps=30)

@@ -190,7 +190,7 @@ def test_presets_resolve_for_v2_and_minari_ids(run_cli):
 
 
 def test_reproduce_folder_of_a_minari_id():
-    from mdpt.experiments.reproduce import dataset_dir
+    from mdpt.reproduction.protocol import dataset_dir
 
     assert dataset_dir("mujoco/hopper/medium-v0") == "mujoco-hopper-medium-v0"
     assert dataset_dir("mujoco/walker2d/medium-v0") != dataset_dir("mujoco/hopper/medium-v0")
@@ -267,7 +267,9 @@ def test_reproduce_plans_v2_and_minari_ids_apart_from_bullet(tmp_path):
     (Hopper-v5, obs 11) share a short name but not an env; a Minari id (known only once loaded) trains
     alone, in its own folder."""
     from mdpt.experiments.config import RunConfig
-    from mdpt.experiments.reproduce import Protocol, plan, training_batches
+    from mdpt.reproduction.execute import training_batches
+    from mdpt.reproduction.plan import plan
+    from mdpt.reproduction.protocol import Protocol
 
     datasets = ("bullet-hopper-medium-v0", "hopper-medium-v2", "hopper-expert-v2", "mujoco/hopper/medium-v0")
     p = Protocol(datasets=datasets, steps=10, eval_every=5, studies=("gfdt-vs-joint",))

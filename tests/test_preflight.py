@@ -28,7 +28,8 @@ from mdpt.errors import MDPTError, RunStopped, SweepFailed
 from mdpt.evaluation.api import MAX_EPISODES, evaluate, evaluate_agent
 from mdpt.experiments.config import INT_LIMITS, RunConfig
 from mdpt.experiments.group import GroupRun
-from mdpt.experiments.runner import Run, ValueCheck
+from mdpt.experiments.run_checks import ValueCheck
+from mdpt.experiments.runner import Run
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
 from mdpt.settings import leaves, set_dotted

@@ -10,7 +10,7 @@ from conftest import d4rl_arrays, write_raw_hdf5
 
 from mdpt.data.packaged import packaged_ids, packaged_path
 from mdpt.errors import MDPTError
-from mdpt.experiments.quickstart import DATASET, TINY, find_dataset
+from mdpt.reproduction.quickstart import DATASET, TINY, find_dataset
 
 ATTRS = {"env_id": "HopperBulletEnv-v0", "ref_min_score": 0.0, "ref_max_score": 10.0}
 

@@ -193,7 +193,7 @@ def test_disk_full_during_checkpoint_write_leaves_previous_checkpoint(tiny_hoppe
 
 
 def test_stale_temporaries_of_a_killed_process_are_removed_under_the_lock(tmp_path):
-    from mdpt.experiments.runner import RunLock, remove_stale_temporaries
+    from mdpt.experiments.rundir import RunLock, remove_stale_temporaries
 
     (tmp_path / "checkpoints").mkdir()
     stale = [tmp_path / ".metrics.jsonl.mdpt-tmp-abc.tmp", tmp_path / "checkpoints" / ".state-5.safetensors.mdpt-tmp-x.tmp",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mdpt.errors import MDPTError
-from mdpt.experiments.report import load_run, load_transfer, write_report
+from mdpt.reports.report import write_report
+from mdpt.reports.runs import load_run, load_transfer
 
 HOPPER_MIN, HOPPER_MAX = 20.058972, 1441.8059623430963
 
@@ -114,11 +115,12 @@ def test_scores_derived_from_d4rl_returns(tmp_path):
         (lambda d: (d / "config.json").write_text('{"algo": "dql", '), "not valid JSON"),
         (lambda d: (d / "config.json").write_text('{"algo": "dql"}'), "missing key"),
         (lambda d: (d / "summary.json").write_text("[1, 2]"), "expected a JSON object"),
-        (lambda d: (d / "metrics.jsonl").write_text('{"phase": "train"}\n{"phase": "ev'), r"metrics.jsonl:2: not valid"),
+        (lambda d: (d / "metrics.jsonl").write_text('{"phase": "train", "step": 1}\n{"phase": "ev\n'
+                                                    '{"phase": "train", "step": 2}\n'), r"metrics.jsonl:2: not valid"),
         (lambda d: (d / "metrics.jsonl").write_text('{"phase": "eval", "step": 1, "variant": "g", '
                                                     '"scores": [[1, 2], [3]]}\n'), "rectangular"),
         (lambda d: (d / "metrics.jsonl").write_text('{"phase": "eval", "step": "1", "variant": "g"}\n'),
-         "integer 'step'"),
+         "integer step"),
         (lambda d: (d / "metrics.jsonl").write_bytes(b"\xff\xfe\x00"), "corrupt"),
         (lambda d: (d / "transfer.json").write_text('{"policies": ["a"], "guidances": ["b"], "scores": [[]]}'),
          "one cell per guidance"),
@@ -130,6 +132,25 @@ def test_missing_or_corrupt_files_are_one_line_errors(tmp_path, breakage, messag
     with pytest.raises(MDPTError, match=message) as e:
         load_run(d)
     assert "\n" not in str(e.value)
+
+
+def test_a_last_line_torn_by_a_kill_is_dropped_as_the_runner_drops_it(tmp_path):
+    """`mdpt report` reads metrics.jsonl with the runner's reader: a run killed mid-write still reports."""
+    d = make_run(tmp_path, "r", variants=("guided",), steps=2000)
+    with open(d / "metrics.jsonl", "a") as f:
+        f.write('{"phase": "eval", "step": 3000, "vari')
+    assert [s for s, _, _ in load_run(d)["evals"]["guided"]][-1] == 2000
+
+
+def test_the_train_wall_time_is_the_sum_of_the_training_rows(tmp_path):
+    from mdpt.reports.markdown import hms
+    from mdpt.reports.runs import train_wall_s
+
+    d = make_run(tmp_path, "r", variants=("guided",), steps=2000, every=500)
+    run = load_run(d)
+    walls = [r["wall_s"] for r in run["train"]]
+    assert len(walls) > 1 and train_wall_s(run) == pytest.approx(sum(walls))  # not the slowest chunk
+    assert f"| {hms(sum(walls))} |" in write_report([d], tmp_path / "rep").read_text()
 
 
 def test_missing_run_directory(tmp_path):

@@ -75,7 +75,7 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
 
 @pytest.mark.parametrize("width, caveat", [(2.0, True), (30.0, False)])
 def test_a_dataset_whose_curves_all_end_together_gets_a_caveat(width, caveat):
-    from mdpt.experiments.findings import findings
+    from mdpt.reproduction.findings import findings
 
     spread = {"range": width, "low": ("dql-bc unguided", 60.0), "high": ("dql-joint guided", 60.0 + width)}
     result = {"datasets": {DATASET: {"gfdt": [], "necessity": {}, "transfer": {"cross": []}, "methods_spread": spread,
@@ -88,7 +88,8 @@ def test_a_dataset_whose_curves_all_end_together_gets_a_caveat(width, caveat):
 
 @pytest.mark.parametrize("plain, by_selection", [((-5.0, -8.0, -2.0), True), ((20.0, 15.0, 25.0), False)])
 def test_a_gfdt_difference_that_plain_sampling_reverses_is_put_on_the_selection(plain, by_selection):
-    from mdpt.experiments.findings import _with_stage1, findings
+    from mdpt.reproduction.analysis import _with_stage1
+    from mdpt.reproduction.findings import findings
 
     row = {"algo": "dql", "final_diff": (20.9, 10.0, 30.0), "plain_diff": plain, "plain_step": 15000,
            "ms_per_step": (150.0, 50.0), "peak_mib": (80.0, 50.0), "final_step": 15000,
@@ -105,7 +106,7 @@ def test_a_gfdt_difference_that_plain_sampling_reverses_is_put_on_the_selection(
 
 
 def test_a_critic_past_its_bound_is_flagged_in_the_findings():
-    from mdpt.experiments.findings import findings
+    from mdpt.reproduction.findings import findings
 
     def result(q):
         row = {"run": "dql-joint", "max_abs_q": q, "bound": 100.0, "share": q / 100.0, "within": q <= 100.0,
@@ -190,7 +191,9 @@ def test_a_run_that_does_not_match_its_joint_run_is_trained_instead(reproduction
 
 
 def test_only_a_policy_that_ignores_its_guidance_is_derived_and_the_estimate_counts_one_chunk():
-    from mdpt.experiments.reproduce import Protocol, estimate_seconds, plan
+    from mdpt.reproduction.estimate import estimate_seconds
+    from mdpt.reproduction.plan import plan
+    from mdpt.reproduction.protocol import Protocol
 
     p = Protocol(datasets=(DATASET,), steps=10_000, studies=("gfdt-vs-joint",), base={"chunk": 500})
     items = {it.name: it for it in plan(p, Path("runs"))}
@@ -214,7 +217,8 @@ def test_a_second_call_resumes_without_redoing_anything(reproduction, capsys):
 
 
 def test_a_plan_over_budget_is_refused_up_front(tmp_path, reproduction):
-    from mdpt.experiments.reproduce import Protocol, Reproduction
+    from mdpt.reproduction.execute import Reproduction
+    from mdpt.reproduction.protocol import Protocol
 
     big = Reproduction(Protocol(datasets=(DATASET,), steps=200_000, seeds=5), tmp_path / "big")
     with pytest.raises(MDPTError, match="more than --budget-hours 1"):
@@ -227,7 +231,7 @@ def test_a_plan_over_budget_is_refused_up_front(tmp_path, reproduction):
 def test_swaps_at_one_candidate_count_are_compared_with_the_own_guidance_at_that_count(reproduction, tmp_path):
     import shutil
 
-    from mdpt.experiments.findings import analyse, load
+    from mdpt.reproduction.analysis import analyse, load
 
     out, _, main = reproduction
     shutil.copytree(out, tmp_path / "out")
@@ -262,14 +266,10 @@ def test_report_only_records_the_data_line_when_the_data_is_found(reproduction, 
 
 
 def test_the_estimate_counts_each_evaluation_at_its_candidate_count_and_the_swaps():
-    from mdpt.experiments.reproduce import (
-        Protocol,
-        Reproduction,
-        estimate_seconds,
-        evaluation_seconds,
-        plan,
-        planned_swaps,
-    )
+    from mdpt.reproduction.estimate import estimate_seconds, evaluation_seconds
+    from mdpt.reproduction.execute import Reproduction
+    from mdpt.reproduction.plan import plan, planned_swaps
+    from mdpt.reproduction.protocol import Protocol
 
     p = Protocol(datasets=(DATASET,), steps=15_000, eval_every=5_000, curve_candidates=32)
     runs = {it.name: it for it in plan(p, Path("runs"))}
@@ -296,7 +296,7 @@ def test_killed_while_swapping_resumes_the_missing_cells_only(reproduction):
 
 
 def test_a_crash_while_writing_the_report_keeps_the_previous_one(reproduction, monkeypatch):
-    from mdpt.experiments import findings
+    from mdpt.reproduction import render as findings
 
     out, _, _ = reproduction
     before = (out / "report" / "report.md").read_text()
@@ -312,8 +312,9 @@ def test_a_crash_while_writing_the_report_keeps_the_previous_one(reproduction, m
 
 
 def test_a_second_process_on_the_same_directory_is_refused(reproduction):
-    from mdpt.experiments.reproduce import Protocol, Reproduction
     from mdpt.experiments.rundir import RunLock
+    from mdpt.reproduction.execute import Reproduction
+    from mdpt.reproduction.protocol import Protocol
 
     out, _, _ = reproduction
     with RunLock(out, "reproduction directory"):  # the first process holds it
@@ -344,7 +345,7 @@ def _necessity_result(dql_last, idql_last):
                                                "supported)"),
 ])
 def test_necessity_separates_training_stage_from_algorithm(dql_last, idql_last, verdict):
-    from mdpt.experiments.findings import necessity_finding
+    from mdpt.reproduction.findings import necessity_finding
 
     text = necessity_finding(_necessity_result(dql_last, idql_last))
     assert verdict in text
@@ -352,7 +353,7 @@ def test_necessity_separates_training_stage_from_algorithm(dql_last, idql_last, 
 
 
 def test_necessity_with_overlapping_algorithms_is_stage_only():
-    from mdpt.experiments.findings import necessity_finding
+    from mdpt.reproduction.findings import necessity_finding
 
     result = _necessity_result((0.5, -1.0, 2.0), (0.0, -1.0, 1.0))
     result["datasets"][DATASET]["necessity"]["idql"] = {
@@ -362,7 +363,7 @@ def test_necessity_with_overlapping_algorithms_is_stage_only():
 
 
 def test_a_gap_that_flips_sign_counts_as_a_change_of_stage():
-    from mdpt.experiments.findings import necessity_finding
+    from mdpt.reproduction.findings import necessity_finding
 
     result = _necessity_result((30.0, 20.0, 40.0), (-1.0, -3.0, 1.0))  # dql: -40 at 5k, +30 at 15k, both clear of 0
     del result["datasets"][DATASET]["necessity"]["idql"]
@@ -370,7 +371,8 @@ def test_a_gap_that_flips_sign_counts_as_a_change_of_stage():
 
 
 def test_the_spread_of_scores_across_seeds_own_vs_swapped():
-    from mdpt.experiments.findings import spread_change, spread_difference
+    from mdpt.evaluation.stats import seed_iqr_change as spread_change
+    from mdpt.evaluation.stats import seed_iqr_change_points as spread_difference
 
     def seeds(*x):
         return np.array(x, float)[:, None]  # (seeds, 1 episode)
@@ -386,7 +388,7 @@ def test_the_spread_of_scores_across_seeds_own_vs_swapped():
 
 
 def test_the_seed_spread_of_cross_algorithm_swaps_and_ensembles_is_reported_as_the_papers_measure():
-    from mdpt.experiments.findings import other_spreads_sentence
+    from mdpt.reproduction.findings import other_spreads_sentence
 
     spreads = {"cross": ((-0.79, -0.94, -0.49), (-5.2, -5.6, -0.5), 8), "ensemble": (None, (0.0, -1.0, 1.0), 2)}
     assert other_spreads_sentence(spreads) == (
@@ -405,7 +407,7 @@ def test_a_report_of_a_reproduction_in_progress_names_the_runs_still_to_come(rep
     assert main(["reproduce", "--report-only", "--out", str(copy)]) == 0
     report = (copy / "report" / "report.md").read_text()
     assert "Not finished yet: dql-bc (the same command continues them)" in report
-    from mdpt.experiments.findings import final_spread
+    from mdpt.reproduction.analysis import final_spread
 
     one = {"dql-joint": {"evals": {"guided": [(4, np.array([[1.0], [2.0]]), None)]}}}
     assert final_spread(one, methods_only=True) is None  # one finished method: nothing to compare, no caveat
@@ -414,7 +416,9 @@ def test_a_report_of_a_reproduction_in_progress_names_the_runs_still_to_come(rep
 
 def test_runs_of_one_name_train_as_one_program_per_environment_in_an_order_that_keeps_inputs_first(tmp_path):
     from mdpt.experiments.config import RunConfig
-    from mdpt.experiments.reproduce import Protocol, plan, training_batches
+    from mdpt.reproduction.execute import training_batches
+    from mdpt.reproduction.plan import plan
+    from mdpt.reproduction.protocol import Protocol
 
     hopper = ("bullet-hopper-medium-v0", "bullet-hopper-expert-v0")
     p = Protocol(datasets=(*hopper, "bullet-halfcheetah-medium-v0"), steps=10, eval_every=5, studies=("gfdt-vs-joint",))
@@ -439,7 +443,9 @@ def test_runs_of_one_name_train_as_one_program_per_environment_in_an_order_that_
 
 
 def test_train_only_then_the_same_command_with_the_simulator_evaluates_every_run(tiny_data_dir, tmp_path):
-    from mdpt.experiments.reproduce import Protocol, Reproduction, run_state
+    from mdpt.experiments.rundir import run_status as run_state
+    from mdpt.reproduction.execute import Reproduction
+    from mdpt.reproduction.protocol import Protocol
 
     tiny = {"policy": {"hidden": 8, "depth": 1}, "guidance": {"hidden": 8, "depth": 1}, "batch_size": 8, "chunk": 2}
     p = Protocol(datasets=("bullet-hopper-medium-v0", "bullet-hopper-expert-v0"), algos=("dql",), seeds=2, steps=4,

@@ -84,7 +84,7 @@ def test_gfdt_vs_joint_study(studies, transfer_study):
 
 def test_transfer_matrix_all_pairs(transfer_study):
     from mdpt.agent import SelectorConfig
-    from mdpt.experiments.studies import TransferSource, transfer_matrix
+    from mdpt.reproduction.transfer import TransferSource, transfer_matrix
 
     sources = [TransferSource("dql", transfer_study / "dql-joint" / "policy", "dql-critic",
                               transfer_study / "dql-joint" / "guidance"),
@@ -151,7 +151,7 @@ def test_transfer_refuses_other_data_unless_allowed(transfer_study, tmp_path, ru
     from mdpt.errors import MDPTError
     from mdpt.experiments.config import RunConfig
     from mdpt.experiments.runner import Run
-    from mdpt.experiments.studies import TransferSource, transfer_matrix
+    from mdpt.reproduction.transfer import TransferSource, transfer_matrix
 
     other = write_raw_hdf5(tmp_path / "other.hdf5", d4rl_arrays(seed=9), ATTRS)
     cfg = RunConfig.from_dict({"dataset": str(other), "guidance_kind": "iql", "steps": 5, "chunk": 5,
@@ -176,7 +176,7 @@ def test_transfer_refuses_other_data_unless_allowed(transfer_study, tmp_path, ru
 
 
 def test_study_options_and_errors(tmp_path, data_file, run_cli):
-    from mdpt.experiments.studies import make_config
+    from mdpt.reproduction.studies import make_config
 
     c = make_config(str(data_file), {"algo": "idql", "mode": "guidance-first", "steps": 5}, {"seeds": 2},
                     ["policy.hidden=16"])

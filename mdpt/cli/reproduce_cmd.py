@@ -19,27 +19,34 @@ a plan over --budget-hours, 3 a run stopped (NaN or a diverging critic)."""
 
 
 def register(subparsers) -> None:
+    from mdpt.reproduction.protocol import Protocol
+
+    d = Protocol(datasets=())  # every default below is a field's
     r = subparsers.add_parser("reproduce", help="the paper's three findings, end to end, with one report",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--datasets", default="all",
                    help="comma-separated dataset ids, or 'all': every bullet-*.hdf5 in the data directory "
                         "($MDPT_DATA_DIR) (default: all)")
-    r.add_argument("--algos", default="dql,idql", help="comma-separated: dql, idql, edp (default: dql,idql)")
-    r.add_argument("--seeds", type=int, default=3, help="seeds per run, vmapped in one program (default: 3)")
-    r.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
-    r.add_argument("--steps", type=int, default=30_000, help="gradient steps per run (default: 30000)")
-    r.add_argument("--eval-every", type=int, default=5_000, help="learning-curve interval (default: 5000)")
-    r.add_argument("--episodes", type=int, default=10, help="episodes per seed at the last step (default: 10)")
-    r.add_argument("--curve-episodes", type=int, default=5, help="episodes per seed along the curve (default: 5)")
+    r.add_argument("--algos", default=",".join(d.algos),
+                   help=f"comma-separated: dql, idql, edp (default: {','.join(d.algos)})")
+    r.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per run, vmapped in one program (default: {d.seeds})")
+    r.add_argument("--seed", type=int, default=d.seed, help=f"first seed (default: {d.seed})")
+    r.add_argument("--steps", type=int, default=d.steps, help=f"gradient steps per run (default: {d.steps})")
+    r.add_argument("--eval-every", type=int, default=d.eval_every, help=f"learning-curve interval (default: {d.eval_every})")
+    r.add_argument("--episodes", type=int, default=d.final_episodes,
+                   help=f"episodes per seed at the last step (default: {d.final_episodes})")
+    r.add_argument("--curve-episodes", type=int, default=d.curve_episodes,
+                   help=f"episodes per seed along the curve (default: {d.curve_episodes})")
     r.add_argument("--curve-candidates", type=int, help="candidates along the curve (default: each algorithm's)")
     r.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
-    r.add_argument("--stage1", choices=["iql", "authors"], default="iql",
+    r.add_argument("--stage1", choices=["iql", "authors"], default=d.stage1,
                    help="guidance-first's stage 1: iql (policy-independent) or authors (a dql-critic with an "
-                        "untrained actor's next actions and a frozen target, the paper's script) (default: iql)")
+                        f"untrained actor's next actions and a frozen target, the paper's script) (default: {d.stage1})")
     r.add_argument("--unfreeze-at", type=int, help="step at which guidance-first's guidance trains on (default: never)")
-    r.add_argument("--ensemble-k", type=int, default=3, help="members of the guidance ensembles (default: 3)")
-    r.add_argument("--transfer-points", type=int, default=2,
-                   help="matched checkpoints (the last N evaluations) for guidance swaps (default: 2)")
+    r.add_argument("--ensemble-k", type=int, default=d.ensemble_k,
+                   help=f"members of the guidance ensembles (default: {d.ensemble_k})")
+    r.add_argument("--transfer-points", type=int, default=d.transfer_points,
+                   help=f"matched checkpoints (the last N evaluations) for guidance swaps (default: {d.transfer_points})")
     r.add_argument("--swap-candidates", type=int,
                    help="candidates for every guidance swap, the policy's own guidance re-evaluated at the same "
                         "count and seeds beside it (default: each run's own evaluation settings; on a CPU, IDQL's "
@@ -57,6 +64,9 @@ def register(subparsers) -> None:
                         "seeds and datasets vmapped together): auto = on a GPU/TPU, where one program per run "
                         "leaves the device mostly idle (default: auto)")
     r.add_argument("--report-only", action="store_true", help="rewrite the report from what is on disk")
+    r.add_argument("--partial", action="store_true",
+                   help="with --report-only: a report of the readable runs when some finished run's files are missing "
+                        "(e.g. a copy without metrics.jsonl); it names them (default: refuse, exit 2)")
     r.add_argument("--config", help="YAML file of settings under every run (e.g. network sizes)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting under every run")
     r.add_argument("--no-progress", action="store_true")
@@ -78,7 +88,7 @@ def _datasets(spec: str) -> tuple[str, ...]:
 
 def protocol_from_args(args):
     from mdpt.experiments.config import RunConfig, apply_overrides, load_yaml
-    from mdpt.experiments.reproduce import Protocol
+    from mdpt.reproduction.protocol import Protocol
     from mdpt.settings import unalias
 
     base = unalias(RunConfig, load_yaml(args.config)) if args.config else {}
@@ -93,8 +103,8 @@ def protocol_from_args(args):
 
 def _record_data(out: Path) -> None:
     """The data's statistics of a reproduction made before they were recorded, where the data is found."""
-    from mdpt.experiments.reproduce import record_data
     from mdpt.io import read_json
+    from mdpt.reproduction.execute import record_data
 
     protocol = read_json(out / "protocol.json", "reproduction plan")["protocol"]
     for dataset in protocol["datasets"]:
@@ -105,15 +115,15 @@ def _record_data(out: Path) -> None:
 
 
 def run_reproduce(args) -> int:
-    from mdpt.experiments.findings import write_report
-    from mdpt.experiments.reproduce import Reproduction
+    from mdpt.reproduction.execute import Reproduction
+    from mdpt.reproduction.render import write_report
 
     out = Path(args.out)
     if args.report_only:
         if not (out / "protocol.json").exists():
             raise MDPTError(f"{out}: no reproduction here (protocol.json missing); run mdpt reproduce first")
         _record_data(out)
-        print(f"report: {write_report(out)}")
+        print(f"report: {write_report(out, partial=args.partial)}")
         return 0
     repro = Reproduction(protocol_from_args(args), out, progress=not args.no_progress)
     group = {"auto": None, "on": True, "off": False}[args.group]

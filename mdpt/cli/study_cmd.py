@@ -182,9 +182,9 @@ def run_evaluate(args) -> int:
 
 def run_study_cmd(args) -> int:
     from mdpt.experiments.config import load_yaml
-    from mdpt.experiments.studies import StudyOptions, _algos, run_study
+    from mdpt.reproduction.studies import StudyOptions, parse_algos, run_study
 
-    o = StudyOptions(dataset=args.dataset, out=Path(args.out), algos=_algos(args.algos), steps=args.steps,
+    o = StudyOptions(dataset=args.dataset, out=Path(args.out), algos=parse_algos(args.algos), steps=args.steps,
                      seeds=args.seeds, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                      overrides=load_yaml(args.config) if args.config else None, sets=tuple(args.set),
                      eval_max_steps=args.eval_max_steps, allow_data_mismatch=args.allow_data_mismatch,
@@ -203,7 +203,7 @@ def run_sweep_cmd(args) -> int:
 
 
 def run_report(args) -> int:
-    from mdpt.experiments.report import write_report
+    from mdpt.reports.report import write_report
 
     path = write_report(args.runs, args.out)
     print(f"report: {path}")
@@ -211,7 +211,7 @@ def run_report(args) -> int:
 
 
 def run_quickstart(args) -> int:
-    from mdpt.experiments.quickstart import quickstart
+    from mdpt.reproduction.quickstart import quickstart
 
     quickstart(args.out, args.steps, args.seeds, tiny=args.tiny, progress=not args.no_progress)
     return 0

@@ -25,13 +25,12 @@ from pathlib import Path
 from mdpt import presets
 from mdpt.agent import MAX_CANDIDATES, SelectorConfig
 from mdpt.errors import MDPTError
-from mdpt.evaluation.api import MAX_EPISODES
+from mdpt.evaluation.api import MAX_EPISODES, VARIANTS
 from mdpt.guidance.module import GuidanceConfig
 from mdpt.policies.module import POLICY_ALGOS, PolicyConfig
 from mdpt.settings import build, flatten, set_dotted, setting, to_dict, unalias
 
 MODES = ("joint", "guidance-first")
-EVAL_VARIANTS = ("guided", "unguided", "random-guidance")
 REFERENCES = ("d4rl", "dataset", "raw")
 MODEL_SELECTION = ("online", "bc-loss")
 DIVERGENCE_ACTIONS = ("stop", "warn", "off")
@@ -91,7 +90,7 @@ class EvalConfig:
     max_steps: int | None = setting(None, "cap evaluation episodes at this many env steps (None: the env's limit)",
                                     alias="eval_max_steps")
     variants: tuple[str, ...] = setting(("guided",), "guided, unguided (plain sampling), random-guidance",
-                                        alias="eval_variants", choices=EVAL_VARIANTS)
+                                        alias="eval_variants", choices=VARIANTS)
     reference: str = setting("d4rl", "normalized-score reference: d4rl (D4RL's infos.py constants), dataset "
                              "(the data's own ref_min/max_score; Minari ids' preset) or raw (returns); data "
                              "without the one asked for is scored on its own reference, else raw, and says so",

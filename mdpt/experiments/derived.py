@@ -18,8 +18,9 @@ from pathlib import Path
 import jax
 
 from mdpt.artifacts import load_policy
-from mdpt.experiments.rundir import MetricsLog
-from mdpt.experiments.runner import Run, recorded_metrics
+from mdpt.experiments.run_checks import recorded_metrics
+from mdpt.experiments.rundir import MetricsLog, snapshot_dir
+from mdpt.experiments.runner import Run
 
 
 def policy_ignores_guidance(algo: str | None) -> bool:
@@ -59,18 +60,17 @@ class DerivedRun(Run):
         self.derived = True
         self.log(f"{self.dir.name}: its first {n} steps equal {self.joint_dir.name}'s bit for bit; "
                  "the rest of its policy is taken from that run's snapshots")
-        self._check_finite(m, 0)
-        self.record({"phase": "train", "step": n, "wall_s": seconds_per_step * n, **recorded_metrics(m)})
-        self._maybe_evaluate(state, n)
+        self.record_chunk(m, 0, n, seconds_per_step * n)
+        self.evaluate_at(state, n)
         for row in joint_rows:
             if row["phase"] != "train" or row["step"] <= n:
                 continue
             self.record({**{k: v for k, v in row.items() if not k.startswith("guidance/")}, "wall_s": 0.0,
                          "derived_from": str(self.joint_dir)})
-            if self._evaluation_due(row["step"]):
-                self._maybe_evaluate(self._joint_state(row["step"]), row["step"])
+            if self.evaluation_due(row["step"]):
+                self.evaluate_at(self._joint_state(row["step"]), row["step"])
         self.state = self._joint_state(c.steps)
-        return self._finish(self.state, seconds_per_step)
+        return self.finish(self.state, seconds_per_step)
 
     def _why_not_derived(self, m: dict, n: int, joint_rows: list[dict]) -> str | None:
         """None when the first chunk equals the joint run's and every snapshot is there; else why not."""
@@ -84,7 +84,7 @@ class DerivedRun(Run):
         steps = [r["step"] for r in joint_rows if r["phase"] == "train"]
         if steps[-1] != c.steps:
             return f"it trained to step {steps[-1]}, not {c.steps}"
-        due = [s for s in steps if s > n and self._evaluation_due(s)] + [c.steps]
+        due = [s for s in steps if s > n and self.evaluation_due(s)] + [c.steps]
         missing = [s for s in due if not (self._policy_at(s) / "meta.json").exists()]
         return f"no policy saved at step {missing[0]}" if missing else None
 
@@ -92,14 +92,14 @@ class DerivedRun(Run):
         """The joint run's policy of a step: its snapshot, or its final artifact at the last step."""
         if step == self.config.steps:
             return self.joint_dir / "policy"
-        return self.joint_dir / "snapshots" / f"step-{step:09d}" / "policy"
+        return snapshot_dir(self.joint_dir, step) / "policy"
 
     def _joint_state(self, step: int) -> dict:
         """The part of a training state that evaluation and the saved artifacts read: the EMA policy."""
         return {"policy": {"ema": load_policy(self._policy_at(step)).params}}
 
-    def _summary(self, seconds_per_step, peak_memory="measure") -> dict:
-        summary = super()._summary(seconds_per_step, peak_memory)
+    def summary(self, seconds_per_step, peak_memory="measure") -> dict:
+        summary = super().summary(seconds_per_step, peak_memory)
         if not self.derived:
             return summary
         return {**summary, "derived_from": {"run": str(self.joint_dir), "trained_steps": self._chunk_length(0),

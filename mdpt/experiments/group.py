@@ -24,8 +24,8 @@ from mdpt.data.batches import stack_arrays
 from mdpt.errors import MDPTError
 from mdpt.experiments.config import RunConfig
 from mdpt.experiments.rundir import RUN_ENTRIES, RunLock, claim_folder, remove_stale_temporaries
-from mdpt.experiments.runner import LOG, TRAIN_LOWER, Run, recorded_metrics
-from mdpt.io import read_json, write_json_atomic
+from mdpt.experiments.runner import LOG, TRAIN_LOWER, Run
+from mdpt.io import read_json
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.profiling import check_memory, out_of_memory_as_error
 from mdpt.training.trainer import Trainer
@@ -93,7 +93,7 @@ class GroupRun:
 
     def _build(self) -> Trainer:
         for r in self.runs:
-            r._check_dir()
+            r.check_dir()
             r.build()
         t0 = self.runs[0].trainer
         dims = {(r.dataset.obs_dim, r.dataset.act_dim) for r in self.runs}
@@ -155,7 +155,7 @@ class GroupRun:
         for d, r in enumerate(self.runs):
             r.claim_dir()
             if step > 0:  # killed while evaluating or keeping a snapshot (its checkpoint came first)
-                r._maybe_evaluate(_index(state, d), step, done=r._evaluated_variants(step))
+                r.evaluate_at(_index(state, d), step, done=r.evaluated_variants(step))
         self.log(f"group of {len(self.runs)} runs x {c.seeds} seeds ({', '.join(r.config.dataset for r in self.runs)}) "
                  f"from step {step} to {c.steps}")
         timed_steps, timed_seconds, first = 0, 0.0, True
@@ -169,19 +169,16 @@ class GroupRun:
                 timed_steps, timed_seconds = timed_steps + n, timed_seconds + dt
             first = False
             step += n
-            for d, r in enumerate(self.runs):
-                md = _index(m, d)
-                r._check_finite(md, step - n)
-                r.record({"phase": "train", "step": step, "wall_s": dt, "group": len(self.runs), **recorded_metrics(md)})
-                r._check_values(md, step)
+            for d, r in enumerate(self.runs):  # every run checkpoints below: a group resumes from one step
+                r.record_chunk(_index(m, d), step - n, n, dt, group=len(self.runs))
             out_of_time = self.deadline is not None and time.monotonic() > self.deadline and step < c.steps
-            due = self.runs[0]._evaluation_due(step)  # the runs share their evaluation settings
+            due = self.runs[0].evaluation_due(step)  # the runs share their evaluation settings
             if step >= c.steps or out_of_time or due or (c.checkpoint_every and step % c.checkpoint_every < n):
                 for d, r in enumerate(self.runs):
                     save_checkpoint(r.dir / "checkpoints", _index(state, d), step)
             if due:
                 for d, r in enumerate(self.runs):
-                    r._maybe_evaluate(_index(state, d), step)
+                    r.evaluate_at(_index(state, d), step)
             if out_of_time:
                 self.log(f"group stopped at step {step} of {c.steps} (time limit); a later call resumes it")
                 return []
@@ -196,12 +193,7 @@ class GroupRun:
         for d, r in enumerate(self.runs):
             r.trainer = Trainer(r.arrays, trainer.policy, trainer.guidance, trainer.policy_role, trainer.guidance_role,
                                 trainer.batch_size, r.trainer.frozen)
-            sd = _index(state, d)
-            r._save_artifacts(sd, r.dir, c.steps)
-            summary = {**r._summary(per_step, peak), "status": r.trained_status(),
-                       "group": [x.config.dataset for x in self.runs],
-                       "cost_note": f"time per step and peak memory of one program for {len(self.runs)} datasets "
-                                    f"x {c.seeds} seeds"}
-            write_json_atomic(r.dir / "summary.json", summary)
-            summaries.append(summary)
+            summaries.append(r.finish(_index(state, d), per_step, peak, group=[x.config.dataset for x in self.runs],
+                                      cost_note=f"time per step and peak memory of one program for "
+                                                f"{len(self.runs)} datasets x {c.seeds} seeds"))
         return summaries

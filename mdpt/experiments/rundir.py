@@ -1,5 +1,6 @@
-"""A run directory's housekeeping: the lock, the writable/free-space probe, stale temporaries and
-the metrics log (`metrics.jsonl`), with the one reader that the runner and the reports share."""
+"""A run directory's housekeeping: the lock, the writable/free-space probe, stale temporaries, the
+metrics log (`metrics.jsonl`) with the one reader that the runner and the reports share, the one
+rule for a run's status and the one path of an evaluation step's snapshot."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from mdpt.errors import MDPTError
-from mdpt.io import is_temp_name, write_bytes_atomic
+from mdpt.io import is_temp_name, read_json, write_bytes_atomic
 
 MIN_FREE_BYTES = 64 << 20
 # Every name a run writes in its directory: a folder that holds anything else is not a run directory,
@@ -169,3 +170,21 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def snapshot_dir(run_dir: Path, step: int) -> Path:
+    """Where a run keeps the artifacts of an evaluation step (`eval.snapshots`, `--train-only`)."""
+    return Path(run_dir) / "snapshots" / f"step-{step:09d}"
+
+
+def run_status(run_dir: Path) -> str:
+    """'done' (summary written, finished), 'trained' (trained elsewhere, its evaluations still to come),
+    'partial' (started, stopped or unreadable) or 'new'."""
+    summary = Path(run_dir) / "summary.json"
+    if summary.exists():
+        try:
+            status = read_json(summary, "run summary").get("status", "finished")
+        except (MDPTError, AttributeError):
+            return "partial"
+        return {"finished": "done", "trained": "trained"}.get(status, "partial")
+    return "partial" if (Path(run_dir) / "checkpoints").exists() else "new"

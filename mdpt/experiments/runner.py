@@ -1,4 +1,6 @@
-"""A training run in a directory: config, metrics, checkpoints, artifacts, summary; resumable.
+"""A training run in a directory: config, metrics, checkpoints, artifacts, summary; resumable. `Run` is
+this file (set-up, resume, the chunk loop) with its evaluations (`run_evaluation.py`), its results
+(`run_results.py`) and its per-chunk checks (`run_checks.py`).
 
 run_dir/
   config.json        the resolved RunConfig (+ versions)
@@ -13,12 +15,9 @@ run_dir/
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -29,10 +28,11 @@ from mdpt.agent import Agent
 from mdpt.artifacts import Artifact, dataset_record, load_guidance, load_policy, save_artifact
 from mdpt.data.batches import device_arrays
 from mdpt.data.normalizer import Normalizer
-from mdpt.data.registry import available_reference, normalized_score, reference_bounds
 from mdpt.errors import MDPTError, RunStopped
-from mdpt.evaluation.api import check_agent, evaluate_agent, variant_agent
 from mdpt.experiments.config import RunConfig
+from mdpt.experiments.run_checks import ValueCheck, q_abs_max, recorded_metrics, value_bound
+from mdpt.experiments.run_evaluation import RunEvaluation
+from mdpt.experiments.run_results import RunResults
 from mdpt.experiments.rundir import (
     RUN_ENTRIES,
     MetricsLog,
@@ -45,7 +45,7 @@ from mdpt.experiments.rundir import (
 )
 from mdpt.experiments.sinks import Sinks
 from mdpt.guidance.module import GuidanceModule
-from mdpt.io import atomic_dir, read_json, versions, write_json_atomic
+from mdpt.io import read_json, versions, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig, make_policy
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.profiling import check_memory, out_of_memory_as_error
@@ -58,39 +58,7 @@ TRAIN_LOWER = "batch_size, seeds, the network widths (policy.hidden, guidance.hi
 LOG = logging.getLogger("mdpt")
 
 
-def _to_list(x):
-    return np.asarray(x).tolist()
-
-
-class ValueCheck:
-    """|Q| of a trained critic against max |r| / (1 - gamma): a critic past the bound (times a
-    margin) for `patience` chunks in a row while still growing is diverging."""
-
-    def __init__(self, bound: float, margin: float, patience: int):
-        self.bound, self.limit, self.patience = bound, bound * margin, patience
-        self.first_exceeded: int | None = None
-        self.max_abs_q = 0.0
-        self._streak, self._last = 0, None
-
-    def observe(self, step: int, abs_q_max: float) -> str | None:
-        """'ok', 'warn' (past the limit) or 'stop' (past it and growing for `patience` chunks)."""
-        self.max_abs_q = max(self.max_abs_q, abs_q_max)
-        if abs_q_max <= self.limit:
-            self._streak, self._last = 0, abs_q_max
-            return "ok"
-        if self.first_exceeded is None:
-            self.first_exceeded = step
-        growing = self._last is None or abs_q_max > self._last
-        self._streak = self._streak + 1 if growing else self._streak
-        self._last = abs_q_max
-        return "stop" if self._streak >= self.patience else "warn"
-
-    def record(self) -> dict:
-        return {"bound": self.bound, "limit": self.limit, "max_abs_q": self.max_abs_q,
-                "first_exceeded_step": self.first_exceeded, "within_bound": self.first_exceeded is None}
-
-
-class Run:
+class Run(RunEvaluation, RunResults):
     """One run in its directory. `defer_evaluation`: train without evaluating (a machine without the
     simulator, e.g. a GPU box): each evaluation step's artifacts are kept in snapshots/step-N/ and the
     summary says `status: trained`; a later `execute()` without the flag, on a machine with the
@@ -113,7 +81,7 @@ class Run:
         self.sinks: Sinks | None = None
 
     # ----- set-up -----
-    def _check_dir(self) -> None:
+    def check_dir(self) -> None:
         check_writable(self.dir)
         existing = self.dir / "config.json"
         if existing.exists():
@@ -208,8 +176,8 @@ class Run:
             self.log(f"note: {note}")
         self.trainer = self._make_trainer(unfrozen=False)
         if self.trainer.guidance_role == "train" and c.divergence.action != "off":
-            bound = float(np.abs(np.asarray(self.arrays["rew"])).max()) / (1.0 - self.trainer.guidance.config.discount)
-            self.value_check = ValueCheck(bound, c.divergence.margin, c.divergence.patience)
+            self.value_check = ValueCheck(value_bound(self.arrays["rew"], self.trainer.guidance.config.discount),
+                                          c.divergence.margin, c.divergence.patience)
         self._agents = {}
         return self
 
@@ -268,8 +236,8 @@ class Run:
             params = jax.tree.map(lambda x: np.repeat(np.asarray(x), c.seeds, axis=0), params)
         state = {**state, "guidance": jax.vmap(self.trainer.guidance.init_from)(params)}
         if c.divergence.action != "off":
-            bound = float(np.abs(np.asarray(self.arrays["rew"])).max()) / (1.0 - self.trainer.guidance.config.discount)
-            self.value_check = ValueCheck(bound, c.divergence.margin, c.divergence.patience)
+            self.value_check = ValueCheck(value_bound(self.arrays["rew"], self.trainer.guidance.config.discount),
+                                          c.divergence.margin, c.divergence.patience)
         self._agents = {}
         return state
 
@@ -280,7 +248,7 @@ class Run:
             check_writable(self.dir)  # creates the directory; one-line error if it cannot be written
             with RunLock(self.dir), out_of_memory_as_error(f"the run in {self.dir}", TRAIN_LOWER):
                 try:
-                    self._check_dir()
+                    self.check_dir()
                     remove_stale_temporaries(self.dir)  # only under the lock: another process's are live
                     self.build()
                     self.sinks = Sinks(self.dir, self.config.log.backends, self.config.log.wandb_project,
@@ -310,28 +278,6 @@ class Run:
         c = self.config
         what = f"the training step ({c.seeds} seeds x batch {c.batch_size})"
         check_memory(self.trainer.compiled(state, steps), what, TRAIN_LOWER)
-
-    def check_evaluation_memory(self, state) -> None:
-        """Refuse an evaluation whose act step cannot fit, before training starts."""
-        self._check_evaluation_memory(*self.current_artifacts(state))
-
-    def _check_evaluation_memory(self, policy: Artifact | None, guidance: Artifact | None) -> None:
-        c = self.config
-        if not c.algo or not c.eval.variants:
-            return
-        for final in (False, True):
-            selector, episodes = self._eval_setting(final)
-            for variant in c.eval.variants:
-                check_agent(self._variant_agent(variant, policy, guidance, selector), episodes)
-
-    def _eval_setting(self, final: bool):
-        """(selector, episodes) of an evaluation along the curve or at the last step."""
-        c = self.config
-        episodes = c.eval.final_episodes if final and c.eval.final_episodes else c.eval.episodes
-        selector = c.selector
-        if not final and c.eval.curve_candidates:
-            selector = dataclasses.replace(selector, candidates=c.eval.curve_candidates)
-        return selector, episodes
 
     def _initial_state(self):
         """Fresh state, or the checkpoint's (in the trainer shape of its step)."""
@@ -380,7 +326,7 @@ class Run:
             self.check_training_memory(state, self._chunk_length(step))
         self.claim_dir()
         if step > 0:  # a kill during an evaluation (its checkpoint comes first): only its missing variants
-            self._maybe_evaluate(state, step, done=self._evaluated_variants(step))
+            self.evaluate_at(state, step, done=self.evaluated_variants(step))
         bar = _progress(c.steps, step, self.progress, str(self.dir.name))
         timed_steps, timed_seconds, first = 0, 0.0, True
         while step < c.steps:
@@ -397,29 +343,35 @@ class Run:
             if not first:
                 timed_steps, timed_seconds = timed_steps + n, timed_seconds + dt
             first = False
-            self._check_finite(m, step)
+            values_ok = self.record_chunk(m, step, n, dt)
             step += n
-            self.record({"phase": "train", "step": step, "wall_s": dt, **recorded_metrics(m)})
-            values_ok = self._check_values(m, step)
-            due = self._evaluation_due(step)
+            due = self.evaluation_due(step)
             if values_ok and (due or step >= c.steps or (c.checkpoint_every and step % c.checkpoint_every < n)):
                 self._check_finite_state(state, step)
                 save_checkpoint(self.dir / "checkpoints", state, step)
             if due:  # after the checkpoint: a kill during a long evaluation does not cost the training again
-                self._maybe_evaluate(state, step)
+                self.evaluate_at(state, step)
             if bar:
                 bar.update(n)
         if bar:
             bar.close()
         self.state = state
-        return self._finish(state, timed_seconds / timed_steps if timed_steps else self._logged_seconds_per_step())
+        return self.finish(state, timed_seconds / timed_steps if timed_steps else self._logged_seconds_per_step())
+
+    def record_chunk(self, m: dict, start: int, n: int, seconds: float, **extra) -> bool:
+        """After a chunk of `n` steps from `start` (`m`: its metrics): the NaN stop, its metrics row (with
+        `extra` keys), the value check. Whether its state may be checkpointed (not while the critic is past
+        its bound). `GroupRun` calls it for each of its runs."""
+        self._check_finite(m, start)
+        self.record({"phase": "train", "step": start + n, "wall_s": seconds, **extra, **recorded_metrics(m)})
+        return self._check_values(m, start + n)
 
     def _replay_value_check(self) -> None:
         """A resumed run's value check continues from the values its kept metrics rows recorded."""
         if self.value_check is None:
             return
         for r in self.metrics.rows():
-            if r["phase"] == "train" and (q := _q_abs_max(r)) is not None:
+            if r["phase"] == "train" and (q := q_abs_max(r)) is not None:
                 self.value_check.observe(r["step"], q)
 
     def _logged_seconds_per_step(self) -> float | None:
@@ -433,7 +385,7 @@ class Run:
         """The value check. With divergence.action 'stop': False while the critic is past its bound
         (no checkpoint is written then, so the kept one is the last good one), and a RunStopped
         when it keeps growing; 'warn' only logs and records."""
-        q = _q_abs_max(m)
+        q = q_abs_max(m)
         if self.value_check is None or q is None:
             return True
         verdict = self.value_check.observe(step, q)
@@ -453,7 +405,7 @@ class Run:
         return self.config.divergence.action != "stop"
 
     def _write_stopped_summary(self, status: str, message: str) -> None:
-        write_json_atomic(self.dir / "summary.json", {**self._summary(None, None), "status": status, "stopped": message})
+        write_json_atomic(self.dir / "summary.json", {**self.summary(None, None), "status": status, "stopped": message})
 
     def _check_finite(self, m: dict, step: int) -> None:
         bad = np.asarray(m["nonfinite_at"])
@@ -487,247 +439,8 @@ class Run:
         return f"the last good checkpoint (step {kept}) is kept in {ckpt.parent}"
 
     # ----- evaluation -----
-    def _meta(self) -> dict:
-        return {"dataset": dataset_record(self.dataset), "seeds": self.config.seed_list,
-                "selection": {"selector": self.config.selector.selector, "beta": self.config.selector.beta},
-                "sampling": {"candidates": self.config.selector.candidates,
-                             "temperature": self.config.selector.temperature}}
-
-    def current_artifacts(self, state) -> tuple[Artifact | None, Artifact | None]:
-        meta = self._meta()
-        pol = gui = None
-        if self.config.algo:
-            pol = Artifact(self.trainer.policy, state["policy"]["ema"], self.normalizer, meta, self.dir / "policy")
-        if self.trainer.guidance_role == "train":
-            gui = Artifact(self.trainer.guidance, GuidanceModule.saved_params(state["guidance"]), self.normalizer, meta,
-                           self.dir / "guidance")
-        elif self.frozen_guidance is not None:
-            gui = self.frozen_guidance
-        return pol, gui
-
-    def trained_status(self) -> str:
-        """A trained run's status: 'trained' while evaluations deferred to another machine are pending."""
-        c = self.config
-        return "trained" if self.defer_evaluation and c.algo and c.eval.variants else "finished"
-
-    def _evaluation_due(self, step: int) -> bool:
-        c = self.config
-        due = step >= c.steps or (c.eval.every and step % c.eval.every == 0)
-        return bool(c.algo and c.eval.variants and due)
-
-    def _evaluated_variants(self, step: int) -> set[str]:
-        return {r.get("variant") for r in self.metrics.rows() if r["phase"] == "eval" and r["step"] == step}
-
-    def _snapshot_dir(self, step: int) -> Path:
-        return self.dir / "snapshots" / f"step-{step:09d}"
-
-    def _maybe_evaluate(self, state, step: int, done: set[str] = frozenset()) -> bool:
-        """Evaluate the variants due at `step` (but those in `done`) and save its snapshot; with deferred
-        evaluation only the snapshot, which the later evaluation reads."""
-        c = self.config
-        snapshot = self._snapshot_dir(step)
-        keep_snapshot = c.eval.snapshots or self.defer_evaluation
-        todo = [] if self.defer_evaluation else [v for v in c.eval.variants if v not in done]
-        if not self._evaluation_due(step) or not (todo or (keep_snapshot and not snapshot.exists())):
-            return False
-        if todo:
-            policy, guidance = self.current_artifacts(state)
-            self._evaluate(policy, guidance, step, todo, lambda where: self._save_artifacts(state, where, step))
-        if keep_snapshot:
-            self._save_artifacts(state, snapshot, step)
-        return True
-
-    def _evaluate(self, policy: Artifact, guidance: Artifact | None, step: int, variants: list[str],
-                  save_best: Callable[[Path], None]) -> None:
-        """Evaluate `variants` of the policy of `step`, a metrics row each; `save_best(dir)` writes its
-        artifacts when the first variant scores best so far."""
-        c = self.config
-        selector, episodes = self._eval_setting(step >= c.steps)
-        for variant in variants:
-            agent = self._variant_agent(variant, policy, guidance, selector)
-            t0 = time.perf_counter()
-            result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
-                                    max_steps=c.eval.max_steps)
-            scores = normalized_score(result.returns, self.dataset.env, self.reference, self.dataset.attrs)
-            self.record({"phase": "eval", "step": step, "variant": variant, "candidates": agent.selector.candidates,
-                                 "returns": _to_list(result.returns),
-                                 "scores": _to_list(scores), "reference": self.reference,
-                                 "wall_s": time.perf_counter() - t0, "sim_s": result.sim_seconds,
-                                 "policy_s": result.policy_seconds, "eval_s": result.total_seconds})
-            self.log(f"step {step} {variant}: normalized score {np.mean(scores):.1f} "
-                     f"(per seed {np.round(np.mean(scores, 1), 1).tolist()}, reference {self.reference})")
-            if variant == c.eval.variants[0]:
-                self._keep_if_best(step, float(np.mean(scores)), save_best)
-
-    def _evaluate_trained(self, trained: dict) -> dict:
-        """Finish a run trained with deferred evaluation: each evaluation step's pending variants from its
-        snapshot, in step order (resumable: recorded variants are skipped), then the summary, which keeps
-        the training machine's time per step and peak memory."""
-        c = self.config
-        self._replay_value_check()
-        trained_steps = {r["step"] for r in self.metrics.rows() if r["phase"] == "train"}
-        steps = sorted(s for s in trained_steps if self._evaluation_due(s))
-        last = self._snapshot_artifacts(steps[-1]) if steps else None
-        if last:
-            self._check_evaluation_memory(*last)
-        for step in steps:
-            todo = [v for v in c.eval.variants if v not in self._evaluated_variants(step)]
-            if todo:
-                snapshot = self._snapshot_dir(step)
-                artifacts = last if step == steps[-1] else self._snapshot_artifacts(step)
-                self._evaluate(*artifacts, step, todo, lambda where, snapshot=snapshot: _copy_artifacts(snapshot, where))
-        if not c.eval.snapshots:
-            shutil.rmtree(self.dir / "snapshots", ignore_errors=True)
-        summary = {**trained, **self._summary(trained.get("seconds_per_step"), trained.get("peak_memory_bytes")),
-                   "evaluated_later": True}
-        write_json_atomic(self.dir / "summary.json", summary)
-        return summary
-
-    def _snapshot_artifacts(self, step: int) -> tuple[Artifact, Artifact | None]:
-        """(policy, guidance) of an evaluation step from its snapshot; a frozen guidance is the run's own."""
-        snapshot = self._snapshot_dir(step)
-        if not (snapshot / "policy" / "meta.json").exists():
-            raise MDPTError(f"{self.dir}: trained without evaluation, but its snapshot of step {step} is missing "
-                            f"({snapshot}); copy the whole run directory from the training machine")
-        guidance = snapshot / "guidance"
-        return load_policy(snapshot / "policy"), load_guidance(guidance) if guidance.exists() else self.frozen_guidance
-
-    def _keep_if_best(self, step: int, mean: float, save: Callable[[Path], None]) -> None:
-        """The artifacts of the best evaluation so far, kept in best/ (the summary's `best`)."""
-        best_file = self.dir / "best" / "best.json"
-        try:
-            best = read_json(best_file, "best record") if best_file.exists() else None
-        except MDPTError:
-            best = None
-        if isinstance(best, dict) and isinstance(best.get("mean"), int | float) and best["mean"] >= mean:
-            return
-        save(self.dir / "best")
-        write_json_atomic(best_file, {"step": step, "mean": mean, "variant": self.config.eval.variants[0]})
-
-    def _variant_agent(self, variant: str, policy: Artifact, guidance: Artifact | None, selector) -> Agent:
-        """One Agent per variant and candidate count for the whole run: later evaluations swap in the
-        current parameters and reuse its compiled function (the random guidance keeps its fixed
-        random parameters)."""
-        c = self.config
-        key = (variant, selector.candidates)
-        if key not in self._agents:
-            self._agents[key] = variant_agent(variant, policy, guidance, selector, c.allow_data_mismatch, c.seed)
-            return self._agents[key]
-        guidance_params = guidance.params if variant == "guided" and guidance is not None else None
-        return self._agents[key].with_params(policy.params, guidance_params)
 
     # ----- the end -----
-    def _save_artifacts(self, state, where: Path, step: int) -> None:
-        c = self.config
-        rec = dataset_record(self.dataset)
-        meta = self._meta()
-        common = {"mode": c.mode if c.algo else "guidance-only", "run_dir": str(self.dir), "preset": list(c.preset),
-                  "selection": meta["selection"]}
-        if self.trainer.guidance_role == "train":
-            extra = {**common}
-            if self.trainer.guidance.needs_next_actions:
-                extra["next_action_source"] = "joint policy" if c.algo else {
-                    "bc": "behaviour-cloned diffusion policy", "untrained": "untrained actor (frozen target)"
-                }.get(c.stage1.next_actions, c.stage1.next_actions)
-            save_artifact(where / "guidance", "guidance", self.trainer.guidance,
-                          GuidanceModule.saved_params(state["guidance"]), self.normalizer, rec, c.seed_list, step, extra)
-        if c.algo:
-            extra = {**common, "sampling": meta["sampling"]}
-            if self.frozen_guidance is not None:
-                extra["trained_with_guidance"] = {"path": str(Path(self.frozen_guidance.path).resolve()),
-                                                  "kind": self.frozen_guidance.module.kind,
-                                                  "fingerprint": self.frozen_guidance.fingerprint,
-                                                  "mismatch_override": self.frozen_guidance.fingerprint != rec["fingerprint"],
-                                                  "unfrozen_at": c.stage1.unfreeze_at}
-            else:
-                extra["trained_with_guidance"] = {"path": str((self.dir / "guidance").resolve()),
-                                                  "kind": self.trainer.guidance.kind}
-            save_artifact(where / "policy", "policy", self.trainer.policy, state["policy"]["ema"],
-                          self.normalizer, rec, c.seed_list, step, extra)
-
-    def _finish(self, state, seconds_per_step) -> dict:
-        self._save_artifacts(state, self.dir, self.config.steps)
-        summary = {**self._summary(seconds_per_step), "status": self.trained_status()}
-        write_json_atomic(self.dir / "summary.json", summary)
-        return summary
-
-    def _selected_offline(self, evals: list[dict], variant: str) -> dict | None:
-        """Diffusion-QL's offline model selection: per seed, the evaluation whose preceding chunk had
-        the lowest BC loss (no environment returns used to choose)."""
-        bc = {r["step"]: np.asarray(r["policy/bc_loss"]) for r in self.metrics.rows()
-              if r["phase"] == "train" and "policy/bc_loss" in r}
-        rows = [r for r in evals if r["variant"] == variant and r["step"] in bc]
-        if not rows:
-            return None
-        losses = np.stack([bc[r["step"]] for r in rows])  # (evals, seeds)
-        pick = losses.argmin(0)
-        scores = [rows[j]["scores"][i] for i, j in enumerate(pick)]
-        seed_means = [float(np.mean(s)) for s in scores]  # seeds may differ in episodes (curve vs last evaluation)
-        return {"steps": [rows[j]["step"] for j in pick], "scores": scores, "mean": float(np.mean(seed_means)),
-                "rule": "per seed, the evaluation after the chunk with the lowest BC loss"}
-
-    def _summary(self, seconds_per_step, peak_memory: int | None | str = "measure") -> dict:
-        c = self.config
-        evals = [r for r in self.metrics.rows() if r["phase"] == "eval"]
-        final, best, selected = {}, {}, {}
-        for r in evals:
-            v = r["variant"]
-            final[v] = {"step": r["step"], "scores": r["scores"], "mean": float(np.mean(r["scores"]))}
-            if v not in best or np.mean(r["scores"]) > best[v]["mean"]:
-                best[v] = final[v]
-        for v in final:
-            picked = self._selected_offline(evals, v)
-            if picked:
-                selected[v] = picked
-        kind = self.frozen_guidance.module.kind if self.frozen_guidance else self.trainer.guidance.kind
-        return {
-            "name": self.dir.name, "status": "finished", "algo": c.algo, "mode": c.mode if c.algo else "guidance-only",
-            "guidance_kind": kind, "dataset": c.dataset, "dataset_fingerprint": self.dataset.fingerprint,
-            "reference": self.reference, "seeds": c.seed_list,
-            "reference_bounds": (None if self.reference == "raw" else
-                                 list(reference_bounds(self.dataset.env, self.reference, self.dataset.attrs))), "steps": c.steps,
-            "final": final, "best": best, "selected_offline": selected, "model_selection": c.eval.model_selection,
-            "preset": {"layers": list(c.preset), "selector": c.selector.describe(),
-                       "note": presets.task_note(c.algo, c.guidance_kind, c.dataset)},
-            "episodes": c.eval.final_episodes or c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
-            "warnings": self.warnings[:20],
-            "seconds_per_step": seconds_per_step,
-            "peak_memory_bytes": self.peak_memory_bytes() if peak_memory == "measure" else peak_memory,
-            "dataset_mean_score": float(np.mean(normalized_score(self.dataset.episode_returns, self.dataset.env,
-                                                                 self.reference, self.dataset.attrs))),
-        }
-
-    @property
-    def reference(self) -> str:
-        """The score reference used: eval.reference, or what stands in when the data lacks it (raw returns
-        for data with no reference scores; `registry.available_reference`)."""
-        return available_reference(self.dataset.env, self.config.eval.reference, self.dataset.attrs)
-
-    def peak_memory_bytes(self) -> int | None:
-        """Peak memory of the compiled training chunk (XLA memory analysis, on every backend) less the
-        resident dataset, which every mode shares. The chunk was compiled for training already, so
-        this normally costs no compilation."""
-        try:
-            state = jax.eval_shape(lambda: self.trainer.init(self.config.seed_list))
-            compiled = self.trainer.compiled(state, min(self.config.chunk, self.config.steps))
-            from mdpt.training.profiling import compiled_peak_bytes
-
-            return compiled_peak_bytes(compiled) - self.trainer.dataset_bytes
-        except Exception:  # analysis is best-effort; it never fails a run
-            return None
-
-
-def _copy_artifacts(src: Path, dst: Path) -> None:
-    """The artifact folders of `src` (a snapshot) into `dst`, each replaced whole."""
-    for kind in ("policy", "guidance"):
-        if (src / kind).exists():
-            with atomic_dir(dst / kind) as tmp:
-                shutil.copytree(src / kind, tmp, dirs_exist_ok=True)
-
-
-def recorded_metrics(m: dict) -> dict:
-    """A chunk's metrics as its metrics.jsonl row keeps them (lists per seed; no per-step '@' series)."""
-    return {k: _to_list(v) for k, v in m.items() if "@" not in k and k != "nonfinite_at"}
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):
@@ -738,6 +451,3 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", mininterval=2.0)
 
 
-def _q_abs_max(row: dict) -> float | None:
-    """The largest |Q| over seeds in a train metrics row (None: no critic trains)."""
-    return float(np.max(np.asarray(row["guidance/q_abs_max"]))) if "guidance/q_abs_max" in row else None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdpt.experiments.findings import diff_ci, mean_ci
+from mdpt.evaluation.stats import diff_ci, mean_ci
 
 HERE = Path(__file__).resolve().parent
 # run folder -> label; the control is the default precision again, its seeds 0 and 1 vmapped as 2 instead of 4

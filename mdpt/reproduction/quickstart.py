@@ -75,8 +75,9 @@ def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, se
                tiny: bool = False, progress: bool = True, log: Callable | None = None) -> Path:
     log = log or LOG.info
     from mdpt.experiments.config import RunConfig
-    from mdpt.experiments.report import write_report
-    from mdpt.experiments.studies import TransferSource, run_all, write_transfer
+    from mdpt.reports.report import write_report
+    from mdpt.reproduction.studies import run_all
+    from mdpt.reproduction.transfer import TransferSource, write_transfer
 
     b = TINY if tiny else Budget()
     if steps is not None:

@@ -1,0 +1,233 @@
+"""The reproduction's plan: the runs of every dataset (their names, settings and order) and the
+guidance swaps at matched checkpoints. Run names, swap kinds and the necessity controls are defined
+here, beside the `plan` that creates them; the analysis reads them from here.
+
+For every dataset and algorithm the plan trains (out/runs/<dataset>/<run>/, one `Run` each, seeds
+vmapped inside each program):
+
+- `iql-a`, `iql-b`: two independent IQL guidance modules (seeds SEED.. and SEED+1000..): `iql-a` is
+  the stage-1 guidance of the guidance-first runs, `iql-b` the independent guidance swapped in at
+  inference and the members of guidance ensembles;
+- `critic-authors` (`--stage1 authors`): the paper's stage-1 variant, a dql-critic whose next
+  actions come from an untrained actor and whose target network never moves;
+- `<algo>-joint`: as published (the algorithm's own critic, trained jointly), evaluated along
+  training with its guidance, without it (plain sampling) and with an untrained guidance;
+- `<algo>-gfdt`: guidance-first against the frozen stage-1 guidance (optionally unfrozen at
+  `--unfreeze-at`), evaluated with and without it;
+- `<algo>-bc` (dql, edp): the same policy with eta = 0 (no guidance in training), evaluated with
+  critic re-selection (iql-a at inference) and with plain sampling;
+- `<algo>-random` (dql, edp): trained against a frozen untrained critic, evaluated with it.
+IDQL's policy never sees its critic in training, so its no-guidance and random-guidance training
+controls are IDQL itself; its necessity is measured at inference only (the report says so). For
+the same reason `idql-gfdt`'s policy is `idql-joint`'s bit for bit: it trains one chunk, which
+checks that, and takes the rest from the joint run's snapshots (`derived.DerivedRun`; it trains
+in full if the chunk differs, or with `--train-every-run`).
+
+Then, at the last `transfer_points` evaluation steps (matched checkpoints: every run saves its
+artifacts at each evaluation), guidance swaps: each policy seed with another seed's guidance of the
+same step (joint) or with the independent iql-b (guidance-first); across algorithms in both
+directions (the DQL policy with IDQL's IQL critic, the IDQL policy with DQL's critic, step-matched);
+and K-member ensembles of iql-b (mean and min of min-Q) at the last step. With `swap_candidates`
+each (policy, step) is also evaluated with its own guidance at that count and seed (an `own` cell).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from mdpt.reproduction.protocol import Protocol, dataset_dir
+
+CONTROLS_WITH_Q = ("dql", "edp")  # algorithms whose policy loss uses the guidance in training
+
+# ----------------------------------------------------------------------------- run names
+IQL_A, IQL_B, CRITIC_AUTHORS = "iql-a", "iql-b", "critic-authors"  # guidance runs
+JOINT, GFDT, BC, RANDOM = "joint", "gfdt", "bc", "random"  # policy runs: <algo>-<role>
+METHODS = (JOINT, GFDT)  # the two training modes the paper compares
+
+
+def run_name(algo: str, role: str) -> str:
+    """A policy run's name: `<algo>-<role>` (role: joint, gfdt, bc, random)."""
+    return f"{algo}-{role}"
+
+
+def run_role(name: str) -> str | None:
+    """The role of a policy run's name (None for a guidance run)."""
+    role = name.rsplit("-", 1)[-1]
+    return role if "-" in name and role in (JOINT, GFDT, BC, RANDOM) else None
+
+
+class Control(NamedTuple):
+    """A necessity control: its gap is the guided joint run minus `variant` of run `<algo>-<role>`."""
+
+    label: str
+    role: str
+    variant: str
+
+
+NECESSITY_CONTROLS = (
+    Control("inference: no guidance (plain sampling)", JOINT, "unguided"),
+    Control("inference: random guidance", JOINT, "random-guidance"),
+    Control("training: no guidance (eta 0), critic re-selection", BC, "guided"),
+    Control("training: no guidance (eta 0), plain sampling", BC, "unguided"),
+    Control("training: random frozen critic", RANDOM, "guided"),
+)
+
+# ----------------------------------------------------------------------------- swap kinds
+OWN, SEED_SWAPPED, INDEPENDENT_IQL = "own", "seed-swapped", "independent-iql"
+SPREAD_SWAPS = (SEED_SWAPPED, INDEPENDENT_IQL)  # the swaps of the paper's IQR finding
+ENSEMBLE_RULES = ("mean", "min")
+
+
+def cross_kind(other_algo: str) -> str:
+    """The swap kind of another algorithm's joint critic of the same step."""
+    return f"{run_name(other_algo, JOINT)}-guidance"
+
+
+def cross_run(kind: str) -> str:
+    """The run whose critic a cross-algorithm swap kind uses (`cross_kind` inverted)."""
+    return kind.removesuffix("-guidance")
+
+
+def ensemble_kind(k: int, rule: str) -> str:
+    return f"ensemble-{k}-{rule}"
+
+
+def swap_group(kind: str) -> str:
+    """Which comparison a swap kind belongs to: the paper's seed spread, guidance ensembles, or cross-algorithm."""
+    return "spread" if kind in SPREAD_SWAPS else "ensemble" if kind.startswith("ensemble-") else "cross"
+
+
+@dataclass
+class Planned:
+    dataset: str
+    name: str
+    settings: dict
+    update: str  # key of RATES
+    steps: int
+    seeds: int
+    algo: str | None
+    after: tuple[str, ...] = ()
+    derive_from: str | None = None  # the joint run whose policy this guidance-first run takes
+
+    @property
+    def key(self) -> str:
+        return f"{dataset_dir(self.dataset)}/{self.name}"
+
+    @property
+    def trained_steps(self) -> int:
+        """Steps this run trains: all, or a derived run's first chunk."""
+        from mdpt.experiments.config import RunConfig
+
+        chunk = self.settings.get("chunk") or RunConfig.__dataclass_fields__["chunk"].default
+        return min(chunk, self.steps) if self.derive_from else self.steps
+
+
+def _eval(p: Protocol, variants: list[str]) -> dict:
+    ev = {"every": p.eval_every, "episodes": p.curve_episodes, "final_episodes": p.final_episodes,
+          "variants": variants, "snapshots": True}
+    if p.eval_max_steps is not None:
+        ev["max_steps"] = p.eval_max_steps
+    if p.curve_candidates is not None:
+        ev["curve_candidates"] = p.curve_candidates
+    return ev
+
+
+def stage1_guidance(p: Protocol, dataset_runs: Path) -> Path:
+    """The frozen guidance the guidance-first runs of one dataset train against."""
+    return dataset_runs / (CRITIC_AUTHORS if p.stage1 == "authors" else IQL_A) / "guidance"
+
+
+def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
+    """Every run of the protocol, in an order where each run's inputs come first."""
+    from mdpt.experiments.derived import policy_ignores_guidance
+    from mdpt.presets import merge
+
+    out: list[Planned] = []
+    necessity, transfer = "necessity" in p.studies, "transfer" in p.studies
+    for ds in p.datasets:
+        common = merge(p.base, {"dataset": ds, "seeds": p.seeds, "seed": p.seed, "steps": p.steps})
+        here = runs_dir / dataset_dir(ds)
+
+        def add(name, settings, update, algo=None, after=(), derive_from=None, ds=ds, common=common):
+            out.append(Planned(ds, name, merge(common, settings), update, p.steps, p.seeds, algo, tuple(after),
+                               derive_from))
+
+        add(IQL_A, {"guidance": {"kind": "iql"}}, "iql")
+        if transfer:
+            add(IQL_B, {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql")
+        stage1 = stage1_guidance(p, here)
+        if p.stage1 == "authors":
+            # the paper's script: next actions from an untrained actor, the target never updated
+            add(CRITIC_AUTHORS, {"guidance": {"kind": "dql-critic", "tau": 0.0},
+                                   "stage1": {"next_actions": "untrained"}}, "critic")
+        for algo in p.algos:
+            add(run_name(algo, JOINT), {"algo": algo, "mode": "joint",
+                                        "eval": _eval(p, ["guided", "unguided", "random-guidance"])},
+                f"{algo}-joint", algo)
+            gf = {"algo": algo, "mode": "guidance-first", "eval": _eval(p, ["guided", "unguided"]),
+                  "stage1": {"guidance_path": str(stage1)}}
+            if p.unfreeze_at is not None:
+                gf["stage1"]["unfreeze_at"] = p.unfreeze_at
+            derive = run_name(algo, JOINT) if p.derive and policy_ignores_guidance(algo) else None
+            add(run_name(algo, GFDT), gf, f"{algo}-gf", algo, after=(stage1.parent.name, *([derive] if derive else [])),
+                derive_from=derive)
+            if algo in CONTROLS_WITH_Q and necessity:
+                add(run_name(algo, BC), {"algo": algo, "mode": "guidance-first", "policy": {"eta": 0.0},
+                                   "eval": _eval(p, ["guided", "unguided"]),
+                                   "stage1": {"guidance_path": str(here / IQL_A / "guidance")}},
+                    f"{algo}-bc", algo, after=(IQL_A,))
+                add(run_name(algo, RANDOM), {"algo": algo, "mode": "guidance-first", "guidance": {"kind": "dql-critic"},
+                                       "eval": _eval(p, ["guided", "unguided"]),
+                                       "stage1": {"guidance_path": "random"}}, f"{algo}-gf", algo)
+    return out
+
+
+@dataclass(frozen=True)
+class Swap:
+    run: str  # the policy's run, e.g. dql-joint
+    step: int
+    kind: str  # own | seed-swapped | independent-iql | <algo>-joint-guidance | ensemble-K-mean|min
+    algo: str  # the policy's algorithm (it sets the candidate count and the cost)
+    members: int = 0
+    rule: str = "mean"
+
+    @property
+    def key(self) -> str:
+        """`run@step|kind`: the swap's name in out/transfer/<dataset>.json (`parse_swap_key` reads it back)."""
+        return swap_key(self.run, self.step, self.kind)
+
+
+def swap_key(run: str, step: int, kind: str) -> str:
+    return f"{run}@{step}|{kind}"
+
+
+def parse_swap_key(key: str) -> tuple[str, int, str]:
+    """(run, step, kind) of a `Swap.key`."""
+    run, rest = key.split("@", 1)
+    step, kind = rest.split("|", 1)
+    return run, int(step), kind
+
+
+def eval_steps(p: Protocol) -> list[int]:
+    """The steps every run evaluates (and snapshots) at: each --eval-every and the last."""
+    return sorted({*range(p.eval_every, p.steps, p.eval_every), p.steps})
+
+
+def planned_swaps(p: Protocol) -> list[Swap]:
+    """Every guidance swap of one dataset, at the last `transfer_points` evaluation steps."""
+    points = eval_steps(p)[-p.transfer_points:]
+    out = []
+    for algo in p.algos:
+        joint, gf = run_name(algo, JOINT), run_name(algo, GFDT)
+        for t in points:
+            if p.swap_candidates is not None:  # the comparison's own side, at the swaps' count and seed
+                out += [Swap(joint, t, OWN, algo), Swap(gf, t, OWN, algo)]
+            out.append(Swap(joint, t, SEED_SWAPPED, algo))
+            out += [Swap(joint, t, cross_kind(other), algo) for other in p.algos if other != algo]
+            out.append(Swap(gf, t, INDEPENDENT_IQL, algo))
+        for run in (joint, gf):
+            out += [Swap(run, points[-1], ensemble_kind(p.ensemble_k, rule), algo, p.ensemble_k, rule)
+                    for rule in ENSEMBLE_RULES]
+    return out
