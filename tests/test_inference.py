@@ -162,7 +162,7 @@ def test_episode_spread_test_false_positive_rate():
     rng = np.random.default_rng(4)
     hits = 0
     for _ in range(REPS):
-        own, swapped = rng.normal(50, 10, (4, 10, 10)), rng.normal(50, 10, (4, 10, 10))
+        own, swapped = list(rng.normal(50, 10, (4, 10, 10))), list(rng.normal(50, 10, (4, 10, 10)))
         hits += rules.episode_spread_test(own, swapped, resamples=FAST).p <= 0.05
     assert hits / REPS <= FPR_LIMIT
 
@@ -215,5 +215,7 @@ def test_spread_measures_side_by_side():
     assert m["cells"] == 2 and m["cells_with_spread"] == 1  # the second cell's own seeds all score 50
     assert m["relative_median"] == pytest.approx((3.0 - 15.0) / 15.0)
     assert m["points"] == pytest.approx(np.median([3.0 - 15.0, 15.0 - 0.0]))
-    e = rules.episode_spread_change(np.stack([own, own]).transpose(1, 0, 2), np.stack([swapped, swapped]).transpose(1, 0, 2))
-    assert e["cells"] == 2 and math.isfinite(e["seed0"])
+    e = rules.episode_spread_change([own.T, own.T[:, :3]], [swapped.T, swapped.T[:, :3]])  # 4 seeds, 2 cells
+    assert e["cells"] == 2 and e["seed0"] == pytest.approx(np.median([
+        (np.var(swapped[:, 0], ddof=1) - np.var(own[:, 0], ddof=1)) / np.var(own[:, 0], ddof=1),
+        (np.var(swapped[:3, 0], ddof=1) - np.var(own[:3, 0], ddof=1)) / np.var(own[:3, 0], ddof=1)]))

@@ -62,8 +62,8 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert findings["datasets"][DATASET]["gfdt"][0]["stage1"]["run"] == "iql-a"
     assert "shared: dql: iql-a, 4 steps at" in report and "with the stage-1 guidance's training added" in report
     assert "| GFDT - joint, plain sampling |" in report
-    assert set(findings["other_spreads"]) == {"cross", "ensemble"}
-    assert "The seed IQR changes own -> with the other algorithm's guidance" in report
+    assert findings["verdicts"]["spread_cross"]["measures"]["cells"] > 0 and findings["verdicts"]["spread_ensemble"]
+    assert "The seed IQR own -> with the other algorithm's guidance: **" in report
     values = {row["run"]: row for row in findings["datasets"][DATASET]["values"]}
     assert {"dql-joint", "iql-a", "iql-b"} <= set(values) and "dql-gfdt" not in values
     assert "### Critic values" in report and ("Values: all" in report or "**Warning, values:**" in report)
@@ -80,29 +80,35 @@ def test_a_dataset_whose_curves_all_end_together_gets_a_caveat(width, caveat):
     spread = {"range": width, "low": ("dql-bc unguided", 60.0), "high": ("dql-joint guided", 60.0 + width)}
     result = {"datasets": {DATASET: {"gfdt": [], "necessity": {}, "transfer": {"cross": []}, "methods_spread": spread,
                                      "data": {"mean": 64.1}}},
-              "spread_all": None, "spread_cells": 0}
+              "spread_cells": 0}
     text = "\n".join(findings(result))
     assert ("this dataset barely separates the methods" in text) is caveat
     assert ("beside the data's own episodes at 64.1" in text) is caveat
 
 
-@pytest.mark.parametrize("plain, by_selection", [((-5.0, -8.0, -2.0), True), ((20.0, 15.0, 25.0), False)])
-def test_a_gfdt_difference_that_plain_sampling_reverses_is_put_on_the_selection(plain, by_selection):
+def test_the_gfdt_finding_states_its_test_corrected_p_effect_and_seeds():
+    """Finding 2 reads its calibrated family: the word, the test, the Holm-adjusted p, the effect size and the
+    seeds of every setting; the plain-sampling family beside it; the cost as before."""
+    from mdpt.evaluation import rules
     from mdpt.reproduction.analysis import _with_stage1
     from mdpt.reproduction.findings import findings
 
-    row = {"algo": "dql", "final_diff": (20.9, 10.0, 30.0), "plain_diff": plain, "plain_step": 15000,
-           "ms_per_step": (150.0, 50.0), "peak_mib": (80.0, 50.0), "final_step": 15000,
+    rng = np.random.default_rng(0)
+    row = {"algo": "dql", "ms_per_step": (150.0, 50.0), "peak_mib": (80.0, 50.0), "final_step": 15000,
            "stage1": {"run": "iql-a", "steps": 30000, "ms_per_step": 25.0}}
     row["time_with_stage1"] = _with_stage1(row)  # as gfdt_table adds it
+    label = f"{DATASET} dql at step 15000"
+    verdicts = {"gfdt": rules.gfdt_rule({label: (rng.normal(30, 3, 9), rng.normal(10, 3, 9))}).to_json(),
+                "gfdt_plain": rules.gfdt_rule({label: ([10.0, 11, 12], [9.0, 10, 11])}).to_json()}
     result = {"datasets": {DATASET: {"gfdt": [row], "necessity": {}, "transfer": {"cross": []}}},
-              "spread_all": None, "spread_cells": 0}
+              "spread_cells": 0, "verdicts": verdicts}
     text = findings(result)[1]
     assert "time ratio GF/joint 0.33..0.33" in text
     assert "guidance's training added to guidance-first whole, the time ratio is 0.67..0.67" in text  # (50+50)/150
-    assert "GFDT gives a better final score than joint training: supported" in text
-    assert f"(plain sampling from both, no selection): {DATASET} dql at step 15000: " in text
-    assert ("the guided difference comes from the selection at inference" in text) is by_selection
+    assert "**GFDT gives a better final score than joint training** (guidance-first minus joint" in text
+    assert ": **supported** (1 comparison, two-sample permutation test (exact), Welch t interval, Holm-adjusted" in text
+    assert f"{label}: higher: +" in text and "(Holm, 1 comparison), effect +" in text and "n = 9 v 9" in text
+    assert "(plain sampling from both, no selection): **not enough seeds (n = 3; needs >= 4)**" in text
 
 
 def test_a_critic_past_its_bound_is_flagged_in_the_findings():
@@ -112,7 +118,7 @@ def test_a_critic_past_its_bound_is_flagged_in_the_findings():
         row = {"run": "dql-joint", "max_abs_q": q, "bound": 100.0, "share": q / 100.0, "within": q <= 100.0,
                "first_exceeded_step": None if q <= 100.0 else 5000}
         return {"datasets": {DATASET: {"gfdt": [], "necessity": {}, "transfer": {"cross": []}, "values": [row]}},
-                "spread_all": None, "spread_cells": 0}
+                "spread_cells": 0}
 
     assert "the largest |Q| is 40% of its bound" in "\n".join(findings(result(40.0)))
     flagged = "\n".join(findings(result(250.0)))
@@ -331,69 +337,37 @@ def test_an_unwritable_results_directory_is_one_line(tmp_path, reproduction, cap
     assert code == 2 and len(err.strip().splitlines()) == 1 and "a-file" in err
 
 
-def _necessity_result(dql_last, idql_last):
-    label = "inference: no guidance (plain sampling)"
-    nec = {"dql": {label: [(5000, -40.0, -60.0, -20.0), (15000, *dql_last)]},
-           "idql": {label: [(5000, -1.0, -3.0, 1.0), (15000, *idql_last)]}}
-    return {"datasets": {DATASET: {"gfdt": [], "necessity": nec, "transfer": {"cross": []}}},
-            "spread_all": None, "spread_cells": 0}
-
-
-@pytest.mark.parametrize("dql_last, idql_last, verdict", [
-    ((0.5, -1.0, 2.0), (0.0, -1.0, 1.0), "supported** by our data (stage: supported; algorithm: supported)"),
-    ((-40.0, -60.0, -20.0), (-1.0, -3.0, 1.0), "partly supported** by our data (stage: not supported; algorithm: "
-                                               "supported)"),
-])
-def test_necessity_separates_training_stage_from_algorithm(dql_last, idql_last, verdict):
+def test_necessity_tests_the_change_of_a_gap_and_names_curves_it_cannot_test():
+    """Finding 1's stage part tests gap(last) - gap(first) paired by seed (a change of significance is not a
+    change); curves whose two points were evaluated differently are named, not tested."""
+    from mdpt.evaluation import rules
     from mdpt.reproduction.findings import necessity_finding
 
-    text = necessity_finding(_necessity_result(dql_last, idql_last))
-    assert verdict in text
-    assert "at step 5000: dql -40.0 [-60.0, -20.0], idql -1.0 [-3.0, +1.0]" in text  # the disjoint pair at 5k
-
-
-def test_necessity_with_overlapping_algorithms_is_stage_only():
-    from mdpt.reproduction.findings import necessity_finding
-
-    result = _necessity_result((0.5, -1.0, 2.0), (0.0, -1.0, 1.0))
-    result["datasets"][DATASET]["necessity"]["idql"] = {
-        "inference: no guidance (plain sampling)": [(5000, -30.0, -50.0, -10.0), (15000, 0.0, -1.0, 1.0)]}
+    rng = np.random.default_rng(1)
+    moved = (rng.normal(-40, 5, 9), rng.normal(0, 5, 9))
+    still = (rng.normal(3, 5, 9), rng.normal(3, 5, 9))
+    stage = rules.stage_rule({"dql plain sampling": moved, "idql plain sampling": still}).to_json()
+    algorithm = rules.algorithm_rule({"plain sampling, step 5000: dql - idql": (moved[0], still[0])}).to_json()
+    result = {"datasets": {}, "verdicts": {"stage": stage, "algorithm": algorithm,
+                                           "stage_mismatched": ["hopper dql, random guidance: step 5000 -> 15000"]}}
     text = necessity_finding(result)
-    assert "partly supported** by our data (stage: supported; algorithm: not supported)" in text
+    assert "Stage (the gap guided-joint minus control at the last evaluation minus at the first): **supported**" in text
+    assert "dql plain sampling: higher: +" in text and "sign-flip permutation test" in text
+    assert "Algorithm (two algorithms' gaps for one control and step): **supported**" in text
+    assert "Left out of the stage test" in text and "hopper dql, random guidance: step 5000 -> 15000" in text
+    null = rules.stage_rule({"a": still, "b": (rng.normal(3, 5, 9), rng.normal(3, 5, 9))}).to_json()
+    assert "**not shown**" in necessity_finding({"datasets": {}, "verdicts": {"stage": null}})
 
 
-def test_a_gap_that_flips_sign_counts_as_a_change_of_stage():
-    from mdpt.reproduction.findings import necessity_finding
-
-    result = _necessity_result((30.0, 20.0, 40.0), (-1.0, -3.0, 1.0))  # dql: -40 at 5k, +30 at 15k, both clear of 0
-    del result["datasets"][DATASET]["necessity"]["idql"]
-    assert "(stage: supported; algorithm: untested" in necessity_finding(result)
-
-
-def test_the_spread_of_scores_across_seeds_own_vs_swapped():
-    from mdpt.evaluation.stats import seed_iqr_change as spread_change
-    from mdpt.evaluation.stats import seed_iqr_change_points as spread_difference
-
-    def seeds(*x):
-        return np.array(x, float)[:, None]  # (seeds, 1 episode)
-
-    narrower = [(seeds(1, 3, 5), seeds(2, 3, 4))]  # IQR 2 -> 1
-    assert spread_change(narrower)[0] == pytest.approx(-0.5)
-    assert spread_difference(narrower)[0] == pytest.approx(-1.0)
-    lo, hi = spread_difference(narrower)[1:]
-    assert lo <= -1.0 <= hi
-    flat_own = [(seeds(69, 69, 69), seeds(60, 69, 69))]  # every own seed alike: no relative change exists
-    assert spread_change(flat_own) is None
-    assert spread_difference(flat_own)[0] == pytest.approx(4.5)
-
-
-def test_the_seed_spread_of_cross_algorithm_swaps_and_ensembles_is_reported_as_the_papers_measure():
+def test_the_seed_spread_of_cross_algorithm_swaps_and_ensembles_is_tested_as_the_papers_measure():
+    from mdpt.evaluation import rules
     from mdpt.reproduction.findings import other_spreads_sentence
 
-    spreads = {"cross": ((-0.79, -0.94, -0.49), (-5.2, -5.6, -0.5), 8), "ensemble": (None, (0.0, -1.0, 1.0), 2)}
-    assert other_spreads_sentence(spreads) == (
-        " The seed IQR changes own -> with the other algorithm's guidance -79% [-94, -49] (-5.2 [-5.6, -0.5] points"
-        " per cell, 8 cells); with a guidance ensemble n/a (+0.0 [-1.0, +1.0] points per cell, 2 cells).")
+    own = np.array([[10.0, 20, 30, 40, 50, 60], [15.0, 25, 35, 45, 55, 65]])
+    cross = {"word": rules.spread_rule(own, own / 5).word, "measures": rules.seed_iqr_measures(own, own / 5)}
+    text = other_spreads_sentence({"spread_cross": cross, "spread_ensemble": None})
+    assert text.startswith(" The seed IQR own -> with the other algorithm's guidance: **")
+    assert "-20.0 points per cell (median), -80% relative, over 2 cells" in text
     assert other_spreads_sentence({}) == ""
 
 

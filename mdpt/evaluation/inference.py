@@ -80,6 +80,10 @@ class Test:
     def to_json(self) -> dict:
         return {**asdict(self), "n": list(self.n), "method": self.method}
 
+    @classmethod
+    def from_json(cls, d: dict) -> Test:
+        return cls(**{k: (tuple(v) if k == "n" else v) for k, v in d.items() if k != "method"})
+
 
 def _mean_diff(x, y, axis=-1):
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
@@ -217,6 +221,10 @@ class Verdict:
     def to_json(self) -> dict:
         return {"word": self.word, "test": self.test.to_json(), "p_adjusted": self.p_adjusted,
                 "comparisons": self.comparisons, "needs": self.needs}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Verdict:
+        return cls(d["word"], Test.from_json(d["test"]), d["p_adjusted"], d["comparisons"], d.get("needs"))
 
 
 def _fmt_effect(x: float) -> str:

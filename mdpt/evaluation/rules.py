@@ -164,28 +164,42 @@ def _bootstrap_ci(codes, statistic, est: float, confidence: float, seed: int) ->
     return est, est
 
 
+def _episode_variances(own, swapped) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, seeds) variances over episodes of own and swapped scores; `own`, `swapped`: per cell a
+    (seeds, episodes >= 2) array (cells may differ in their episode count)."""
+    if len(own) != len(swapped) or not len(own):
+        raise MDPTError("episode spreads need own and swapped scores of the same cells")
+    vo, vs = [], []
+    for o, s in zip(own, swapped, strict=True):
+        o, s = _cells(o, s)
+        if o.ndim != 2 or o.shape[1] < 2:
+            raise MDPTError(f"episode spreads need (seeds, episodes >= 2) scores per cell; got {o.shape}")
+        vo.append(o.var(axis=1, ddof=1))
+        vs.append(s.var(axis=1, ddof=1))
+    if len({len(v) for v in vo}) > 1:
+        raise MDPTError("episode spreads need the same seeds in every cell")
+    return np.stack(vo), np.stack(vs)
+
+
 def episode_spread_change(own, swapped) -> dict:
     """The authors' measure: each seed's variance over evaluation episodes at each checkpoint, own ->
-    swapped guidance (`own`, `swapped`: (cells, seeds, episodes)). Per seed, the median over cells of
-    the relative change; reported for seed 0 (their scripts evaluate one training seed) and as the
-    median over seeds."""
-    o, s = _cells(own, swapped)
-    if o.ndim != 3 or o.shape[2] < 2:
-        raise MDPTError(f"episode spreads need (cells, seeds, episodes >= 2) scores; got {o.shape}")
-    vo, vs = o.var(axis=2, ddof=1), s.var(axis=2, ddof=1)
+    swapped guidance (per cell a (seeds, episodes) array). Per seed, the median over cells of the
+    relative change; reported for seed 0 (their scripts evaluate one training seed) and as the median
+    over seeds."""
+    vo, vs = _episode_variances(own, swapped)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(vo > 0, (vs - vo) / vo, np.nan)
-    per_seed = np.nanmedian(rel, axis=0) if np.any(np.isfinite(rel)) else np.full(o.shape[1], np.nan)
-    return {"seed0": float(per_seed[0]), "median_over_seeds": float(np.nanmedian(per_seed))
-            if np.any(np.isfinite(per_seed)) else math.nan, "per_seed": [float(x) for x in per_seed],
-            "cells": int(o.shape[0])}
+        rel = np.where(vo > 0, (vs - vo) / np.where(vo > 0, vo, 1.0), np.nan)
+    finite = np.isfinite(rel)
+    per_seed = [float(np.median(rel[finite[:, i], i])) if finite[:, i].any() else math.nan for i in range(rel.shape[1])]
+    ok = [x for x in per_seed if math.isfinite(x)]
+    return {"seed0": per_seed[0], "median_over_seeds": float(np.median(ok)) if ok else math.nan,
+            "per_seed": per_seed, "cells": int(vo.shape[0])}
 
 
 def episode_spread_test(own, swapped, seed: int = 0, resamples: int = inf.MC_RESAMPLES) -> inf.Test:
     """Sign-flip test over seeds of each seed's median (over checkpoints) log variance ratio
     swapped / own: under the null the ratio is as likely above 1 as below."""
-    o, s = _cells(own, swapped)
-    vo, vs = o.var(axis=2, ddof=1), s.var(axis=2, ddof=1)
+    vo, vs = _episode_variances(own, swapped)
     ok = (vo > 0) & (vs > 0)
     if not np.all(ok.any(axis=0)):
         raise MDPTError("every seed needs a checkpoint with episode variance on both sides")

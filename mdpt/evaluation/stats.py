@@ -34,8 +34,10 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import stats as sps
 
 from mdpt.errors import MDPTError
+from mdpt.evaluation import inference
 
 RESAMPLE = ("auto", "seeds", "episodes", "hierarchical")
 STATISTICS = ("mean", "median", "iqm", "iqr", "std")
@@ -280,66 +282,27 @@ def relative_iqr_change(a, b) -> float:
 # The reproduction's statistics (`mdpt reproduce`): each setting's scores (seeds, episodes) reduced to its
 # per-seed means, percentile bootstraps of SEED_BOOT draws that resample seeds, 95% intervals.
 
-SEED_BOOT = 2000
-
-
 def seed_means(scores) -> np.ndarray:
     """The mean of each seed's episodes: (seeds, episodes) -> (seeds,)."""
     return np.asarray(scores, float).mean(axis=1)
 
 
-def mean_ci(scores, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of per-seed means and its bootstrap CI (resampling seeds)."""
+def mean_ci(scores, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float]:
+    """Mean of per-seed means and its t interval over seeds (zero width with one seed or seeds alike):
+    a percentile bootstrap over 3 seeds is their range and covers the mean ~76% of the time."""
     m = seed_means(scores)
-    reps = bootstrap_distribution(m[:, None], "mean", SEED_BOOT, seed, "seeds")  # the same draws as resampling m
-    lo, hi = np.percentile(reps, [2.5, 97.5])
-    return float(m.mean()), float(lo), float(hi)
+    if len(m) < 2 or np.ptp(m) == 0:
+        return float(m.mean()), float(m.mean()), float(m.mean())
+    half = float(sps.t.ppf(0.5 + confidence / 2, len(m) - 1)) * float(m.std(ddof=1)) / math.sqrt(len(m))
+    return float(m.mean()), float(m.mean() - half), float(m.mean() + half)
 
 
-def diff_ci(a, b, seed: int = 0) -> tuple[float, float, float]:
-    """mean(a) - mean(b) over seeds, CI from resampling each setting's seeds independently."""
+def diff_ci(a, b, paired: bool = False, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float]:
+    """mean(a) - mean(b) over seeds with its Welch t interval, or the paired t interval when a and b are the
+    same seeds (`evaluation.inference`); with one seed a side, the difference and a zero-width interval."""
     ma, mb = seed_means(a), seed_means(b)
-    rng = np.random.default_rng(seed)
-    ra = ma[rng.integers(0, len(ma), size=(SEED_BOOT, len(ma)))].mean(1)
-    rb = mb[rng.integers(0, len(mb), size=(SEED_BOOT, len(mb)))].mean(1)
-    lo, hi = np.percentile(ra - rb, [2.5, 97.5])
-    return float(ma.mean() - mb.mean()), float(lo), float(hi)
-
-
-def _seed_cells(pairs) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(seed_means(a), seed_means(b)) for a, b in pairs if np.asarray(a).shape[0] > 1]
-
-
-def _iqr_bootstrap(cells, stat, seed: int) -> tuple[float, float, float] | None:
-    """stat(own IQRs, swapped IQRs) of the cells, with a bootstrap CI resampling seeds within cells (the same
-    seeds for own and swapped); None where the statistic is undefined."""
-    if not cells:
-        return None
-    point = stat(np.array([iqr(a) for a, _ in cells]), np.array([iqr(b) for _, b in cells]))
-    if not np.isfinite(point):
-        return None
-    rng = np.random.default_rng(seed)
-    draws = [[rng.integers(0, len(a), len(a)) for a, _ in cells] for _ in range(SEED_BOOT)]
-    # each cell's IQRs of all resamples at once: (SEED_BOOT, cells)
-    resampled = [np.stack([d[c] for d in draws]) for c in range(len(cells))]  # per cell: (SEED_BOOT, seeds)
-    own, swapped = (np.stack([iqr(pair[side][idx], axis=-1) for pair, idx in zip(cells, resampled, strict=True)], 1)
-                    for side in (0, 1))
-    reps = [stat(o, s) for o, s in zip(own, swapped, strict=True)]
-    lo, hi = np.nanpercentile(reps, [2.5, 97.5])
-    return float(point), float(lo), float(hi)
-
-
-def _relative(own: np.ndarray, swapped: np.ndarray) -> float:
-    return (swapped.sum() - own.sum()) / own.sum() if own.sum() > 0 else np.nan
-
-
-def seed_iqr_change(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> tuple[float, float, float] | None:
-    """Relative change of the seed spread, own -> swapped guidance (the paper's measure): (sum IQR_swap -
-    sum IQR_own) / sum IQR_own over cells (each cell: the per-seed means of one policy at one step)."""
-    return _iqr_bootstrap(_seed_cells(pairs), _relative, seed)
-
-
-def seed_iqr_change_points(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> tuple[float, float, float] | None:
-    """Mean change of the seed IQR per cell, in score points: defined where every own IQR is ~0, where the
-    relative change is not."""
-    return _iqr_bootstrap(_seed_cells(pairs), lambda own, swapped: float(np.mean(swapped - own)), seed)
+    if min(len(ma), len(mb)) < 2:
+        d = float(ma.mean() - mb.mean())
+        return d, d, d
+    t = (inference.paired if paired else inference.independent)(ma, mb, confidence)
+    return t.estimate, t.low, t.high

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mdpt.errors import MDPTError
-from mdpt.evaluation.stats import diff_ci, iqr, mean_ci, seed_iqr_change, seed_iqr_change_points, seed_means
+from mdpt.evaluation.stats import diff_ci, iqr, mean_ci, seed_means
 from mdpt.experiments.rundir import run_status
 from mdpt.io import read_json
 from mdpt.reports.runs import load_run, train_wall_s
@@ -171,7 +171,8 @@ def necessity(runs: dict, algos) -> dict:
             control = dict(series(control_run, variant))
             common = sorted(set(guided) & set(control))
             if common:
-                out.setdefault(algo, {})[label] = [(t, *diff_ci(guided[t], control[t])) for t in common]
+                paired = role == JOINT  # the same policy seeds, sampled two ways
+                out.setdefault(algo, {})[label] = [(t, *diff_ci(guided[t], control[t], paired)) for t in common]
     return out
 
 
@@ -208,7 +209,7 @@ def data_scores(summary: dict | None) -> dict | None:
     return {"episodes": summary["episodes"], "transitions": summary["transitions"], **summary["normalized"]}
 
 
-def _swap_cells(cells: dict, runs: dict):
+def swap_cells(cells: dict, runs: dict):
     """(run name, step, swap kind, own scores, swapped scores, cell) of every swap whose own side is known:
     its `own` cell (the same count and seed as the swap) when evaluated, else the run's guided curve."""
     for key, cell in cells.items():
@@ -228,17 +229,15 @@ def transfer(cells: dict, runs: dict) -> tuple[dict, dict[str, list[tuple[np.nda
     (own, swapped) scores of the cells by `_swap_group`."""
     pairs = {group: [] for group in SWAP_GROUPS}
     rows = {group: [] for group in SWAP_GROUPS}
-    for name, step, kind, own, swapped, cell in _swap_cells(cells, runs):
+    for name, step, kind, own, swapped, cell in swap_cells(cells, runs):
         group = swap_group(kind)
         pairs[group].append((own, swapped))
         rows[group].append({"policy": name, "step": step, "swap": kind, "own": mean_ci(own),
                             "swapped": mean_ci(swapped), "own_iqr": iqr(seed_means(own)),
                             "swapped_iqr": iqr(seed_means(swapped)), "selector": cell.get("selector"),
                             "critic": cell.get("critic")})
-    own_pairs = pairs["spread"]
-    summary = {"spread": seed_iqr_change(own_pairs), "spread_points": seed_iqr_change_points(own_pairs),
-               "swaps": rows["spread"], "cross": rows["cross"], "ensembles": rows["ensemble"],
-               "cells": len(own_pairs), "own_cells": sum(parse_swap_key(key)[2] == OWN for key in cells)}
+    summary = {"swaps": rows["spread"], "cross": rows["cross"], "ensembles": rows["ensemble"],
+               "cells": len(pairs["spread"]), "own_cells": sum(parse_swap_key(key)[2] == OWN for key in cells)}
     return summary, pairs
 
 
@@ -252,11 +251,5 @@ def analyse(data: dict) -> dict:
         per[ds] = {"gfdt": gfdt_table(runs, algos), "necessity": necessity(runs, algos), "transfer": moved,
                    "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
                    "methods_spread": final_spread(runs, methods_only=True), "values": critic_values(runs)}
-    all_pairs = pairs["spread"]
-    return {"datasets": per, "spread_all": seed_iqr_change(all_pairs),
-            "spread_points": seed_iqr_change_points(all_pairs),
-            "spread_cells": len(all_pairs),
-            "other_spreads": {group: (seed_iqr_change(pairs[group]), seed_iqr_change_points(pairs[group]),
-                                      len(pairs[group]))
-                              for group in ("cross", "ensemble") if pairs[group]},
+    return {"datasets": per, "spread_cells": len(pairs["spread"]),
             "swap_candidates": data["protocol"].swap_candidates}

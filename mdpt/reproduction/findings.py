@@ -1,81 +1,64 @@
-"""The reproduction's findings in words: for each of the paper's three findings a verdict (supported,
-not supported, mixed, inconclusive) by our data, with its numbers and CIs, and the caveats (critic
-values, datasets that barely separate the methods). Reads `analysis.analyse`'s result; computes no
-statistic of its own."""
+"""The reproduction's findings in words: for each of the paper's three findings the word of its calibrated
+family (`verdicts.py`: supported, contradicted, mixed, not shown, not enough seeds), with the test, the
+Holm-adjusted p-values, effect sizes and seeds behind it, and the caveats (critic values, datasets that
+barely separate the methods). Reads the analysis and verdicts of findings.json; computes no statistic."""
 
 from __future__ import annotations
 
-from mdpt.reports.markdown import ci, fmt
+from mdpt.evaluation.inference import BAND, Verdict
+from mdpt.reports.markdown import fmt
 
 NARROW_SPREAD = 5.0  # normalized points: curves that all end closer than this cannot rank the methods
 
 
-def other_spreads_sentence(spreads: dict) -> str:
-    """The seed-spread change of the cross-algorithm swaps and of the guidance ensembles, measured as the
-    paper's finding is (relative, and in points per cell)."""
-    names = {"cross": "with the other algorithm's guidance", "ensemble": "with a guidance ensemble"}
-    parts = [f"{names[group]} {ci(rel, 0, pct=True)} ({ci(points)} points per cell, {n} cells)"
-             for group, (rel, points, n) in spreads.items()]
-    return f" The seed IQR changes own -> {'; '.join(parts)}." if parts else ""
+def other_spreads_sentence(v: dict) -> str:
+    """The seed-spread change of the cross-algorithm swaps and of the guidance ensembles, tested as the
+    paper's finding is."""
+    names = {"spread_cross": "the other algorithm's guidance", "spread_ensemble": "a guidance ensemble"}
+    parts = []
+    for key, name in names.items():
+        if v.get(key):
+            m = v[key]["measures"]
+            parts.append(f"with {name}: **{v[key]['word']}**, {fmt(m['points'])} points per cell (median), "
+                         f"{_pct(m['relative_median'])} relative, over {m['cells']} cells")
+    return f" The seed IQR own -> {'; '.join(parts)}." if parts else ""
 
 
-def _excludes_zero(ci) -> bool:
-    return ci[1] > 0 or ci[2] < 0
+def _verdicts(finding: dict | None) -> list[tuple[str, Verdict]]:
+    return [(label, Verdict.from_json(v)) for label, v in ((finding or {}).get("verdicts") or {}).items()]
 
 
-def _stage_changed(first, last) -> bool:
-    """A gap that becomes, or stops being, distinguishable from 0, or that changes sign with both CIs
-    excluding 0."""
-    if _excludes_zero(first) != _excludes_zero(last):
-        return True
-    return _excludes_zero(first) and (first[0] > 0) != (last[0] > 0)
-
-
-def algorithm_contrasts(result: dict) -> list[tuple]:
-    """(dataset, control, step, (algo, gap CI), (algo, gap CI)) where two algorithms' gaps for the same control
-    at the same step have disjoint CIs: the control matters more for one algorithm than for the other."""
-    out = []
-    for ds, r in result["datasets"].items():
-        nec = r["necessity"]
-        algos = sorted(nec)
-        for i, a in enumerate(algos):
-            for b in algos[i + 1:]:
-                for label in sorted(set(nec[a]) & set(nec[b])):
-                    gb = {t: ci for t, *ci in nec[b][label]}
-                    for t, *ca in nec[a][label]:
-                        cb = gb.get(t)
-                        if cb is not None and (ca[1] > cb[2] or cb[1] > ca[2]):
-                            out.append((ds, label, t, (a, ca), (b, cb)))
-    return out
+def _family_line(finding: dict | None, what: str, example_count: int = 2, band: float = BAND) -> str:
+    """One family's word, how it was tested, and its decided comparisons (or the closest ones)."""
+    if not finding:
+        return f"{what}: not tested"
+    if finding.get("why"):
+        return f"{what}: not computed ({finding['why']})"
+    items = _verdicts(finding)
+    decided = [(k, v) for k, v in items if v.decided]
+    shown = decided or sorted(items, key=lambda kv: kv[1].p_adjusted)
+    method = items[0][1].test.method if items else ""
+    rule = f"Holm-adjusted, band {band:g} points" if band else "no minimum effect"
+    return (f"{what}: **{finding['word']}** ({len(items)} comparison{'s' if len(items) != 1 else ''}, {method}, "
+            f"{rule}; {len(decided)} decided): " + "; ".join(f"{k}: {v.sentence()}" for k, v in shown[:example_count]))
 
 
 def necessity_finding(result: dict) -> str:
-    """Finding 1 in two parts: does a control's gap change between the first and the last evaluation
-    (training stage), and do two algorithms' gaps for the same control differ (algorithm)?"""
-    rows = [(ds, algo, label, series[0], series[-1]) for ds, r in result["datasets"].items()
-            for algo, controls in r["necessity"].items() for label, series in controls.items() if len(series) >= 2]
-    if not rows:
-        return "1. **Guidance necessity: inconclusive** (no learning curves with controls yet)."
-    changes = [x for x in rows if _stage_changed(x[3][1:4], x[4][1:4])]
-    contrasts = algorithm_contrasts(result)
-    paired = any(len(r["necessity"]) >= 2 for r in result["datasets"].values())
-    stage = "supported" if changes else "not supported"
-    algorithm = ("supported" if contrasts else "not supported" if paired
-                 else "untested (one algorithm with controls)")
-    verdict = ("supported" if changes and contrasts else "not supported" if not changes and not contrasts
-               else "partly supported")
-    example = max(changes or rows, key=lambda x: abs(x[4][1] - x[3][1]))  # the largest move along training
-    text = (f"1. **Guidance necessity depends on training stage and algorithm: {verdict}** by our data "
-            f"(stage: {stage}; algorithm: {algorithm}). Of {len(rows)} (dataset, algorithm, control) gap curves, "
-            f"{sum(_excludes_zero(x[3][1:4]) for x in rows)} have a CI that excludes 0 at the first evaluation and "
-            f"{sum(_excludes_zero(x[4][1:4]) for x in rows)} at the last; {len(changes)} change between the two (in "
-            f"sign or in whether the CI excludes 0). "
-            f"E.g. {example[0]} {example[1]}, {example[2]}: gap {ci(example[3][1:4])} at step {example[3][0]}, "
-            f"{ci(example[4][1:4])} at step {example[4][0]}.")
-    if contrasts:
-        ds, label, t, (a, ca), (b, cb) = contrasts[0]
-        text += (f" Between algorithms, {len(contrasts)} (control, step) pairs have disjoint gap CIs, e.g. {ds} "
-                 f"{label} at step {t}: {a} {ci(ca)}, {b} {ci(cb)}.")
+    """Finding 1 in two parts, each one calibrated family (`verdicts.py`): does a control's gap change between
+    the first and the last evaluation of one run (training stage; the change is tested, paired by seed), and do
+    two algorithms' gaps for the same control differ (algorithm)?"""
+    v = result.get("verdicts", {})
+    if not v.get("stage") and not v.get("algorithm") and not v.get("stage_mismatched"):
+        return "1. **Guidance necessity: not tested** (no learning curves with controls yet)."
+    text = ("1. **Guidance necessity depends on training stage and algorithm.** "
+            + _family_line(v.get("stage"), "Stage (the gap guided-joint minus control at the last evaluation minus "
+                                           "at the first)") + ". "
+            + _family_line(v.get("algorithm"), "Algorithm (two algorithms' gaps for one control and step)") + ".")
+    if v.get("stage_mismatched"):
+        text += (f" Left out of the stage test, their first and last points evaluated with different candidates or "
+                 f"episodes (one evaluation protocol at every point: `--curve-candidates` and `--curve-episodes` "
+                 f"equal to the final ones): {'; '.join(v['stage_mismatched'][:4])}"
+                 + (f" and {len(v['stage_mismatched']) - 4} more" if len(v["stage_mismatched"]) > 4 else "") + ".")
     return text
 
 
@@ -89,49 +72,65 @@ def findings(result: dict) -> list[str]:
 def gfdt_finding(result: dict) -> str:
     """Finding 2: does guidance-first training end better than joint training, and at what cost?"""
     gf = [(ds, row) for ds, r in result["datasets"].items() for row in r["gfdt"]]
-    if not gf:
-        return "2. **GFDT vs joint: inconclusive** (no finished pair of runs yet)."
-    better = [x for x in gf if x[1]["final_diff"][1] > 0]
-    worse = [x for x in gf if x[1]["final_diff"][2] < 0]
+    v = result.get("verdicts", {})
+    if not gf or not v.get("gfdt"):
+        return "2. **GFDT vs joint: not tested** (no finished pair of runs yet)."
     cheaper = [x for x in gf if None not in x[1]["ms_per_step"] and x[1]["ms_per_step"][1] < x[1]["ms_per_step"][0]]
     mem = [x for x in gf if None not in x[1]["peak_mib"] and x[1]["peak_mib"][1] < x[1]["peak_mib"][0]]
-    verdict = ("supported" if better and not worse else "not supported" if worse and not better
-               else "mixed" if better and worse else "inconclusive (no difference outside the CIs)")
-    rows = "; ".join(f"{ds} {row['algo']}: GFDT - joint {ci(row['final_diff'])}" for ds, row in gf)
     ratios = [row["ms_per_step"][1] / row["ms_per_step"][0] for _, row in gf if None not in row["ms_per_step"]]
     mratios = [row["peak_mib"][1] / row["peak_mib"][0] for _, row in gf if None not in row["peak_mib"]]
-    return (f"2. **GFDT gives a better final score than joint training: {verdict}** ({len(better)} of "
-            f"{len(gf)} settings better, {len(worse)} worse, CI of the difference excluding 0): {rows}. "
-            f"Cost: guidance-first is cheaper per step in {len(cheaper)} of {len(gf)} "
+    text = ("2. " + _family_line(v["gfdt"], "**GFDT gives a better final score than joint training** (guidance-first "
+                                             "minus joint, last iterate, guided)", len(gf))
+            + f". Cost: guidance-first is cheaper per step in {len(cheaper)} of {len(gf)} "
             f"(time ratio GF/joint {fmt(min(ratios), 2) if ratios else 'n/a'}.."
             f"{fmt(max(ratios), 2) if ratios else 'n/a'}) and lighter in peak memory in {len(mem)} "
             f"(ratio {fmt(min(mratios), 2) if mratios else 'n/a'}..{fmt(max(mratios), 2) if mratios else 'n/a'})"
-            + stage1_sentence(gf) + "." + plain_sampling_sentence(gf))
+            + stage1_sentence(gf) + ".")
+    if v.get("gfdt_plain"):
+        text += " " + _family_line(v["gfdt_plain"], "The policies alone (plain sampling from both, no selection)",
+                                   len(gf)) + "."
+    return text
 
 
 def transfer_finding(result: dict) -> str:
-    """Finding 3: does an independently trained guidance shrink the spread of scores across seeds?"""
-    spread = result["spread_all"]
+    """Finding 3: does an independently trained guidance shrink the spread of scores? Two measures, named: the
+    seed IQR (tested by seed over every cell) and the authors' per-checkpoint variance over one seed's episodes."""
+    v = result.get("verdicts", {})
+    spread = v.get("spread")
     if not spread:
-        return "3. **Cross-module transfer: inconclusive** (no step-matched swaps evaluated yet)."
-    cross = [(ds, row) for ds, r in result["datasets"].items() for row in r["transfer"]["cross"]]
-    verdict = "supported" if spread[2] < 0 else "not supported" if spread[1] > 0 else "inconclusive"
-    text = (f"3. **An independently trained guidance at inference shrinks the spread of scores across seeds: "
-            f"{verdict}**: relative IQR change own -> swapped {ci(spread, 0, pct=True)} over "
-            f"{result['spread_cells']} step-matched (policy, step) cells (the paper reports -86%)")
-    if result.get("spread_points"):
-        text += f"; in points, the seed IQR changes by {ci(result['spread_points'])} per cell"
-    text += "."
+        return "3. **Cross-module transfer: not tested** (no step-matched swaps evaluated yet)."
+    m = spread.get("measures") or {}
+    text = ("3. " + _family_line(spread, "**An independently trained guidance at inference shrinks the spread of "
+                                         "scores across seeds** (seed IQR, swapped minus own, median over cells; "
+                                         "the paper reports -86%)",
+                                 band=0.0)
+            + f". Measures over {m.get('cells', 0)} step-matched cells: the seed IQR changes by "
+            f"{fmt(m.get('points'))} points (median per cell), {_pct(m.get('relative_median'))} (median relative change "
+            f"of the {m.get('cells_with_spread', 0)} cells whose own seeds differ), {_pct(m.get('relative_sum'))} "
+            "(summed over cells, the earlier reports' measure, which weights cells by their own IQR).")
+    ep = spread.get("episodes")
+    if ep:
+        t = ep.get("test") or {}
+        p = f", sign-flip p = {t['p']:.3g} over {t['n'][0]} seeds" if "p" in t else ""
+        text += (f" The authors' measure (their transfer scripts log each checkpoint's variance over one training "
+                 f"seed's episodes): own -> swapped variance change {_pct(ep.get('seed0'))} for seed 0, "
+                 f"{_pct(ep.get('median_over_seeds'))} median over seeds{p}; the paper's -86% most likely refers to "
+                 "this episode-level spread of one seed, not to a spread across seeds.")
     if result.get("swap_candidates"):
         text += (f" Own and swapped guidance both score {result['swap_candidates']} candidates per state, on the "
                  "same episode seeds.")
+    cross = [(ds, row) for ds, r in result["datasets"].items() for row in r["transfer"]["cross"]]
     if cross:
         near = [x for x in cross if x[1]["swapped"][0] >= 0.9 * max(x[1]["own"][0], 1e-9)]
         text += (f" Across algorithms, {len(near)} of {len(cross)} pairings score at least 90% of the policy's "
                  "own-guidance score: " + "; ".join(
                      f"{ds} {row['policy']} with {row['swap']} at step {row['step']}: {fmt(row['swapped'][0])} vs "
                      f"own {fmt(row['own'][0])}" for ds, row in cross[:4]) + ".")
-    return text + other_spreads_sentence(result.get("other_spreads", {}))
+    return text + other_spreads_sentence(v)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:+.0f}%"
 
 
 def narrow_caveats(result: dict) -> list[str]:
@@ -197,23 +196,6 @@ def stage1_sentence(gf: list[tuple[str, dict]]) -> str:
         return ""
     return (f"; with the stage-1 guidance's training added to guidance-first whole, the time ratio is "
             f"{fmt(min(ratios), 2)}..{fmt(max(ratios), 2)}")
-
-
-def plain_sampling_sentence(gf: list[tuple[str, dict]]) -> str:
-    """The GFDT - joint difference of the policies themselves (plain sampling), and where the selector made the
-    guided difference: joint and guidance-first policies are selected by different guidance at its own preset."""
-    plain = [(ds, row) for ds, row in gf if row.get("plain_diff")]
-    if not plain:
-        return ""
-    text = (" The policies alone (plain sampling from both, no selection): " + "; ".join(
-        f"{ds} {row['algo']} at step {row['plain_step']}: {ci(row['plain_diff'])}" for ds, row in plain) + ".")
-    by_selection = [f"{ds} {row['algo']}" for ds, row in plain
-                    if _excludes_zero(row["final_diff"]) and row["plain_diff"][0] * row["final_diff"][0] <= 0]
-    if by_selection:
-        text += (f" In {', '.join(by_selection)} the guided difference comes from the selection at inference (each "
-                 "mode's guidance with its own preset): sampled plainly, the policies differ the other way or not at "
-                 "all.")
-    return text
 
 
 def data_line(r: dict) -> list[str]:

@@ -29,6 +29,7 @@ from mdpt.reproduction.findings import (
 )
 from mdpt.reproduction.plan import JOINT, run_role
 from mdpt.reproduction.protocol import STUDIES, Protocol
+from mdpt.reproduction.verdicts import verdicts
 
 CURVE_VARIANTS = (("guided", "-"), ("unguided", "--"))  # the learning curves drawn: every run's guided, joints' plain
 
@@ -54,7 +55,7 @@ def fig_curves(curves: list, ds: str, path: Path) -> None:
         ax.fill_between(steps, [c[1] for c in cis], [c[2] for c in cis], color=line.get_color(), alpha=0.12, lw=0)
     ax.set_xlabel("policy gradient steps")
     ax.set_ylabel("normalized score")
-    ax.set_title(f"{ds}: mean over seeds, 95% bootstrap CI")
+    ax.set_title(f"{ds}: mean over seeds, 95% t interval")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     save(fig, path)
@@ -87,7 +88,8 @@ def protocol_line(p: Protocol) -> str:
             f"`{p.stage1}`" + (f", unfrozen at step {p.unfreeze_at}" if p.unfreeze_at else "") +
             "; scores normalized with each dataset's reference (`d4rl`: D4RL's infos.py constants; `dataset`: the "
             "data's own; see each dataset's data line). Every score is last-iterate "
-            "unless marked; CIs are 95% percentile bootstraps resampling seeds.")
+            "unless marked; intervals are 95% t intervals over training seeds (Welch for two sets of runs, paired for "
+            "the same seeds), and each finding's verdict is its family's permutation tests, Holm-adjusted.")
 
 
 def pending_section(data: dict, ds: str) -> list[str]:
@@ -185,9 +187,6 @@ def transfer_section(t: dict) -> list[str]:
     if t["own_cells"]:
         md += ["Own guidance: the policy re-evaluated with its own guidance at the swaps' candidate count and "
                "episode seeds (`--swap-candidates`), so each row differs only in the guidance.", ""]
-    if t["spread"]:
-        md += [f"Relative IQR change own -> swapped over {t['cells']} cells: {ci(t['spread'], 0, pct=True)}; "
-               f"per cell, in points: {ci(t['spread_points'])}.", ""]
     return md
 
 
@@ -252,7 +251,7 @@ def write_report(out: str | Path, header: list[str] | None = None, partial: bool
         more = f" and {len(data['unreadable']) - 1} more run(s)" if len(data["unreadable"]) > 1 else ""
         raise MDPTError(f"{Path(out)}: cannot read the finished run {key}{more} ({why}); restore its files, or pass "
                         "--partial for a report of the other runs that names the missing ones")
-    result = analyse(data)
+    result = {**analyse(data), "verdicts": verdicts(data)}
     with atomic_dir(Path(out) / "report") as tmp:
         text = render(data, result, tmp, provenance(data, out) if header is None else header)
         write_bytes_atomic(tmp / "report.md", text.encode())

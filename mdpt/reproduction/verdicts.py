@@ -1,0 +1,148 @@
+"""The findings' verdicts: numbers per training seed gathered from a reproduction's runs and
+transfer cells, one calibrated family per finding (`evaluation/rules.py`).
+
+- finding 1, stage: per (dataset, algorithm, control), the per-seed gap guided-joint minus control
+  at the first and at the last evaluation step they share, paired by seed; a curve whose two points
+  were evaluated with different candidates or episodes is left out and named (`mismatched`);
+- finding 1, algorithm: per (dataset, control, step), two algorithms' per-seed gaps;
+- finding 2: guidance-first minus joint at their last common step, guided (the claim) and sampled
+  plainly (the policies alone), per (dataset, algorithm);
+- finding 3: own vs swapped guidance on the same policy seeds over every seed-spread cell (the seed
+  IQR, tested by seed), and the authors' measure, each seed's variance over episodes; the same for
+  the cross-algorithm swaps and the guidance ensembles.
+Numbers only; the sentences are `findings.py`'s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mdpt.errors import MDPTError
+from mdpt.evaluation import rules
+from mdpt.evaluation.inference import seed_means
+from mdpt.reproduction.analysis import series, swap_cells
+from mdpt.reproduction.plan import GFDT, JOINT, NECESSITY_CONTROLS, run_name, swap_group
+
+
+def _points(run: dict, variant: str) -> dict[int, tuple[np.ndarray, tuple]]:
+    """step -> (scores (seeds, episodes), (candidates, episodes)) of one evaluated variant."""
+    out = {}
+    for step, scores, row in run["evals"].get(variant, []):
+        x = np.asarray(scores, float)
+        out[int(step)] = (x, ((row or {}).get("candidates"), x.shape[1]))
+    return out
+
+
+def _gaps(runs: dict, algo: str, control) -> dict[int, tuple[np.ndarray, tuple]] | None:
+    joint, other = runs.get(run_name(algo, JOINT)), runs.get(run_name(algo, control.role))
+    if joint is None or other is None:
+        return None
+    guided, ctrl = _points(joint, "guided"), _points(other, control.variant)
+    out = {}
+    for t in sorted(set(guided) & set(ctrl)):
+        (g, pg), (c, pc) = guided[t], ctrl[t]
+        if g.shape[0] == c.shape[0]:
+            out[t] = (seed_means(g) - seed_means(c), (pg, pc))
+    return out
+
+
+def stage_inputs(data: dict) -> tuple[dict, list[str]]:
+    curves, mismatched = {}, []
+    for ds, runs in sorted(data["runs"].items()):
+        for algo in data["protocol"].algos:
+            for control in NECESSITY_CONTROLS:
+                gaps = _gaps(runs, algo, control)
+                if not gaps or len(gaps) < 2:
+                    continue
+                first, last = min(gaps), max(gaps)
+                label = f"{ds} {algo}, {control.label}: step {first} -> {last}"
+                if gaps[first][1] != gaps[last][1]:  # the two points were evaluated differently
+                    mismatched.append(label)
+                    continue
+                curves[label] = (gaps[first][0], gaps[last][0])
+    return curves, mismatched
+
+
+def algorithm_inputs(data: dict) -> dict:
+    contrasts = {}
+    for ds, runs in sorted(data["runs"].items()):
+        algos = list(data["protocol"].algos)
+        for control in NECESSITY_CONTROLS:
+            gaps = {a: g for a in algos if (g := _gaps(runs, a, control))}
+            names = sorted(gaps)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    for t in sorted(set(gaps[a]) & set(gaps[b])):
+                        contrasts[f"{ds} {control.label}, step {t}: {a} - {b}"] = (gaps[a][t][0], gaps[b][t][0])
+    return contrasts
+
+
+def gfdt_inputs(data: dict, variant: str) -> dict:
+    settings = {}
+    for ds, runs in sorted(data["runs"].items()):
+        for algo in data["protocol"].algos:
+            joint, gf = runs.get(run_name(algo, JOINT)), runs.get(run_name(algo, GFDT))
+            if not joint or not gf:
+                continue
+            sj, sg = dict(series(joint, variant)), dict(series(gf, variant))
+            common = sorted(set(sj) & set(sg))
+            if common:
+                t = common[-1]
+                settings[f"{ds} {algo} at step {t}"] = (seed_means(sg[t]), seed_means(sj[t]))
+    return settings
+
+
+def spread_inputs(data: dict, group: str = "spread") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Own and swapped (seeds, episodes) scores of every swap of `group` (`plan.swap_group`: the paper's
+    seed-spread swaps, cross-algorithm, ensembles); cells may differ in episodes."""
+    own, swapped = [], []
+    for ds, runs in sorted(data["runs"].items()):
+        for _name, _step, kind, o, s, _cell in swap_cells(data["transfer"].get(ds, {}), runs):
+            if swap_group(kind) == group:
+                own.append(o)
+                swapped.append(s)
+    return own, swapped
+
+
+def spread_verdict(own: list[np.ndarray], swapped: list[np.ndarray]) -> dict | None:
+    """The seed-IQR family of one group of swaps with its measures, and the authors' episode measure."""
+    if not own or len({o.shape[0] for o in own}) > 1:  # one seed count: the seed is the unit across cells
+        return None
+    means_own = np.stack([seed_means(o) for o in own])
+    means_swapped = np.stack([seed_means(s) for s in swapped])
+    out = {**_safe(rules.spread_rule, means_own, means_swapped),
+           "measures": rules.seed_iqr_measures(means_own, means_swapped), "episodes": None}
+    if all(o.shape[1] >= 2 for o in own):
+        out["episodes"] = {**rules.episode_spread_change(own, swapped),
+                           "test": _safe_test(rules.episode_spread_test, own, swapped)}
+    return out
+
+
+def _safe(fn, *args):
+    """A rule's Finding as JSON, or why it could not be computed (e.g. too few seeds for any test)."""
+    try:
+        return fn(*args).to_json()
+    except MDPTError as e:
+        return {"word": "not computed", "why": str(e), "comparisons": 0, "verdicts": {}}
+
+
+def verdicts(data: dict) -> dict:
+    curves, mismatched = stage_inputs(data)
+    out = {"stage": _safe(rules.stage_rule, curves) if curves else None, "stage_mismatched": mismatched,
+           "algorithm": None, "gfdt": None, "gfdt_plain": None}
+    if contrasts := algorithm_inputs(data):
+        out["algorithm"] = _safe(rules.algorithm_rule, contrasts)
+    if settings := gfdt_inputs(data, "guided"):
+        out["gfdt"] = _safe(rules.gfdt_rule, settings)
+    if settings := gfdt_inputs(data, "unguided"):
+        out["gfdt_plain"] = _safe(rules.gfdt_rule, settings)
+    for group in ("spread", "cross", "ensemble"):
+        out[group if group == "spread" else f"spread_{group}"] = spread_verdict(*spread_inputs(data, group))
+    return out
+
+
+def _safe_test(fn, *args):
+    try:
+        return fn(*args).to_json()
+    except MDPTError as e:
+        return {"why": str(e)}
