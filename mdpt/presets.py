@@ -191,9 +191,8 @@ DQL_BETA = {
 # IDQL on locomotion: expectile 0.7 for every task but antmaze ([IDQL] launcher/examples/
 # train_ddpm_iql_offline.py:79-82, critic_hyperparam); its other settings are the algorithm's above.
 IDQL_LOCOMOTION_EXPECTILE = 0.7
-BULLET_ENVS = ("halfcheetah", "hopper", "walker2d", "ant")
-BULLET_QUALITIES = ("random", "medium", "medium-replay", "medium-expert", "expert")
-MUJOCO_QUALITIES = BULLET_QUALITIES
+TASK_ENVS = ("halfcheetah", "hopper", "walker2d", "ant")  # D4RL's locomotion envs, bullet and MuJoCo
+TASK_QUALITIES = ("random", "medium", "medium-replay", "medium-expert", "expert")
 # Minari's D4RL MuJoCo successors (mujoco/{env}/{simple,medium,expert}-v0): medium is D4RL's recipe (a
 # policy at about a third of the expert's return), so it takes D4RL medium's row; expert takes the
 # medium-expert row like bullet expert data (noted); simple (a barely trained policy) has none.
@@ -208,20 +207,14 @@ def task_key(dataset: str | None) -> tuple[str, str, str] | None:
         return None
     if dataset.startswith("bullet-") and dataset.endswith("-v0"):
         env, _, quality = dataset[len("bullet-"):-len("-v0")].partition("-")
-        return ("bullet", env, quality) if env in BULLET_ENVS and quality in BULLET_QUALITIES else None
+        return ("bullet", env, quality) if env in TASK_ENVS and quality in TASK_QUALITIES else None
     if dataset.endswith("-v2"):
         env, _, quality = dataset[:-len("-v2")].partition("-")
-        return ("mujoco", env, quality) if env in BULLET_ENVS and quality in MUJOCO_QUALITIES else None
+        return ("mujoco", env, quality) if env in TASK_ENVS and quality in TASK_QUALITIES else None
     m = MINARI_ID.match(dataset)
-    if m and m.group("env") in BULLET_ENVS:
+    if m and m.group("env") in TASK_ENVS:
         return "minari", m.group("env"), m.group("quality")
     return None
-
-
-def split_dataset_id(dataset: str | None) -> tuple[str, str] | None:
-    """('hopper', 'medium-replay') for 'bullet-hopper-medium-replay-v0'; None for other names."""
-    key = task_key(dataset)
-    return key[1:] if key and key[0] == "bullet" else None
 
 
 def _dql_row(env: str, quality: str) -> dict | None:
