@@ -29,6 +29,9 @@ SELECTORS = ("softmax", "argmax", "none")
 CRITICS = ("target", "online")
 ENSEMBLES = ("mean", "min")
 MAX_CANDIDATES = 10_000  # candidates per state; each is a policy sample for every env and seed
+# The largest magnitude of each selection number: past these, beta * Q, the initial noise and the cfg
+# mixture overflow float32 for the critics' value ranges (|Q| up to ~1e4 on bullet tasks).
+SELECTION_LIMITS = {"beta": 1e6, "temperature": 1e3, "cfg_weight": 1e3}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class SelectorConfig:
                 raise MDPTError(f"{name} must be a finite number, got {value}")
         if self.beta < 0 or self.temperature < 0:
             raise MDPTError("beta and temperature must be >= 0")
+        for name, limit in SELECTION_LIMITS.items():
+            if abs(getattr(self, name)) > limit:
+                raise MDPTError(f"{name} {getattr(self, name):g} is beyond its limit {limit:g}")
         if self.critic not in CRITICS:
             raise MDPTError(f"unknown critic {self.critic!r}; use one of: {', '.join(CRITICS)}")
         if self.ensemble not in ENSEMBLES:
@@ -228,9 +234,14 @@ class Agent:
     def act_async(self, obs: np.ndarray, key: jax.Array) -> jax.Array:
         """Like `act`, but returns the JAX array without waiting for it (JAX dispatches
         asynchronously), so the caller can step simulators while the actions are computed."""
-        obs = jnp.asarray(obs, jnp.float32)
-        if obs.ndim != 3 or obs.shape[0] != self.num_seeds:
-            raise ValueError(f"obs must be (seeds={self.num_seeds}, envs, obs_dim), got {obs.shape}")
+        try:
+            obs = jnp.asarray(obs, jnp.float32)
+        except (TypeError, ValueError):
+            raise MDPTError(f"observations must be an array of numbers, got {type(obs).__name__}") from None
+        want = self.policy.module.obs_dim
+        if obs.ndim != 3 or obs.shape[0] != self.num_seeds or obs.shape[2] != want or obs.shape[1] < 1:
+            raise MDPTError(f"observations must have the shape (seeds={self.num_seeds}, envs, obs_dim={want}), "
+                            f"got {tuple(obs.shape)}")
         return self._act(self.policy.params, self._guidance_params(), obs, key)
 
 

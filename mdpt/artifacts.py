@@ -181,9 +181,23 @@ def _load(path: str | os.PathLike, expected_type: str, build) -> Artifact:
     except Exception as e:  # any malformed value: the artifact is corrupt, never a crash
         msg = " ".join(str(e).split())[:200]
         raise MDPTError(f"{path / META_FILE}: incomplete or invalid metadata ({e.__class__.__name__}: {msg})") from None
+    _check_env(path, meta)
     params = load_params(path / PARAMS_FILE, digest)
     _check_shapes(path, module, params, len(meta["seeds"]))
     return Artifact(module, params, normalizer, meta, path)
+
+
+def _check_env(path: Path, meta: dict) -> None:
+    """The environment the metadata names has the sizes its parameters were built for (else evaluation
+    would fail deep inside JAX, or step the wrong simulator)."""
+    from mdpt.data.registry import ENVS
+
+    env_id = (meta.get("dataset") or {}).get("env_id")
+    spec = next((e for e in ENVS.values() if env_id in (e.name, e.env_id)), None) if isinstance(env_id, str) else None
+    if spec is not None and (spec.obs_dim, spec.act_dim) != (meta["obs_dim"], meta["act_dim"]):
+        raise MDPTError(f"{path / META_FILE}: names the environment {env_id} (obs {spec.obs_dim}, act {spec.act_dim}) "
+                        f"but its parameters are for obs {meta['obs_dim']}, act {meta['act_dim']}; the artifact is "
+                        "corrupt or was edited")
 
 
 def _check_shapes(path: Path, module, params: dict, num_seeds: int) -> None:

@@ -9,7 +9,7 @@ from mdpt.errors import MDPTError
 
 HELP = """Runs the paper's three studies the way the paper ran them, over the given datasets, and
 writes OUT/report/report.md: per-dataset tables in the paper's form (joint vs GFDT per algorithm:
-last iterate and AUC with CIs, steps to 90%% of joint's final score, time and memory), the
+last iterate and AUC with CIs, steps to 90% of joint's final score, time and memory), the
 guidance-necessity gaps along training (no guidance, random guidance, in training and at
 inference), guidance swaps at matched checkpoints (across seeds, an independent guidance, across
 algorithms in both directions, guidance ensembles) with the change of the seed spread (IQR), and a
@@ -19,35 +19,41 @@ a plan over --budget-hours, 3 a run stopped (NaN or a diverging critic)."""
 
 
 def register(subparsers) -> None:
+    from mdpt.agent import MAX_CANDIDATES
+    from mdpt.cli.flags import SEED, count, number
+    from mdpt.evaluation.api import MAX_ENV_STEPS, MAX_EPISODES
+    from mdpt.experiments.config import MAX_SEEDS, MAX_STEPS
+
+    steps = count(1, MAX_STEPS)
     r = subparsers.add_parser("reproduce", help="the paper's three findings, end to end, with one report",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--datasets", default="all",
                    help="comma-separated dataset ids, or 'all': every bullet-*.hdf5 in the data directory "
                         "($MDPT_DATA_DIR) (default: all)")
     r.add_argument("--algos", default="dql,idql", help="comma-separated: dql, idql, edp (default: dql,idql)")
-    r.add_argument("--seeds", type=int, default=3, help="seeds per run, vmapped in one program (default: 3)")
-    r.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
-    r.add_argument("--steps", type=int, default=30_000, help="gradient steps per run (default: 30000)")
-    r.add_argument("--eval-every", type=int, default=5_000, help="learning-curve interval (default: 5000)")
-    r.add_argument("--episodes", type=int, default=10, help="episodes per seed at the last step (default: 10)")
-    r.add_argument("--curve-episodes", type=int, default=5, help="episodes per seed along the curve (default: 5)")
-    r.add_argument("--curve-candidates", type=int, help="candidates along the curve (default: each algorithm's)")
-    r.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
+    r.add_argument("--seeds", type=count(1, MAX_SEEDS), default=3, help="seeds per run, vmapped in one program (default: 3)")
+    r.add_argument("--seed", type=SEED, default=0, help="first seed (default: 0)")
+    r.add_argument("--steps", type=steps, default=30_000, help="gradient steps per run (default: 30000)")
+    r.add_argument("--eval-every", type=steps, default=5_000, help="learning-curve interval (default: 5000)")
+    r.add_argument("--episodes", type=count(1, MAX_EPISODES), default=10, help="episodes per seed at the last step (default: 10)")
+    r.add_argument("--curve-episodes", type=count(1, MAX_EPISODES), default=5, help="episodes per seed along the curve (default: 5)")
+    r.add_argument("--curve-candidates", type=count(1, MAX_CANDIDATES), help="candidates along the curve (default: each algorithm's)")
+    r.add_argument("--eval-max-steps", type=count(1, MAX_ENV_STEPS), help="cap evaluation episodes at this many env steps")
     r.add_argument("--stage1", choices=["iql", "authors"], default="iql",
                    help="guidance-first's stage 1: iql (policy-independent) or authors (a dql-critic with an "
                         "untrained actor's next actions and a frozen target, the paper's script) (default: iql)")
-    r.add_argument("--unfreeze-at", type=int, help="step at which guidance-first's guidance trains on (default: never)")
-    r.add_argument("--ensemble-k", type=int, default=3, help="members of the guidance ensembles (default: 3)")
-    r.add_argument("--transfer-points", type=int, default=2,
+    r.add_argument("--unfreeze-at", type=steps, help="step at which guidance-first's guidance trains on (default: never)")
+    r.add_argument("--ensemble-k", type=count(1, MAX_SEEDS), default=3, help="members of the guidance ensembles (default: 3)")
+    r.add_argument("--transfer-points", type=steps, default=2,
                    help="matched checkpoints (the last N evaluations) for guidance swaps (default: 2)")
-    r.add_argument("--swap-candidates", type=int,
+    r.add_argument("--swap-candidates", type=count(1, MAX_CANDIDATES),
                    help="candidates for every guidance swap, the policy's own guidance re-evaluated at the same "
                         "count and seeds beside it (default: each run's own evaluation settings; on a CPU, IDQL's "
                         "256 candidates make its final-step swaps cost ~30 min each)")
     r.add_argument("--train-every-run", action="store_true",
                    help="also train IDQL's guidance-first policy in full (by default it is the joint run's policy, "
                         "checked bit for bit on its first chunk: IDQL's policy loss never reads its guidance)")
-    r.add_argument("--budget-hours", type=float, help="refuse a plan whose estimate exceeds this")
+    r.add_argument("--budget-hours", type=number(0, 1e6), help="refuse a plan whose estimate exceeds this")
     r.add_argument("--train-only", action="store_true",
                    help="train every run without evaluating (a machine without the simulator, e.g. a GPU box): "
                         "each run keeps its evaluation steps' snapshots and ends 'trained'; the same command "
@@ -77,12 +83,13 @@ def _datasets(spec: str) -> tuple[str, ...]:
 
 
 def protocol_from_args(args):
+    from mdpt import presets
     from mdpt.experiments.config import RunConfig, apply_overrides, load_yaml
     from mdpt.experiments.reproduce import Protocol
     from mdpt.settings import unalias
 
-    base = unalias(RunConfig, load_yaml(args.config)) if args.config else {}
-    base = apply_overrides(base, args.set)
+    base = unalias(RunConfig, load_yaml(args.config), args.config) if args.config else {}
+    base = presets.merge(base, unalias(RunConfig, apply_overrides({}, args.set), "--set"))
     return Protocol(datasets=_datasets(args.datasets), algos=tuple(a.strip() for a in args.algos.split(",") if a.strip()),
                     seeds=args.seeds, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
                     curve_episodes=args.curve_episodes, final_episodes=args.episodes,
@@ -93,10 +100,9 @@ def protocol_from_args(args):
 
 def _record_data(out: Path) -> None:
     """The data's statistics of a reproduction made before they were recorded, where the data is found."""
-    from mdpt.experiments.reproduce import record_data
-    from mdpt.io import read_json
+    from mdpt.experiments.reproduce import read_protocol, record_data
 
-    protocol = read_json(out / "protocol.json", "reproduction plan")["protocol"]
+    protocol = read_protocol(out)["protocol"]
     for dataset in protocol["datasets"]:
         try:
             record_data(out, dataset, env=protocol.get("base", {}).get("env"))

@@ -29,6 +29,7 @@ from mdpt.data.rollouts import derive_seed, random_action_returns, rollout
 from mdpt.data.sac_run import MakeConfig, WorkDir, actor_params, select_checkpoints, train_sac
 from mdpt.errors import MDPTError
 from mdpt.io import read_json, versions, write_json_atomic
+from mdpt.settings import check_count
 
 __all__ = ["QUALITY_FILES", "MakeConfig", "MakeResult", "make_dataset", "select_checkpoints"]
 
@@ -72,11 +73,13 @@ def make_dataset(
     from mdpt.data.sac import SACConfig, get_sac
 
     info = parse_dataset_id(dataset_id)
-    for name, value, least in (("--sac-steps", sac_steps, 1), ("--transitions", transitions, 1),
-                               ("--eval-every", eval_every, 1), ("--eval-episodes", eval_episodes, 1),
-                               ("--learning-starts", learning_starts, 0), ("--train-freq", train_freq, 1)):
-        if int(value) != value or value < least:
-            raise MDPTError(f"{name} must be an integer >= {least} (got {value})")
+    big = 100_000_000
+    for name, value, least, most in (("--sac-steps", sac_steps, 1, big), ("--transitions", transitions, 1, big),
+                                     ("--eval-every", eval_every, 1, big), ("--eval-episodes", eval_episodes, 1, 1000),
+                                     ("--learning-starts", learning_starts, 0, big),
+                                     ("--train-freq", train_freq, 1, 1_000_000)):
+        check_count(value, name, least, most)
+    check_count(seed, "--seed", 0, 2**31 - 1, "seeds are 32-bit")
     spec = info.env
     cfg = MakeConfig(env=spec.name, sac_steps=sac_steps, transitions=transitions, seed=seed,
                      eval_every=eval_every, eval_episodes=eval_episodes, learning_starts=learning_starts,

@@ -21,7 +21,7 @@ import numpy as np
 from mdpt.errors import MDPTError
 from mdpt.evaluation import stats
 from mdpt.experiments.report import _figure, _save, load_run
-from mdpt.experiments.reproduce import STUDIES
+from mdpt.experiments.reproduce import STUDIES, read_protocol, transfer_cells
 from mdpt.io import read_json, temp_prefix, write_bytes_atomic, write_json_atomic
 from mdpt.settings import flatten
 
@@ -122,7 +122,7 @@ def _series(run: dict, variant: str) -> list[tuple[int, np.ndarray]]:
 
 def load(out: Path) -> dict:
     """{dataset: {run name: loaded run}} and the transfer cells of every dataset."""
-    protocol = read_json(out / "protocol.json", "reproduction plan")
+    protocol = read_protocol(out)
     runs: dict[str, dict] = {}
     trained: list[str] = []
     for key in protocol["runs"]:
@@ -139,7 +139,7 @@ def load(out: Path) -> dict:
                 runs.setdefault(dataset, {})[name] = run
     transfer = {}
     for path in sorted((out / "transfer").glob("*.json")) if (out / "transfer").exists() else []:
-        transfer[path.stem] = read_json(path, "transfer results")["cells"]
+        transfer[path.stem] = transfer_cells(path)
     datasets = {path.stem: read_json(path, "dataset statistics")
                 for path in (sorted((out / "data").glob("*.json")) if (out / "data").exists() else [])}
     return {"protocol": protocol["protocol"], "runs": runs, "transfer": transfer, "data": datasets,

@@ -114,7 +114,20 @@ class Protocol:
             raise MDPTError(f"--swap-candidates must be >= 1, got {self.swap_candidates}")
         if not 1 <= self.ensemble_k <= self.seeds:
             raise MDPTError(f"--ensemble-k must be in 1..--seeds ({self.seeds}): the members are iql-b's seeds")
+        for key in overridden_settings(self):
+            raise MDPTError(f"{key} (--set/--config): every policy run of the plan sets its own {key}, so this value "
+                            "would be ignored; choose it with this command's flag instead (see --help)")
         return self
+
+
+def overridden_settings(p: Protocol) -> list[str]:
+    """The settings under every run (`base`: --set, --config) that the plan overrides in each of its policy
+    runs: values a user gave that no run would use."""
+    from mdpt.settings import flatten
+
+    base = flatten(p.base)
+    runs = [flatten(it.settings) for it in plan(p, Path("runs")) if it.algo]
+    return [key for key, value in base.items() if runs and all(r.get(key, value) != value for r in runs)]
 
 
 def dataset_dir(dataset: str) -> str:
@@ -243,6 +256,31 @@ def planned_swaps(p: Protocol) -> list[Swap]:
     return out
 
 
+def read_protocol(out: Path) -> dict:
+    """out/protocol.json, checked: {protocol: {...}, runs: [dataset/run, ...], root}."""
+    path = Path(out) / "protocol.json"
+    saved = read_json(path, "reproduction plan")
+    if not (isinstance(saved, dict) and isinstance(saved.get("protocol"), dict)
+            and isinstance(saved.get("runs"), list) and all(isinstance(k, str) and "/" in k for k in saved["runs"])):
+        raise MDPTError(f"{path}: damaged reproduction plan (not the object mdpt reproduce writes); run the "
+                        "mdpt reproduce command that made this directory again (without --report-only): it "
+                        "rewrites the plan and keeps every finished run")
+    return saved
+
+
+def transfer_cells(path: Path) -> dict:
+    """The swaps cached in out/transfer/<dataset>.json ({} when none), checked."""
+    if not path.exists():
+        return {}
+    cache = read_json(path, "transfer results")
+    cells = cache.get("cells") if isinstance(cache, dict) else None
+    if not isinstance(cells, dict) or not all(isinstance(c, dict) and isinstance(c.get("scores"), list)
+                                              for c in cells.values()):
+        raise MDPTError(f"{path}: damaged transfer cache (its cells are missing or not mdpt's); delete it and run "
+                        "the same command again: its guidance swaps are evaluated again")
+    return cells
+
+
 def run_state(run_dir: Path) -> str:
     """'done' (summary written, finished), 'trained' (trained elsewhere, not evaluated), 'partial', 'new'."""
     summary = run_dir / "summary.json"
@@ -333,7 +371,7 @@ class Reproduction:
         out = []
         for ds in self.p.datasets:
             path = self.out / "transfer" / f"{dataset_dir(ds)}.json"
-            cells = read_json(path, "transfer results")["cells"] if path.exists() else {}
+            cells = transfer_cells(path)
             out += [sw for sw in planned_swaps(self.p) if not self._cached(cells, sw.key)]
         return out
 
@@ -361,10 +399,10 @@ class Reproduction:
         import jax
 
         from mdpt.experiments.config import RunConfig
-        from mdpt.experiments.rundir import RunLock, claim_folder
+        from mdpt.experiments.rundir import RunLock, claim_folder, remove_empty, undo_claim
         from mdpt.io import is_temp_name
 
-        claim_folder(self.out, REPRODUCTION_ENTRIES, "reproduction directory")
+        created = claim_folder(self.out, REPRODUCTION_ENTRIES, "reproduction directory")
         self.out.mkdir(parents=True, exist_ok=True)
         with RunLock(self.out, "reproduction directory"):
             for stale in self.out.glob(".report.*"):  # a report a kill cut short (the old one stands)
@@ -375,9 +413,15 @@ class Reproduction:
                 self.log(f"reproduce: this directory was moved (e.g. from the training machine); the stage-1 paths "
                          f"of {moved} run(s) now point inside it")
             backend = jax.default_backend()
-            estimate = self.check_budget(budget_hours, backend, train_only)
-            items = self.planned()
-            configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
+            try:  # everything is checked before the plan is written: a refused call changes nothing
+                estimate = self.check_budget(budget_hours, backend, train_only)
+                items = self.planned()
+                configs = {it.key: RunConfig.from_dict(it.settings) for it in items}
+                self.check_plan(items, configs)
+            except MDPTError:
+                undo_claim(self.out)
+                remove_empty(created)
+                raise
             write_json_atomic(self.out / "protocol.json", {"protocol": _protocol_json(self.p),
                                                            "runs": [it.key for it in items],
                                                            "root": str(self.out.resolve())})
@@ -411,6 +455,23 @@ class Reproduction:
 
             return write_report(self.out)
 
+    def check_plan(self, items: list[Planned], configs: dict) -> None:
+        """Every dataset is found, and every run already in the directory is the one this plan would train."""
+        from mdpt.data.load import check_source
+        from mdpt.experiments.runner import Run
+
+        for ds in self.p.datasets:
+            check_source(ds)
+        for it in items:
+            if not Run(self.runs_dir / it.key, configs[it.key], resume=True).continues():
+                path = self.out / "protocol.json"
+                saved = read_protocol(self.out)["protocol"] if path.exists() else {}
+                new = _protocol_json(self.p)
+                options = [f"{k} {new[k]} (here: {saved[k]})" for k in new if k in saved and saved[k] != new[k]]
+                raise MDPTError(f"{self.runs_dir / it.key}: made with other options than this call's "
+                                f"({', '.join(options[:3]) or 'their settings differ'}); repeat the options this "
+                                "directory was made with (its report gives the command), or choose another --out")
+
     def _skipped(self, it: Planned, train_only: bool) -> bool:
         state = run_state(self.runs_dir / it.key)
         return state == "done" or (train_only and state == "trained")
@@ -443,8 +504,7 @@ class Reproduction:
     def swaps(self, dataset: str) -> Path:
         """Step-matched guidance swaps of one dataset, each evaluated once (cached in transfer/)."""
         path = self.out / "transfer" / f"{dataset}.json"
-        cache = read_json(path, "transfer results") if path.exists() else {"cells": {}}
-        cells = cache["cells"]
+        cells = transfer_cells(path)
         todo = {key: job for key, job in self._swap_jobs(dataset).items() if not self._cached(cells, key)}
         for i, (key, job) in enumerate(todo.items()):
             eta = estimate_seconds([], self.p, "cpu", [j["swap"] for j in list(todo.values())[i:]])
@@ -523,7 +583,10 @@ def relocate(out: Path) -> int:
     moved, e.g. copied from the GPU machine that trained it to the machine that evaluates it; the
     number of runs changed. Their config.json otherwise no longer matches the planned config."""
     path = out / "protocol.json"
-    saved = read_json(path, "reproduction plan") if path.exists() else {}
+    try:
+        saved = read_json(path, "reproduction plan") if path.exists() else {}
+    except MDPTError:  # damaged: this call writes it again
+        saved = {}
     old, new = saved.get("root") if isinstance(saved, dict) else None, str(out.resolve())
     if not old or old == new:
         return 0

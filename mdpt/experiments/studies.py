@@ -87,10 +87,13 @@ class StudyOptions:
 
     def protocol(self, study: str):
         """The reproduction protocol restricted to one study on one dataset."""
-        from mdpt.experiments.config import apply_overrides
+        from mdpt import presets
+        from mdpt.experiments.config import RunConfig, apply_overrides
         from mdpt.experiments.reproduce import Protocol
+        from mdpt.settings import unalias
 
-        base = apply_overrides(dict(self.overrides or {}), self.sets)
+        base = presets.merge(unalias(RunConfig, dict(self.overrides or {}), "--config"),
+                             unalias(RunConfig, apply_overrides({}, self.sets), "--set"))
         if self.allow_data_mismatch:
             base["allow_data_mismatch"] = True
         every = self.eval_every or self.steps
@@ -111,6 +114,8 @@ def run_study(name: str, o: StudyOptions, log: Callable | None = None) -> Path:
         raise MDPTError(f"unknown study {name!r}; use one of: {', '.join(STUDIES)}")
     if o.seeds < 1 or o.steps < 1:
         raise MDPTError("--steps and --seeds must be >= 1")
+    if o.eval_episodes < 1:  # before the protocol, which names it after the reproduction's flags
+        raise MDPTError(f"--eval-episodes must be >= 1, got {o.eval_episodes}")
     return Reproduction(o.protocol(name), o.out, log=log, progress=o.progress).execute()
 
 
