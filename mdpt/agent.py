@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import jax
@@ -23,7 +22,7 @@ import numpy as np
 from mdpt import presets
 from mdpt.artifacts import Artifact, check_compatible
 from mdpt.errors import MDPTError
-from mdpt.settings import setting
+from mdpt.settings import check_count, check_number, setting
 
 SELECTORS = ("softmax", "argmax", "none")
 CRITICS = ("target", "online")
@@ -53,17 +52,9 @@ class SelectorConfig:
             raise MDPTError(f"unknown selector {self.selector!r}; use one of: {', '.join(SELECTORS)}")
         if self.selector != "none" and not has_guidance:
             raise MDPTError(f"selector {self.selector!r} needs a guidance module (--guidance DIR), or use --selector none")
-        if self.candidates is None or not 1 <= self.candidates <= MAX_CANDIDATES:
-            raise MDPTError(f"candidates must be in 1..{MAX_CANDIDATES}, got {self.candidates}")
-        for name in ("beta", "temperature", "cfg_weight"):
-            value = getattr(self, name)
-            if value is None or not math.isfinite(value):
-                raise MDPTError(f"{name} must be a finite number, got {value}")
-        if self.beta < 0 or self.temperature < 0:
-            raise MDPTError("beta and temperature must be >= 0")
+        check_count(self.candidates, "candidates", 1, MAX_CANDIDATES)
         for name, limit in SELECTION_LIMITS.items():
-            if abs(getattr(self, name)) > limit:
-                raise MDPTError(f"{name} {getattr(self, name):g} is beyond its limit {limit:g}")
+            check_number(getattr(self, name), name, -limit if name == "cfg_weight" else 0.0, limit)
         if self.critic not in CRITICS:
             raise MDPTError(f"unknown critic {self.critic!r}; use one of: {', '.join(CRITICS)}")
         if self.ensemble not in ENSEMBLES:

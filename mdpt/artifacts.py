@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from mdpt.errors import MDPTError
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.io import flatten_tree, load_params, read_json, save_params, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig
+from mdpt.settings import shown
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.safetensors"
@@ -56,8 +58,10 @@ class Artifact:
         """Keep one seed (still with a seed axis of size 1), or all when None."""
         if seed_index is None:
             return self
-        if not 0 <= seed_index < self.num_seeds:
-            raise MDPTError(f"{self.path}: seed index {seed_index} out of range; it holds {self.num_seeds} seeds")
+        if isinstance(seed_index, bool) or not isinstance(seed_index, numbers.Integral) \
+                or not 0 <= seed_index < self.num_seeds:
+            raise MDPTError(f"{self.path}: seed index {shown(seed_index)} out of range; it holds {self.num_seeds} seeds "
+                            f"(0..{self.num_seeds - 1})")
         params = jax.tree.map(lambda x: x[seed_index : seed_index + 1], self.params)
         meta = {**self.meta, "seeds": [self.meta["seeds"][seed_index]]}
         return Artifact(self.module, params, self.normalizer, meta, self.path, self.records)

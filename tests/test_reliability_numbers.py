@@ -255,3 +255,51 @@ def test_data_make_seed_minus_one_is_one_line_and_leaves_nothing(tmp_path, run_c
     code, _, err = run_cli("data", "make", "bullet-hopper-medium-v0", "--seed", "-1", "--out", tmp_path / "out")
     assert code == 2 and err.count("\n") == 1 and "--seed" in err
     assert not (tmp_path / "out").exists()
+
+
+API_BAD = (float("nan"), float("inf"), -float("inf"), 10**30, 1e300, "3", True, [1], None, -1, 1.5, 0)
+
+
+def test_agent_and_loaders_refuse_bad_numbers():
+    """The Agent's selection numbers and a loader's seed index, from Python: MDPTError, one line."""
+    from test_preflight import tiny_artifacts
+
+    from mdpt.agent import Agent, SelectorConfig
+
+    policy, guidance = tiny_artifacts(seeds=2)
+    valid = {"candidates": (None,), "beta": (None, 0, 1.5), "temperature": (None, 0, 1.5),
+             "cfg_weight": (0, 1.5, -1)}  # None: the module's own preset
+    for name, ok in valid.items():
+        for value in API_BAD:
+            if any(value is v or (type(value) is type(v) and value == v) for v in ok):
+                continue
+            with pytest.raises(MDPTError, match=name) as e:
+                Agent(policy, guidance, SelectorConfig(**{"candidates": 2, name: value}))
+            assert "\n" not in str(e.value)
+    for value in (*API_BAD, 2):  # 2: the policy holds seeds 0 and 1
+        if value is None or (type(value) is int and value == 0):
+            continue
+        with pytest.raises(MDPTError, match="seed index") as e:
+            policy.select(value)
+        assert "\n" not in str(e.value)
+    import dataclasses
+
+    with_seeds = dataclasses.replace(policy, meta={**policy.meta, "seeds": [0, 1]})
+    assert with_seeds.select(np.int64(1)).meta["seeds"] == [1]
+
+
+def test_train_refuses_a_config_made_directly_with_bad_values(tmp_path):
+    import dataclasses
+
+    import mdpt
+
+    config = RunConfig.from_dict({"dataset": "bullet-hopper-medium-v0", "algo": "dql"})
+    for change in ({"steps": 1.5}, {"seeds": float("nan")}, {"batch_size": "8"}, {"seed": -1},
+                   {"policy": dataclasses.replace(config.policy, lr=float("inf"))},
+                   {"selector": dataclasses.replace(config.selector, beta=1e300)}):
+        with pytest.raises(MDPTError) as e:
+            mdpt.train(dataclasses.replace(config, **change), tmp_path / "run")
+        assert "\n" not in str(e.value)
+    with pytest.raises(MDPTError, match="expected a mapping of settings"):
+        mdpt.train([1, 2], tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -175,6 +175,7 @@ class RunConfig:
         return self.guidance.resolved()
 
     def validate(self) -> RunConfig:
+        build(RunConfig, self.to_json(), "config")  # a tree made directly (Python API) gets a file's type checks
         if not self.dataset:
             raise MDPTError("no dataset: pass --dataset ID or set `dataset:` in --config")
         positive = {"steps": self.steps, "seeds": self.seeds, "batch_size": self.batch_size, "chunk": self.chunk,

@@ -97,6 +97,10 @@ class Protocol:
 
         if not self.datasets:
             raise MDPTError("no datasets: pass --datasets ID,... (or 'all' with datasets in the data directory)")
+        for name, values in (("--datasets", self.datasets), ("--algos", self.algos)):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise MDPTError(f"{name}: {twice[0]} is given twice; name each once")
         bad = [a for a in self.algos if a not in POLICY_ALGOS or a == "cfg"]
         if bad or not self.algos:
             raise MDPTError(f"unknown algo {bad[0] if bad else ''!r}; use any of: dql, idql, edp")
