@@ -123,6 +123,11 @@ class Agent:
     def __init__(self, policy: Artifact, guidance: Artifact | list[Artifact] | None, selector: SelectorConfig,
                  allow_mismatch: bool = False):
         guides = [] if guidance is None else list(guidance) if isinstance(guidance, list | tuple) else [guidance]
+        for what, art in (("policy", policy), *(("guidance", g) for g in guides)):
+            if not isinstance(art, Artifact):
+                raise MDPTError(f"{what} must be an artifact (mdpt.load_{what}(DIR)), got {type(art).__name__}")
+        if not isinstance(selector, SelectorConfig):
+            raise MDPTError(f"selector must be a SelectorConfig, got {type(selector).__name__}")
         selector, sources = resolve_selector(selector, policy, guides[0] if guides else None)
         selector.validate(bool(guides))
         if selector.selector == "none":

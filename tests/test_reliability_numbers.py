@@ -276,6 +276,9 @@ def test_agent_and_loaders_refuse_bad_numbers():
             with pytest.raises(MDPTError, match=name) as e:
                 Agent(policy, guidance, SelectorConfig(**{"candidates": 2, name: value}))
             assert "\n" not in str(e.value)
+    for args in (("runs/x", guidance, SelectorConfig()), (policy, ["runs/g"], SelectorConfig()), (policy, None, {})):
+        with pytest.raises(MDPTError, match="must be an artifact|must be a SelectorConfig"):
+            Agent(*args)
     for value in (*API_BAD, 2):  # 2: the policy holds seeds 0 and 1
         if value is None or (type(value) is int and value == 0):
             continue

@@ -310,3 +310,14 @@ def test_other_outputs_at_a_user_folder_are_refused_and_nothing_in_it_changes(co
     code, _, err = run_cli(*argv)
     assert "holds files that are not an mdpt" in one_line(code, err) and "choose a new or empty --out" in err
     assert snapshot(folder) == before
+
+
+def test_data_make_never_replaces_a_dataset_it_did_not_make(tmp_path, run_cli):
+    from conftest import d4rl_arrays, write_raw_hdf5
+
+    folder = tmp_path / "data"
+    write_raw_hdf5(folder / "bullet-hopper-expert-v0.hdf5", d4rl_arrays(), {"env_id": "HopperBulletEnv-v0"})
+    before = snapshot(folder)
+    code, _, err = run_cli("data", "make", "bullet-hopper-medium-expert-v0", "--out", folder)
+    assert "bullet-hopper-expert-v0.hdf5: exists and was not made by mdpt data make" in one_line(code, err)
+    assert snapshot(folder) == before  # no work folder either

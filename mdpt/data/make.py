@@ -51,6 +51,22 @@ class MakeResult:
     log: dict = field(default_factory=dict)
 
 
+def _check_replaceable(path: Path) -> None:
+    """`path` is absent or a file an earlier `mdpt data make` wrote (its attrs say so); else one line."""
+    if not path.exists():
+        return
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            made_by = f.attrs.get("made_by")
+    except OSError:
+        made_by = None
+    if made_by != "mdpt data make":
+        raise MDPTError(f"{path}: exists and was not made by mdpt data make (e.g. a downloaded dataset); move it "
+                        "away or choose another --out")
+
+
 def make_dataset(
     dataset_id: str,
     out_dir: str | os.PathLike | None = None,
@@ -85,6 +101,8 @@ def make_dataset(
                      eval_every=eval_every, eval_episodes=eval_episodes, learning_starts=learning_starts,
                      train_freq=train_freq)
     out = Path(out_dir).expanduser() if out_dir else default_data_dir()
+    for quality in QUALITY_FILES[info.quality]:  # before hours of SAC: never replace a file that is not ours
+        _check_replaceable(out / f"bullet-{spec.name}-{quality}-v0.hdf5")
     digest = hashlib.sha256(json.dumps(cfg.training_key(), sort_keys=True).encode()).hexdigest()[:10]
     work_dir = out / ".mdpt-make" / f"{spec.name}-seed{seed}-{digest}"
     run = WorkDir(work_dir)
