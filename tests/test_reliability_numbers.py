@@ -306,3 +306,15 @@ def test_train_refuses_a_config_made_directly_with_bad_values(tmp_path):
     with pytest.raises(MDPTError, match="expected a mapping of settings"):
         mdpt.train([1, 2], tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("field", ["seeds", "seed", "steps", "eval_every", "curve_episodes", "final_episodes",
+                                   "transfer_points", "ensemble_k", "curve_candidates", "eval_max_steps",
+                                   "unfreeze_at", "swap_candidates"])
+def test_a_reproduction_protocol_from_python_refuses_bad_numbers(field):
+    from mdpt.experiments.reproduce import Protocol
+
+    for value in (1.5, float("nan"), float("inf"), -1, "3", True, 10**30):
+        with pytest.raises(MDPTError, match=f"--{field.replace('_', '-')}") as e:
+            Protocol(datasets=("bullet-hopper-medium-v0",), **{field: value}).validate()
+        assert "\n" not in str(e.value)

@@ -122,7 +122,7 @@ def test_study_names_its_own_flag_and_refuses_set_steps(tiny_hopper_hdf5, tmp_pa
     base = ["study", "gfdt-vs-joint", "--dataset", tiny_hopper_hdf5, "--out", tmp_path / "s"]
     code, _, err = run_cli(*base, "--eval-episodes", "0")
     assert code == 2 and "--eval-episodes" in err and "--curve-episodes" not in err and err.count("\n") == 1
-    with pytest.raises(MDPTError, match="--eval-episodes must be >= 1"):
+    with pytest.raises(MDPTError, match="--eval-episodes must be in 1..1000, got 0"):
         run_study("gfdt-vs-joint", StudyOptions(str(tiny_hopper_hdf5), tmp_path / "s", ["dql"], eval_episodes=0))
     code, _, err = run_cli(*base, "--steps", "4", "--set", "steps=8")
     assert "steps (--set/--config): every policy run of the plan sets its own steps" in one_line(code, err)

@@ -106,9 +106,12 @@ class Protocol:
             raise MDPTError(f"unknown algo {bad[0] if bad else ''!r}; use any of: dql, idql, edp")
         if self.stage1 not in STAGE1:
             raise MDPTError(f"unknown stage-1 guidance {self.stage1!r}; use one of: {', '.join(STAGE1)}")
-        for name in ("seeds", "steps", "eval_every", "curve_episodes", "final_episodes", "transfer_points"):
-            if getattr(self, name) < 1:
-                raise MDPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        from mdpt.settings import check_count
+
+        for name in ("seeds", "steps", "eval_every", "curve_episodes", "final_episodes", "transfer_points", "seed",
+                     "ensemble_k", "curve_candidates", "eval_max_steps", "unfreeze_at", "swap_candidates"):
+            if getattr(self, name) is not None or name in ("seed", "seeds", "steps"):  # None: an option left unset
+                check_count(getattr(self, name), f"--{name.replace('_', '-')}", int(name != "seed"), 2**31 - 1)
         if self.eval_every > self.steps:
             raise MDPTError(f"--eval-every {self.eval_every} is beyond --steps {self.steps}: no learning curve")
         bad = [x for x in self.studies if x not in STUDIES]

@@ -108,14 +108,15 @@ def run_study(name: str, o: StudyOptions, log: Callable | None = None) -> Path:
     """One of the paper's studies on one dataset: the reproduction's protocol restricted to the
     runs (and guidance swaps) that study needs, with the same report."""
     log = log or LOG.info
+    from mdpt.evaluation.api import MAX_EPISODES
     from mdpt.experiments.reproduce import Reproduction
+    from mdpt.settings import check_count
 
     if name not in STUDIES:
         raise MDPTError(f"unknown study {name!r}; use one of: {', '.join(STUDIES)}")
     if o.seeds < 1 or o.steps < 1:
         raise MDPTError("--steps and --seeds must be >= 1")
-    if o.eval_episodes < 1:  # before the protocol, which names it after the reproduction's flags
-        raise MDPTError(f"--eval-episodes must be >= 1, got {o.eval_episodes}")
+    check_count(o.eval_episodes, "--eval-episodes", 1, MAX_EPISODES)  # the protocol would name reproduce's flag
     return Reproduction(o.protocol(name), o.out, log=log, progress=o.progress).execute()
 
 
