@@ -127,24 +127,27 @@ def env_number(name: str, default: float, lo: float, hi: float, unit: str = "") 
 
 
 MAX_NODES = 100_000  # values a settings file may hold, counted as written out (aliases expanded)
+MAX_DEPTH = 32  # levels of nesting (settings have three; a sweep grid's values one more)
 
 
 def check_size(data, where: str, limit: int = MAX_NODES) -> None:
     """Refuse a structure that expands to more than `limit` values (a YAML file whose aliases nest,
-    e.g. nine lines that expand to 10^9 strings): counted as written out, stopping at the limit."""
+    e.g. nine lines that expand to 10^9 strings), counted as written out and stopping at the limit, or
+    that nests deeper than MAX_DEPTH."""
     seen = 0
-    stack = [data]
+    stack = [(data, 0)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         seen += 1
         if seen > limit:
             raise MDPTError(f"{where}: more than {limit} values once its aliases (&name / *name) are expanded; "
                             "a settings file holds far fewer: write it out without nested aliases")
+        if depth > MAX_DEPTH:
+            raise MDPTError(f"{where}: nested more than {MAX_DEPTH} levels deep; settings nest a few levels")
         if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
+            stack.extend((x, depth + 1) for x in (*node.keys(), *node.values()))
         elif isinstance(node, list | tuple):
-            stack.extend(node)
+            stack.extend((x, depth + 1) for x in node)
 
 
 def shown(value, limit: int = 80) -> str:

@@ -143,7 +143,7 @@ def config_from_flags(args: argparse.Namespace) -> dict:
         if not _is_str(hints[name]):
             try:
                 value = yaml.safe_load(raw) if isinstance(raw, str) else raw
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):  # kept as text: the type check refuses it in one line
                 value = raw
         set_dotted(out, name, value, f"--{name}")
     return out

@@ -28,7 +28,7 @@ from mdpt.errors import MDPTError
 from mdpt.evaluation.api import MAX_EPISODES
 from mdpt.guidance.module import GuidanceConfig
 from mdpt.policies.module import POLICY_ALGOS, PolicyConfig
-from mdpt.settings import build, check_size, flatten, set_dotted, setting, to_dict, unalias
+from mdpt.settings import build, check_size, flatten, set_dotted, setting, shown, to_dict, unalias
 
 MODES = ("joint", "guidance-first")
 EVAL_VARIANTS = ("guided", "unguided", "random-guidance")
@@ -322,6 +322,8 @@ def load_yaml(path: str | Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise MDPTError(f"{path}: invalid YAML{at}") from None
+    except RecursionError:
+        raise MDPTError(f"{path}: nested too deeply for a settings file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise MDPTError(f"{path}: cannot read the config file ({e.__class__.__name__})") from None
     if data is None:
@@ -340,9 +342,11 @@ def parse_override(item: str) -> tuple[str, object]:
         raise MDPTError(f"--set {item!r}: expected KEY=VALUE")
     key, raw = item.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise MDPTError(f"--set {item!r}: value is not valid YAML") from None
+        value = yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError):
+        raise MDPTError(f"--set {shown(item)}: value is not valid YAML, or nested too deeply") from None
+    check_size(value, f"--set {key.strip()}")
+    return key.strip(), value
 
 
 def apply_overrides(d: dict, items) -> dict:
