@@ -117,13 +117,12 @@ class Protocol:
         bad = [x for x in self.studies if x not in STUDIES]
         if bad or not self.studies:
             raise MDPTError(f"unknown study {bad[0] if bad else ''!r}; use any of: {', '.join(STUDIES)}")
-        if self.swap_candidates is not None and self.swap_candidates < 1:
-            raise MDPTError(f"--swap-candidates must be >= 1, got {self.swap_candidates}")
         if not 1 <= self.ensemble_k <= self.seeds:
             raise MDPTError(f"--ensemble-k must be in 1..--seeds ({self.seeds}): the members are iql-b's seeds")
-        for key in overridden_settings(self):
-            raise MDPTError(f"{key} (--set/--config): every policy run of the plan sets its own {key}, so this value "
-                            "would be ignored; choose it with this command's flag instead (see --help)")
+        ignored = overridden_settings(self)
+        if ignored:
+            raise MDPTError(f"{ignored[0]} (--set/--config): every policy run of the plan sets its own {ignored[0]}, so "
+                            "this value would be ignored; choose it with this command's flag instead (see --help)")
         return self
 
 
