@@ -241,10 +241,10 @@ def test_the_runs_evaluation_is_checked_before_training(tiny_dataset, tmp_path, 
         "candidates": MAX_CANDIDATES, "eval_episodes": 500, "eval_variants": ["guided"]})
     monkeypatch.setenv(LIMIT, "256M")
     with pytest.raises(MDPTError) as e:
-        Run(tmp_path, config, progress=False, log=lambda *a: None, dataset=tiny_dataset).execute()
+        Run(tmp_path / "run", config, progress=False, log=lambda *a: None, dataset=tiny_dataset).execute()
     need, have = numbers(str(e.value))
     assert have == 2**28 < need and "evaluation's act step (2 seeds x 500 episodes x 10000 candidates)" in str(e.value)
-    assert not (tmp_path / "metrics.jsonl").exists() or (tmp_path / "metrics.jsonl").read_text() == ""
+    assert not (tmp_path / "run").exists()  # (tmp_path holds the dataset file: not a run directory)
 
 
 # ----------------------------------------------------------------------------- 2. counters
