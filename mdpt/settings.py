@@ -91,7 +91,7 @@ def _once(named: dict[str, str], setting: str, key: str, where: str) -> None:
 def check_count(value, name: str, lo: int = 1, hi: int = 2**31 - 1, why: str = "") -> int:
     """`value` as a whole number in lo..hi, else a one-line MDPTError naming `name` (for arguments of the
     Python API and the command line's numeric flags alike)."""
-    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and _finite(value)
                                                     and value == int(value))
     if isinstance(value, bool) or not whole:
         raise MDPTError(f"{name} must be a whole number, got {shown(value)}")
@@ -105,10 +105,18 @@ def check_number(value, name: str, lo: float, hi: float, why: str = "") -> float
     """`value` as a finite number in lo..hi, else a one-line MDPTError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise MDPTError(f"{name} must be a number, got {shown(value)}")
-    if not (math.isfinite(value) and lo <= value <= hi):
+    if not (_finite(value) and lo <= value <= hi):
         raise MDPTError(f"{name} must be a finite number in {lo:g}..{hi:g}{f' ({why})' if why else ''}, "
                         f"got {shown(value)}")
     return float(value)
+
+
+def _finite(value) -> bool:
+    """A number that is finite as a float (an integer too large for one is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def env_number(name: str, default: float, lo: float, hi: float, unit: str = "") -> float:
@@ -235,7 +243,7 @@ def coerce(value, hint, where: str, choices: tuple = ()):
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise MDPTError(f"{where}: expected a number, got {shown(value)}")
-        if not math.isfinite(value):
+        if not _finite(value):
             raise MDPTError(f"{where}: expected a finite number, got {shown(value)}")
         out = float(value)
     elif hint is str:

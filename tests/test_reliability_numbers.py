@@ -21,7 +21,8 @@ from mdpt.errors import MDPTError
 from mdpt.experiments.config import FLOAT_LIMITS, INT_LIMITS, RunConfig, resolve_config
 from mdpt.settings import leaves, set_dotted
 
-BAD = ("nan", "NaN", "inf", "-inf", "1e999", "-1", "0", "1e30", "99999999999999999999999", "abc", "", "1.5", "0x10")
+BAD = ("nan", "NaN", "inf", "-inf", "1e999", "-1", "0", "1e30", "99999999999999999999999", "1" + "0" * 400, "abc", "",
+       "1.5", "0x10")
 
 
 def numeric_flags() -> list[tuple[tuple[str, ...], str, argparse.Action]]:
@@ -82,7 +83,8 @@ def _types(hint) -> set:
 
 
 NUMERIC_LEAVES = [(name, hint) for name, _, hint in leaves(RunConfig) if _types(hint) & {int, float}]
-ALWAYS_BAD = (float("nan"), float("inf"), -float("inf"), 1e300, -1e300, 10**30, -(10**30), "abc", "1", True,
+ALWAYS_BAD = (float("nan"), float("inf"), -float("inf"), 1e300, -1e300, 10**30, -(10**30), 10**400, -(10**400), "abc",
+              "1", True,
               [1.0, [2]], {"a": 1})
 
 
@@ -257,7 +259,7 @@ def test_data_make_seed_minus_one_is_one_line_and_leaves_nothing(tmp_path, run_c
     assert not (tmp_path / "out").exists()
 
 
-API_BAD = (float("nan"), float("inf"), -float("inf"), 10**30, 1e300, "3", True, [1], None, -1, 1.5, 0)
+API_BAD = (float("nan"), float("inf"), -float("inf"), 10**30, 10**400, 1e300, "3", True, [1], None, -1, 1.5, 0)
 
 
 def test_agent_and_loaders_refuse_bad_numbers():

@@ -186,9 +186,9 @@ class RunConfig:
         for name, (limit, why) in INT_LIMITS.items():
             value = self._get(name)
             if isinstance(value, int) and value > limit:
-                raise MDPTError(f"{name} {value} is beyond its limit {limit} ({why})")
+                raise MDPTError(f"{name} {shown(value)} is beyond its limit {limit} ({why})")
             if isinstance(value, int) and value < 0:  # no count is negative (most have a higher floor, below)
-                raise MDPTError(f"{name} must be >= 0, got {value}")
+                raise MDPTError(f"{name} must be >= 0, got {shown(value)}")
         for name, (limit, why) in FLOAT_LIMITS.items():
             values = self._get(name)
             for value in values if isinstance(values, tuple) else (values,):
@@ -203,7 +203,7 @@ class RunConfig:
         for name, value in (("eval.every", self.eval.every), ("checkpoint_every", self.checkpoint_every),
                             ("seed", self.seed)):
             if value < 0:
-                raise MDPTError(f"{name} must be >= 0, got {value}")
+                raise MDPTError(f"{name} must be >= 0, got {shown(value)}")
         if self.seed + self.seeds > 2**31 - 1:
             raise MDPTError(f"seeds {self.seed}..{self.seed + self.seeds - 1} exceed the 32-bit seed range")
         s1 = self.stage1
