@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import jax
@@ -23,12 +22,15 @@ import numpy as np
 from mdpt import presets
 from mdpt.artifacts import Artifact, check_compatible
 from mdpt.errors import MDPTError
-from mdpt.settings import setting
+from mdpt.settings import check_count, check_number, setting
 
 SELECTORS = ("softmax", "argmax", "none")
 CRITICS = ("target", "online")
 ENSEMBLES = ("mean", "min")
 MAX_CANDIDATES = 10_000  # candidates per state; each is a policy sample for every env and seed
+# The largest magnitude of each selection number: past these, beta * Q, the initial noise and the cfg
+# mixture overflow float32 for the critics' value ranges (|Q| up to ~1e4 on bullet tasks).
+SELECTION_LIMITS = {"beta": 1e6, "temperature": 1e3, "cfg_weight": 1e3}
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,9 @@ class SelectorConfig:
             raise MDPTError(f"unknown selector {self.selector!r}; use one of: {', '.join(SELECTORS)}")
         if self.selector != "none" and not has_guidance:
             raise MDPTError(f"selector {self.selector!r} needs a guidance module (--guidance DIR), or use --selector none")
-        if self.candidates is None or not 1 <= self.candidates <= MAX_CANDIDATES:
-            raise MDPTError(f"candidates must be in 1..{MAX_CANDIDATES}, got {self.candidates}")
-        for name in ("beta", "temperature", "cfg_weight"):
-            value = getattr(self, name)
-            if value is None or not math.isfinite(value):
-                raise MDPTError(f"{name} must be a finite number, got {value}")
-        if self.beta < 0 or self.temperature < 0:
-            raise MDPTError("beta and temperature must be >= 0")
+        check_count(self.candidates, "candidates", 1, MAX_CANDIDATES)
+        for name, limit in SELECTION_LIMITS.items():
+            check_number(getattr(self, name), name, -limit if name == "cfg_weight" else 0.0, limit)
         if self.critic not in CRITICS:
             raise MDPTError(f"unknown critic {self.critic!r}; use one of: {', '.join(CRITICS)}")
         if self.ensemble not in ENSEMBLES:
@@ -126,6 +123,11 @@ class Agent:
     def __init__(self, policy: Artifact, guidance: Artifact | list[Artifact] | None, selector: SelectorConfig,
                  allow_mismatch: bool = False):
         guides = [] if guidance is None else list(guidance) if isinstance(guidance, list | tuple) else [guidance]
+        for what, art in (("policy", policy), *(("guidance", g) for g in guides)):
+            if not isinstance(art, Artifact):
+                raise MDPTError(f"{what} must be an artifact (mdpt.load_{what}(DIR)), got {type(art).__name__}")
+        if not isinstance(selector, SelectorConfig):
+            raise MDPTError(f"selector must be a SelectorConfig, got {type(selector).__name__}")
         selector, sources = resolve_selector(selector, policy, guides[0] if guides else None)
         selector.validate(bool(guides))
         if selector.selector == "none":
@@ -228,9 +230,14 @@ class Agent:
     def act_async(self, obs: np.ndarray, key: jax.Array) -> jax.Array:
         """Like `act`, but returns the JAX array without waiting for it (JAX dispatches
         asynchronously), so the caller can step simulators while the actions are computed."""
-        obs = jnp.asarray(obs, jnp.float32)
-        if obs.ndim != 3 or obs.shape[0] != self.num_seeds:
-            raise ValueError(f"obs must be (seeds={self.num_seeds}, envs, obs_dim), got {obs.shape}")
+        try:
+            obs = jnp.asarray(obs, jnp.float32)
+        except (TypeError, ValueError):
+            raise MDPTError(f"observations must be an array of numbers, got {type(obs).__name__}") from None
+        want = self.policy.module.obs_dim
+        if obs.ndim != 3 or obs.shape[0] != self.num_seeds or obs.shape[2] != want or obs.shape[1] < 1:
+            raise MDPTError(f"observations must have the shape (seeds={self.num_seeds}, envs, obs_dim={want}), "
+                            f"got {tuple(obs.shape)}")
         return self._act(self.policy.params, self._guidance_params(), obs, key)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from mdpt.errors import MDPTError
 from mdpt.guidance.module import GuidanceConfig, GuidanceModule
 from mdpt.io import flatten_tree, load_params, read_json, save_params, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig, make_policy
+from mdpt.settings import shown
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.safetensors"
@@ -54,8 +56,10 @@ class Artifact:
         """Keep one seed (still with a seed axis of size 1), or all when None."""
         if seed_index is None:
             return self
-        if not 0 <= seed_index < self.num_seeds:
-            raise MDPTError(f"{self.path}: seed index {seed_index} out of range; it holds {self.num_seeds} seeds")
+        if isinstance(seed_index, bool) or not isinstance(seed_index, numbers.Integral) \
+                or not 0 <= seed_index < self.num_seeds:
+            raise MDPTError(f"{self.path}: seed index {shown(seed_index)} out of range; it holds {self.num_seeds} seeds "
+                            f"(0..{self.num_seeds - 1})")
         params = jax.tree.map(lambda x: x[seed_index : seed_index + 1], self.params)
         meta = {**self.meta, "seeds": [self.meta["seeds"][seed_index]]}
         return Artifact(self.module, params, self.normalizer, meta, self.path, self.records)
@@ -164,9 +168,23 @@ def _load(path: str | os.PathLike, expected_type: str, build) -> Artifact:
     except Exception as e:  # any malformed value: the artifact is corrupt, never a crash
         msg = " ".join(str(e).split())[:200]
         raise MDPTError(f"{path / META_FILE}: incomplete or invalid metadata ({e.__class__.__name__}: {msg})") from None
+    _check_env(path, meta)
     params = load_params(path / PARAMS_FILE, digest)
     _check_shapes(path, module, params, len(meta["seeds"]))
     return Artifact(module, params, normalizer, meta, path)
+
+
+def _check_env(path: Path, meta: dict) -> None:
+    """The environment the metadata names has the sizes its parameters were built for (else evaluation
+    would fail deep inside JAX, or step the wrong simulator)."""
+    from mdpt.data.registry import ENVS
+
+    env_id = (meta.get("dataset") or {}).get("env_id")
+    spec = next((e for e in ENVS.values() if env_id in (e.name, e.env_id)), None) if isinstance(env_id, str) else None
+    if spec is not None and (spec.obs_dim, spec.act_dim) != (meta["obs_dim"], meta["act_dim"]):
+        raise MDPTError(f"{path / META_FILE}: names the environment {env_id} (obs {spec.obs_dim}, act {spec.act_dim}) "
+                        f"but its parameters are for obs {meta['obs_dim']}, act {meta['act_dim']}; the artifact is "
+                        "corrupt or was edited")
 
 
 def _check_shapes(path: Path, module, params: dict, num_seeds: int) -> None:

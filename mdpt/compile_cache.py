@@ -43,6 +43,11 @@ def enable_compile_cache(path: str | Path | None = None, min_compile_secs: float
     except OSError as e:
         LOG.debug("compilation cache off: cannot make %s (%s)", folder, e.strerror or e)
         return None
+    problem = _unwritable(folder)
+    if problem:  # checked once here: JAX would warn once per compiled program instead
+        LOG.warning("compilation cache off: cannot write to %s (%s); running without it (set MDPT_COMPILE_CACHE to a "
+                    "writable folder, or off)", folder, problem)
+        return None
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(folder))
@@ -51,3 +56,18 @@ def enable_compile_cache(path: str | Path | None = None, min_compile_secs: float
     if importlib.util.find_spec("filelock") is not None:  # JAX refuses a bound without it (a --no-deps install)
         jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return folder
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in `folder`, or None when they can (a probe file is made and removed)."""
+    import tempfile
+
+    from mdpt.io import temp_prefix
+
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=temp_prefix("probe"))
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None

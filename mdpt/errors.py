@@ -13,7 +13,12 @@ class MDPTError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(" ".join(_cut(word) for word in str(message).split()))
+
+
+def _cut(word: str, limit: int = 200) -> str:
+    """A word of a message cut to `limit` characters: a value a user gave can be megabytes long."""
+    return word if len(word) <= limit else f"{word[:limit - 40]}...{word[-20:]} ({len(word)} characters)"
 
 
 class RunStopped(MDPTError):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
+import os
+import reprlib
 import types
 import typing
 from collections.abc import Iterator
@@ -55,18 +58,119 @@ def aliases(cls) -> dict[str, str]:
     return out
 
 
-def unalias(cls, d: dict) -> dict:
-    """A nested mapping with flat aliases (`eval_every: 5`) moved to their place (`eval: {every: 5}`)."""
+def unalias(cls, d: dict, where: str = "settings") -> dict:
+    """A nested mapping with flat aliases (`eval_every: 5`) moved to their place (`eval: {every: 5}`).
+    One mapping that names a setting twice (`eval_every: 5` and `eval: {every: 10}`, or two aliases
+    of it) is refused: which one was meant is not for key order to decide."""
     table = aliases(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
     out: dict = {}
+    named: dict[str, str] = {}  # dotted setting -> the key that set it
     for key, value in d.items():
-        if key in table and key not in {f.name for f in dataclasses.fields(cls)}:
+        if key in table and key not in fields:
+            _once(named, table[key], str(key), where)
             set_dotted(out, table[key], value, key)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key].update(copy.deepcopy(value))
         else:
-            out[key] = copy.deepcopy(value)
+            if isinstance(value, dict):
+                for sub in value:
+                    if isinstance(sub, str) and f"{key}.{sub}" in table.values():
+                        _once(named, f"{key}.{sub}", f"{key}.{sub}", where)
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key].update(copy.deepcopy(value))
+            else:
+                out[key] = copy.deepcopy(value)
     return out
+
+
+def _once(named: dict[str, str], setting: str, key: str, where: str) -> None:
+    if setting in named:
+        raise MDPTError(f"{where}: {named[setting]} and {key} both set {setting}; keep one of them")
+    named[setting] = key
+
+
+def check_count(value, name: str, lo: int = 1, hi: int = 2**31 - 1, why: str = "") -> int:
+    """`value` as a whole number in lo..hi, else a one-line MDPTError naming `name` (for arguments of the
+    Python API and the command line's numeric flags alike)."""
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and _finite(value)
+                                                    and value == int(value))
+    if isinstance(value, bool) or not whole:
+        raise MDPTError(f"{name} must be a whole number, got {shown(value)}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise MDPTError(f"{name} must be in {lo}..{hi}{f' ({why})' if why else ''}, got {value}")
+    return value
+
+
+def check_number(value, name: str, lo: float, hi: float, why: str = "") -> float:
+    """`value` as a finite number in lo..hi, else a one-line MDPTError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise MDPTError(f"{name} must be a number, got {shown(value)}")
+    if not (_finite(value) and lo <= value <= hi):
+        raise MDPTError(f"{name} must be a finite number in {lo:g}..{hi:g}{f' ({why})' if why else ''}, "
+                        f"got {shown(value)}")
+    return float(value)
+
+
+def _finite(value) -> bool:
+    """A number that is finite as a float (an integer too large for one is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def env_number(name: str, default: float, lo: float, hi: float, unit: str = "") -> float:
+    """The number environment variable `name` holds (`default` when unset or empty), checked like a flag."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = None
+    if value is None or not (math.isfinite(value) and lo <= value <= hi):
+        raise MDPTError(f"{name}={shown(raw)}: expected a number{f' of {unit}' if unit else ''} in {lo:g}..{hi:g}; "
+                        f"unset it for the default ({default:g})")
+    return value
+
+
+MAX_NODES = 100_000  # values a settings file may hold, counted as written out (aliases expanded)
+MAX_DEPTH = 32  # levels of nesting (settings have three; a sweep grid's values one more)
+
+
+def check_size(data, where: str, limit: int = MAX_NODES) -> None:
+    """Refuse a structure that expands to more than `limit` values (a YAML file whose aliases nest,
+    e.g. nine lines that expand to 10^9 strings), counted as written out and stopping at the limit, or
+    that nests deeper than MAX_DEPTH."""
+    seen = 0
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise MDPTError(f"{where}: more than {limit} values once its aliases (&name / *name) are expanded; "
+                            "a settings file holds far fewer: write it out without nested aliases")
+        if depth > MAX_DEPTH:
+            raise MDPTError(f"{where}: nested more than {MAX_DEPTH} levels deep; settings nest a few levels")
+        if isinstance(node, dict):
+            stack.extend((x, depth + 1) for x in (*node.keys(), *node.values()))
+        elif isinstance(node, list | tuple):
+            stack.extend((x, depth + 1) for x in node)
+
+
+def shown(value, limit: int = 80) -> str:
+    """`repr(value)` for a message, cut to about `limit` characters (without building a long repr)."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
+    r.maxlevel = 3
+    return cut(r.repr(value), limit)
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, saying how long it was."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def set_dotted(d: dict, key: str, value, where: str) -> None:
@@ -89,7 +193,7 @@ def build(cls, d: dict, where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in d if k not in fields]
     if unknown:
-        raise MDPTError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(fields)}")
+        raise MDPTError(f"{where}: unknown key {shown(unknown[0])}; known keys: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in d.items():
@@ -126,35 +230,35 @@ def coerce(value, hint, where: str, choices: tuple = ()):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
-            raise MDPTError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise MDPTError(f"{where}: expected a list, got {type(value).__name__} {shown(value)}")
         return tuple(coerce(v, args[0], where, choices) for v in value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise MDPTError(f"{where}: expected true/false, got {value!r}")
+            raise MDPTError(f"{where}: expected true/false, got {shown(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise MDPTError(f"{where}: expected an integer, got {value!r}")
+            raise MDPTError(f"{where}: expected an integer, got {shown(value)}")
         out = value
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise MDPTError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise MDPTError(f"{where}: expected a finite number, got {value!r}")
+            raise MDPTError(f"{where}: expected a number, got {shown(value)}")
+        if not _finite(value):
+            raise MDPTError(f"{where}: expected a finite number, got {shown(value)}")
         out = float(value)
     elif hint is str:
         if not isinstance(value, str):
-            raise MDPTError(f"{where}: expected a string, got {value!r}")
+            raise MDPTError(f"{where}: expected a string, got {shown(value)}")
         out = value
     elif hint is dict or origin is dict:
         if not isinstance(value, dict):
-            raise MDPTError(f"{where}: expected a mapping, got {value!r}")
+            raise MDPTError(f"{where}: expected a mapping, got {shown(value)}")
         return value
     else:
         return value
     if choices and out not in choices:
         name = where.rsplit(".", 1)[-1].replace("_", " ")
-        raise MDPTError(f"{where}: unknown {name} {out!r}; use one of: {', '.join(map(str, choices))}")
+        raise MDPTError(f"{where}: unknown {name} {shown(out)}; use one of: {', '.join(map(str, choices))}")
     return out
 
 

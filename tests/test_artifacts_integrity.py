@@ -154,6 +154,8 @@ def test_damaged_meta_is_refused(guidance_dir, damage):
     (lambda m: m["config"].update(hidden=32), "do not match the recorded architecture"),
     (lambda m: m.update(seeds=[0]), "hold [2] seeds but metadata lists 1"),
     (lambda m: m.pop("files"), "'files'"),
+    (lambda m: m["dataset"].update(env_id="HalfCheetahBulletEnv-v0"),  # evaluation would fail inside JAX
+     "names the environment HalfCheetahBulletEnv-v0 (obs 26, act 6) but its parameters are for obs 15, act 3"),
 ])
 def test_meta_with_unexpected_content_is_refused(guidance_dir, change, match):
     rewrite_meta(guidance_dir, change)

@@ -29,7 +29,7 @@ def test_select_checkpoints():
 
 
 def test_make_validates_arguments(tmp_path):
-    with pytest.raises(MDPTError, match="--sac-steps must be an integer >= 1"):
+    with pytest.raises(MDPTError, match="--sac-steps must be in 1..100000000, got 0"):
         make_dataset(DID, tmp_path, sac_steps=0)
     with pytest.raises(MDPTError, match="unknown dataset id"):
         make_dataset("bullet-hopper-superb-v0", tmp_path)

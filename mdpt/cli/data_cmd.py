@@ -7,6 +7,9 @@ import sys
 
 
 def register(subparsers) -> None:
+    from mdpt.cli.flags import SEED, count
+
+    steps = count(1, 100_000_000)
     data = subparsers.add_parser("data", help="inspect, make and convert offline datasets",
                                  description="Offline datasets in the D4RL layout (bullet family).")
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(data))
@@ -33,18 +36,18 @@ def register(subparsers) -> None:
                                       "interrupted; the same arguments give the same file.")
     make.add_argument("dataset", metavar="ID", help="dataset id, e.g. bullet-hopper-medium-v0 (PyBullet) or "
                       "hopper-medium-v2 (Gymnasium's Hopper-v5)")
-    make.add_argument("--sac-steps", type=int, metavar="N", default=150_000, help="SAC environment steps (default 150000)")
-    make.add_argument("--transitions", type=int, metavar="N", default=100_000,
+    make.add_argument("--sac-steps", type=steps, metavar="N", default=150_000, help="SAC environment steps (default 150000)")
+    make.add_argument("--transitions", type=steps, metavar="N", default=100_000,
                       help="transitions per rollout dataset (default 100000)")
-    make.add_argument("--seed", type=int, metavar="S", default=0, help="seed (default 0); the same seed gives the same file")
+    make.add_argument("--seed", type=SEED, metavar="S", default=0, help="seed (default 0); the same seed gives the same file")
     make.add_argument("--out", metavar="DIR", help="output folder (default: $MDPT_DATA_DIR or ~/.cache/mdpt/datasets)")
-    make.add_argument("--eval-every", type=int, metavar="K", default=10_000, help="checkpoint and evaluate every K steps "
+    make.add_argument("--eval-every", type=steps, metavar="K", default=10_000, help="checkpoint and evaluate every K steps "
                       "(default 10000)")
-    make.add_argument("--eval-episodes", type=int, metavar="E", default=5, help="deterministic episodes per evaluation "
+    make.add_argument("--eval-episodes", type=count(1, 1000), metavar="E", default=5, help="deterministic episodes per evaluation "
                       "(default 5)")
-    make.add_argument("--learning-starts", type=int, metavar="N", default=5000, help="random-action steps before SAC "
+    make.add_argument("--learning-starts", type=count(0, 100_000_000), metavar="N", default=5000, help="random-action steps before SAC "
                       "updates begin (default 5000)")
-    make.add_argument("--train-freq", type=int, metavar="K", default=1, help="env steps per update call, each doing that "
+    make.add_argument("--train-freq", type=count(1, 1_000_000), metavar="K", default=1, help="env steps per update call, each doing that "
                       "many gradient steps (default 1)")
     make.add_argument("--layout", choices=("d4rl", "minari"), default="d4rl",
                       help="d4rl: <out>/<id>.hdf5 (default); minari: a Minari dataset <out>/mdpt/<env>-<family>/<quality>-v0 "

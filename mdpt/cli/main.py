@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (2, its one line printed), --help or --version (0)
+        return e.code if isinstance(e.code, int) else 0
     configure_logging(args.quiet, args.verbose)
     enable_compile_cache()
     try:

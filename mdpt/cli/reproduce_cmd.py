@@ -9,7 +9,7 @@ from mdpt.errors import MDPTError
 
 HELP = """Runs the paper's three studies the way the paper ran them, over the given datasets, and
 writes OUT/report/report.md: per-dataset tables in the paper's form (joint vs GFDT per algorithm:
-last iterate and AUC with CIs, steps to 90%% of joint's final score, time and memory), the
+last iterate and AUC with CIs, steps to 90% of joint's final score, time and memory), the
 guidance-necessity gaps along training (no guidance, random guidance, in training and at
 inference), guidance swaps at matched checkpoints (across seeds, an independent guidance, across
 algorithms in both directions, guidance ensembles) with the change of the seed spread (IQR), and a
@@ -19,8 +19,13 @@ a plan over --budget-hours, 3 a run stopped (NaN or a diverging critic)."""
 
 
 def register(subparsers) -> None:
+    from mdpt.agent import MAX_CANDIDATES
+    from mdpt.cli.flags import SEED, count, number
+    from mdpt.evaluation.api import MAX_ENV_STEPS, MAX_EPISODES
+    from mdpt.experiments.config import MAX_SEEDS, MAX_STEPS
     from mdpt.reproduction.protocol import Protocol
 
+    steps = count(1, MAX_STEPS)
     d = Protocol(datasets=())  # every default below is a field's
     r = subparsers.add_parser("reproduce", help="the paper's three findings, end to end, with one report",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,32 +34,35 @@ def register(subparsers) -> None:
                         "($MDPT_DATA_DIR) (default: all)")
     r.add_argument("--algos", default=",".join(d.algos),
                    help=f"comma-separated: dql, idql, edp (default: {','.join(d.algos)})")
-    r.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds per run, vmapped in one program (default: {d.seeds})")
-    r.add_argument("--seed", type=int, default=d.seed, help=f"first seed (default: {d.seed})")
-    r.add_argument("--steps", type=int, default=d.steps, help=f"gradient steps per run (default: {d.steps})")
-    r.add_argument("--eval-every", type=int, default=d.eval_every, help=f"learning-curve interval (default: {d.eval_every})")
-    r.add_argument("--episodes", type=int, default=d.final_episodes,
+    r.add_argument("--seeds", type=count(1, MAX_SEEDS), default=d.seeds,
+                   help=f"seeds per run, vmapped in one program (default: {d.seeds})")
+    r.add_argument("--seed", type=SEED, default=d.seed, help=f"first seed (default: {d.seed})")
+    r.add_argument("--steps", type=steps, default=d.steps, help=f"gradient steps per run (default: {d.steps})")
+    r.add_argument("--eval-every", type=steps, default=d.eval_every,
+                   help=f"learning-curve interval (default: {d.eval_every})")
+    r.add_argument("--episodes", type=count(1, MAX_EPISODES), default=d.final_episodes,
                    help=f"episodes per seed at the last step (default: {d.final_episodes})")
-    r.add_argument("--curve-episodes", type=int, default=d.curve_episodes,
+    r.add_argument("--curve-episodes", type=count(1, MAX_EPISODES), default=d.curve_episodes,
                    help=f"episodes per seed along the curve (default: {d.curve_episodes})")
-    r.add_argument("--curve-candidates", type=int, help="candidates along the curve (default: each algorithm's)")
-    r.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
+    r.add_argument("--curve-candidates", type=count(1, MAX_CANDIDATES),
+                   help="candidates along the curve (default: each algorithm's)")
+    r.add_argument("--eval-max-steps", type=count(1, MAX_ENV_STEPS), help="cap evaluation episodes at this many env steps")
     r.add_argument("--stage1", choices=["iql", "authors"], default=d.stage1,
                    help="guidance-first's stage 1: iql (policy-independent) or authors (a dql-critic with an "
                         f"untrained actor's next actions and a frozen target, the paper's script) (default: {d.stage1})")
-    r.add_argument("--unfreeze-at", type=int, help="step at which guidance-first's guidance trains on (default: never)")
-    r.add_argument("--ensemble-k", type=int, default=d.ensemble_k,
+    r.add_argument("--unfreeze-at", type=steps, help="step at which guidance-first's guidance trains on (default: never)")
+    r.add_argument("--ensemble-k", type=count(1, MAX_SEEDS), default=d.ensemble_k,
                    help=f"members of the guidance ensembles (default: {d.ensemble_k})")
-    r.add_argument("--transfer-points", type=int, default=d.transfer_points,
+    r.add_argument("--transfer-points", type=steps, default=d.transfer_points,
                    help=f"matched checkpoints (the last N evaluations) for guidance swaps (default: {d.transfer_points})")
-    r.add_argument("--swap-candidates", type=int,
+    r.add_argument("--swap-candidates", type=count(1, MAX_CANDIDATES),
                    help="candidates for every guidance swap, the policy's own guidance re-evaluated at the same "
                         "count and seeds beside it (default: each run's own evaluation settings; on a CPU, IDQL's "
                         "256 candidates make its final-step swaps cost ~30 min each)")
     r.add_argument("--train-every-run", action="store_true",
                    help="also train IDQL's guidance-first policy in full (by default it is the joint run's policy, "
                         "checked bit for bit on its first chunk: IDQL's policy loss never reads its guidance)")
-    r.add_argument("--budget-hours", type=float, help="refuse a plan whose estimate exceeds this")
+    r.add_argument("--budget-hours", type=number(0, 1e6), help="refuse a plan whose estimate exceeds this")
     r.add_argument("--train-only", action="store_true",
                    help="train every run without evaluating (a machine without the simulator, e.g. a GPU box): "
                         "each run keeps its evaluation steps' snapshots and ends 'trained'; the same command "
@@ -87,12 +95,13 @@ def _datasets(spec: str) -> tuple[str, ...]:
 
 
 def protocol_from_args(args):
+    from mdpt import presets
     from mdpt.experiments.config import RunConfig, apply_overrides, load_yaml
     from mdpt.reproduction.protocol import Protocol
     from mdpt.settings import unalias
 
-    base = unalias(RunConfig, load_yaml(args.config)) if args.config else {}
-    base = apply_overrides(base, args.set)
+    base = unalias(RunConfig, load_yaml(args.config), args.config) if args.config else {}
+    base = presets.merge(base, unalias(RunConfig, apply_overrides({}, args.set), "--set"))
     return Protocol(datasets=_datasets(args.datasets), algos=tuple(a.strip() for a in args.algos.split(",") if a.strip()),
                     seeds=args.seeds, seed=args.seed, steps=args.steps, eval_every=args.eval_every,
                     curve_episodes=args.curve_episodes, final_episodes=args.episodes,
@@ -103,10 +112,10 @@ def protocol_from_args(args):
 
 def _record_data(out: Path) -> None:
     """The data's statistics of a reproduction made before they were recorded, where the data is found."""
-    from mdpt.io import read_json
     from mdpt.reproduction.execute import record_data
+    from mdpt.reproduction.protocol import read_protocol
 
-    protocol = read_json(out / "protocol.json", "reproduction plan")["protocol"]
+    protocol = read_protocol(out)["protocol"]
     for dataset in protocol["datasets"]:
         try:
             record_data(out, dataset, env=protocol.get("base", {}).get("env"))

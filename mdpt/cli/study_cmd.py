@@ -9,27 +9,34 @@ from mdpt.errors import MDPTError
 
 
 def register(subparsers) -> None:
+    from mdpt.agent import MAX_CANDIDATES, SELECTION_LIMITS
+    from mdpt.cli.flags import SEED, count, number
+    from mdpt.evaluation.api import MAX_ENV_STEPS, MAX_EPISODES
+    from mdpt.experiments.config import MAX_SEEDS, MAX_STEPS
+
+    steps, seed_index = count(1, MAX_STEPS), count(0, MAX_SEEDS - 1, "an index into the module's seeds")
     e = subparsers.add_parser("evaluate", help="evaluate a saved policy (all seeds in parallel), with or without guidance",
                               description="Unset selection settings come from the modules: the guidance's own rule "
                                           "and beta, the policy's own candidate count and temperature (presets).")
     e.add_argument("--policy", required=True, help="policy directory (or a run directory holding policy/)")
     e.add_argument("--guidance", nargs="+", metavar="DIR",
                    help="guidance module directory; several: an ensemble (see --guidance-ensemble)")
-    e.add_argument("--policy-seed", type=int, help="evaluate only this seed index of the policy")
-    e.add_argument("--guidance-seed", type=int, help="use this seed index of the guidance for every policy seed")
+    e.add_argument("--policy-seed", type=seed_index, help="evaluate only this seed index of the policy")
+    e.add_argument("--guidance-seed", type=seed_index, help="use this seed index of the guidance for every policy seed")
     e.add_argument("--selector", choices=["softmax", "argmax", "none"],
                    help="default: the guidance's own rule (softmax) with --guidance, none without")
-    e.add_argument("--beta", help="softmax inverse temperature (default: the guidance's own)")
-    e.add_argument("--candidates", help="candidate actions per state (default: the policy's own)")
-    e.add_argument("--temperature", help="sampling temperature (default: the policy's own)")
-    e.add_argument("--cfg-weight", default="1.0", help="cfg policies: guidance weight (default: 1.0)")
+    e.add_argument("--beta", type=number(0, SELECTION_LIMITS["beta"]), help="softmax inverse temperature (default: the guidance's own)")
+    e.add_argument("--candidates", type=count(1, MAX_CANDIDATES), help="candidate actions per state (default: the policy's own)")
+    e.add_argument("--temperature", type=number(0, SELECTION_LIMITS["temperature"]), help="sampling temperature (default: the policy's own)")
+    e.add_argument("--cfg-weight", type=number(-SELECTION_LIMITS["cfg_weight"], SELECTION_LIMITS["cfg_weight"]),
+                   default=1.0, help="cfg policies: guidance weight (default: 1.0)")
     e.add_argument("--critic", choices=["target", "online"], default="target",
                    help="score candidates with the target (Polyak) critic or the online one (default: target)")
     e.add_argument("--guidance-ensemble", choices=["mean", "min"], default="mean",
                    help="several guidance modules: combine their min-Q by mean or min (default: mean)")
-    e.add_argument("--episodes", type=int, default=10)
-    e.add_argument("--seed", type=int, default=0, help="env seeds are SEED..SEED+E-1")
-    e.add_argument("--max-steps", type=int, help="cap each episode at this many env steps (default: the env's limit)")
+    e.add_argument("--episodes", type=count(1, MAX_EPISODES), default=10)
+    e.add_argument("--seed", type=SEED, default=0, help="env seeds are SEED..SEED+E-1")
+    e.add_argument("--max-steps", type=count(1, MAX_ENV_STEPS), help="cap each episode at this many env steps (default: the env's limit)")
     e.add_argument("--reference", choices=["d4rl", "dataset", "raw"], default=None,
                    help="score reference (default: the policy's dataset's preset: dataset for Minari ids, else d4rl)")
     e.add_argument("--allow-data-mismatch", action="store_true",
@@ -41,17 +48,17 @@ def register(subparsers) -> None:
     s.add_argument("study", choices=["necessity", "gfdt-vs-joint", "transfer"])
     s.add_argument("--dataset", required=True, help="dataset id or HDF5 path")
     s.add_argument("--algos", default="dql,idql", help="comma-separated algorithms (default dql,idql)")
-    s.add_argument("--steps", type=int, default=100_000)
-    s.add_argument("--seeds", type=int, default=3)
-    s.add_argument("--eval-every", type=int, default=0, help="evaluate every K steps (0: at the end only)")
-    s.add_argument("--eval-episodes", type=int, default=10)
-    s.add_argument("--eval-max-steps", type=int, help="cap evaluation episodes at this many env steps")
+    s.add_argument("--steps", type=steps, default=100_000)
+    s.add_argument("--seeds", type=count(1, MAX_SEEDS), default=3)
+    s.add_argument("--eval-every", type=count(0, MAX_STEPS), default=0, help="evaluate every K steps (0: at the end only)")
+    s.add_argument("--eval-episodes", type=count(1, MAX_EPISODES), default=10)
+    s.add_argument("--eval-max-steps", type=count(1, MAX_ENV_STEPS), help="cap evaluation episodes at this many env steps")
     s.add_argument("--config", help="YAML file of base RunConfig settings")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     s.add_argument("--allow-data-mismatch", action="store_true")
     s.add_argument("--stage1", choices=["iql", "authors"], default="iql",
                    help="guidance-first's stage-1 guidance: iql, or the paper's dql-critic (default: iql)")
-    s.add_argument("--unfreeze-at", type=int, help="step at which guidance-first's guidance trains on")
+    s.add_argument("--unfreeze-at", type=steps, help="step at which guidance-first's guidance trains on")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--out", required=True, help="study directory")
     s.set_defaults(func=run_study_cmd)
@@ -60,9 +67,9 @@ def register(subparsers) -> None:
     w.add_argument("spec", metavar="CONFIG.yaml")
     w.add_argument("--launcher", choices=["local", "ray"], default="local")
     w.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    w.add_argument("--workers", type=int, default=1, help="trials run at once")
-    w.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs each trial asks for (default: 1)")
-    w.add_argument("--gpus-per-trial", type=float, default=0.0,
+    w.add_argument("--workers", type=count(1, 1024), default=1, help="trials run at once")
+    w.add_argument("--cpus-per-trial", type=number(0.01, 1024), default=1.0, help="Ray: CPUs each trial asks for (default: 1)")
+    w.add_argument("--gpus-per-trial", type=number(0, 64), default=0.0,
                    help="Ray: GPUs (or a fraction) each trial asks for; its JAX then takes no more than that share "
                         "of the GPU's memory and may not fall back to the CPU (default: 0, CPU only)")
     w.add_argument("--out", required=True)
@@ -75,8 +82,8 @@ def register(subparsers) -> None:
 
     q = subparsers.add_parser("quickstart", help="the method end to end on a small CPU budget (~10 min)")
     q.add_argument("--out", default="mdpt-quickstart")
-    q.add_argument("--steps", type=int, help="policy and guidance gradient steps")
-    q.add_argument("--seeds", type=int, help="vmapped seeds")
+    q.add_argument("--steps", type=steps, help="policy and guidance gradient steps")
+    q.add_argument("--seeds", type=count(1, MAX_SEEDS), help="vmapped seeds")
     q.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for tests)")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=run_quickstart)
@@ -104,20 +111,8 @@ def _dataset_attrs(meta: dict) -> dict:
 
 def _selector_from_args(args):
     from mdpt.agent import SelectorConfig
-    from mdpt.settings import coerce
 
-    def number(name, kind):
-        raw = getattr(args, name)
-        if raw is None:
-            return None
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise MDPTError(f"--{name.replace('_', '-')}: expected a number, got {raw!r}") from None
-        return coerce(value, kind, f"--{name.replace('_', '-')}")
-
-    return SelectorConfig(args.selector, number("beta", float), number("candidates", int),
-                          number("temperature", float), number("cfg_weight", float), args.critic,
+    return SelectorConfig(args.selector, args.beta, args.candidates, args.temperature, args.cfg_weight, args.critic,
                           args.guidance_ensemble)
 
 
@@ -181,12 +176,13 @@ def run_evaluate(args) -> int:
 
 
 def run_study_cmd(args) -> int:
-    from mdpt.experiments.config import load_yaml
+    from mdpt.experiments.config import RunConfig, load_yaml
     from mdpt.reproduction.studies import StudyOptions, parse_algos, run_study
+    from mdpt.settings import unalias
 
     o = StudyOptions(dataset=args.dataset, out=Path(args.out), algos=parse_algos(args.algos), steps=args.steps,
                      seeds=args.seeds, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                     overrides=load_yaml(args.config) if args.config else None, sets=tuple(args.set),
+                     overrides=unalias(RunConfig, load_yaml(args.config), args.config) if args.config else None, sets=tuple(args.set),
                      eval_max_steps=args.eval_max_steps, allow_data_mismatch=args.allow_data_mismatch,
                      progress=not args.no_progress, stage1=args.stage1, unfreeze_at=args.unfreeze_at)
     path = run_study(args.study, o)
@@ -203,9 +199,12 @@ def run_sweep_cmd(args) -> int:
 
 
 def run_report(args) -> int:
+    from mdpt.experiments.rundir import claim_folder
     from mdpt.reports.report import write_report
 
-    path = write_report(args.runs, args.out)
+    out = Path(args.out)
+    claim_folder(out, lambda name: name == "report.md" or name.endswith(".png"), "report folder")  # else the user's
+    path = write_report(args.runs, out)
     print(f"report: {path}")
     return 0
 

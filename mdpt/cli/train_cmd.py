@@ -69,13 +69,13 @@ def user_settings(args) -> dict:
     from mdpt.experiments.config import RunConfig, apply_overrides, load_yaml
     from mdpt.settings import unalias
 
-    d = unalias(RunConfig, load_yaml(args.config)) if getattr(args, "config", None) else {}
+    d = unalias(RunConfig, load_yaml(args.config), args.config) if getattr(args, "config", None) else {}
     d = presets.merge(d, config_from_flags(args))
     if getattr(args, "no_eval", False):
         d = presets.merge(d, {"eval": {"variants": []}})
     sets: dict = {}
     apply_overrides(sets, getattr(args, "set", []))
-    return presets.merge(d, unalias(RunConfig, sets))
+    return presets.merge(d, unalias(RunConfig, sets, "--set"))
 
 
 def build_config(args, fixed: dict | None = None):

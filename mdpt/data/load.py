@@ -52,11 +52,28 @@ KNOWN_CHECKSUMS: dict[str, tuple[int | None, str | None]] = {}
 def default_data_dir() -> Path:
     """`$MDPT_DATA_DIR` if set, else `~/.cache/mdpt/datasets`."""
     value = os.environ.get(ENV_DATA_DIR, "").strip()
-    return Path(value).expanduser() if value else DEFAULT_DATA_DIR.expanduser()
+    if not value:
+        return DEFAULT_DATA_DIR.expanduser()
+    path = Path(value).expanduser()
+    try:
+        path.exists()
+    except (OSError, ValueError) as e:  # a name the system refuses (too long, a NUL byte)
+        from mdpt.settings import shown
+
+        raise MDPTError(f"{ENV_DATA_DIR}={shown(value)}: not a usable folder name ({getattr(e, 'strerror', None) or e}); "
+                        "point it at the folder that holds the datasets") from None
+    return path
 
 
 def offline() -> bool:
     return os.environ.get(ENV_OFFLINE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def download_timeout() -> float:
+    """Seconds a download may wait for the server (`$MDPT_DOWNLOAD_TIMEOUT`, default 60)."""
+    from mdpt.settings import env_number
+
+    return env_number(ENV_TIMEOUT, 60.0, 0.1, 86_400.0, "seconds")
 
 
 def dataset_url(dataset_id: str) -> str:
@@ -99,9 +116,52 @@ def load_dataset(
         from mdpt.data.minari_io import load_minari_id
 
         return load_minari_id(text, env=env, download=download and not offline(), offline_reason=_no_download())
+    raise _not_found(text)
+
+
+def check_source(id_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                 download: bool = True) -> None:
+    """Refuse, without reading it, a dataset that `load_dataset` would not find: a path that does not
+    exist, an unknown id, or an id whose file is not in the data dir (the Minari root for a Minari id)
+    and may not be downloaded. A command that writes anything checks its datasets with this first."""
+    text = os.fspath(id_or_path)
+    if Path(text).expanduser().exists():
+        return
+    if is_minari_id(text) and text not in DATASET_IDS:
+        from mdpt.data.minari_io import is_minari_dir, minari_root
+
+        if not is_minari_dir(minari_root() / text) and (not download or offline()):
+            raise MDPTError(f"{text}: not found in {minari_root()} and {_no_download()}; download it with "
+                            f"`minari download {text}`, or point MINARI_DATASETS_PATH at the folder that holds it")
+        return
+    if text not in DATASET_IDS:
+        raise _not_found(text)
+    info = parse_dataset_id(text)
+    mismatch = d4rl_mismatch(info)
+    if mismatch:
+        raise MDPTError(mismatch)
+    directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    if (directory / f"{text}.hdf5").exists():
+        return
+    if info.quality == "medium-expert" and info.family == "bullet":
+        prefix = text[: -len("medium-expert-v0")]
+        for part in (f"{prefix}medium-v0", f"{prefix}expert-v0"):
+            check_source(part, directory, download)
+        return
+    if not download or offline():
+        raise _not_local(text, directory)
+
+
+def _not_found(text: str) -> MDPTError:
+    path = Path(text).expanduser()
     if path.suffix in (".hdf5", ".h5") or os.sep in text or text.startswith("."):
-        raise MDPTError(f"{path}: file not found")
-    raise MDPTError(f"{text!r} is neither a file nor a known dataset id; known ids: {', '.join(DATASET_IDS)}")
+        return MDPTError(f"{path}: file not found")
+    return MDPTError(f"{text!r} is neither a file nor a known dataset id; known ids: {', '.join(DATASET_IDS)}")
+
+
+def _not_local(dataset_id: str, directory: Path) -> MDPTError:
+    return MDPTError(f"{dataset_id}: not found in {directory} and {_no_download()}; make it with `mdpt data make {dataset_id} "
+                     f"--out {directory}`, or point {ENV_DATA_DIR} at a folder holding {dataset_id}.hdf5")
 
 
 def _load_by_id(dataset_id: str, env, data_dir, download: bool) -> Dataset:
@@ -124,11 +184,7 @@ def _load_by_id(dataset_id: str, env, data_dir, download: bool) -> Dataset:
         loaded = [_load_by_id(p, None, directory, download) for p in parts]
         return concatenate_datasets(loaded, dataset_id=dataset_id)
     if not download or offline():
-        why = _no_download()
-        raise MDPTError(
-            f"{dataset_id}: not found in {directory} and {why}; make it with `mdpt data make {dataset_id} "
-            f"--out {directory}`, or point {ENV_DATA_DIR} at a folder holding {dataset_id}.hdf5"
-        )
+        raise _not_local(dataset_id, directory)
     download_dataset(dataset_id, directory)
     return _read_d4rl(path, info)
 
@@ -174,10 +230,7 @@ def download_dataset(
     target = directory / f"{dataset_id}.hdf5"
     url = url or dataset_url(dataset_id)
     if timeout is None:
-        try:
-            timeout = float(os.environ.get(ENV_TIMEOUT, "60"))
-        except ValueError:
-            raise MDPTError(f"{ENV_TIMEOUT} must be a number of seconds") from None
+        timeout = download_timeout()
     expected_size, expected_sha = KNOWN_CHECKSUMS.get(dataset_id, (None, None))
     hint = (f"make it locally with `mdpt data make {dataset_id} --out {directory}`, or set {ENV_DATA_DIR} to "
             f"a folder that holds {dataset_id}.hdf5")

@@ -34,6 +34,7 @@ from mdpt.data.rollouts import derive_seed, random_action_returns, rollout
 from mdpt.data.sac_run import MakeConfig, WorkDir, actor_params, select_checkpoints, train_sac
 from mdpt.errors import MDPTError
 from mdpt.io import read_json, versions, write_json_atomic
+from mdpt.settings import check_count
 
 __all__ = ["QUALITY_FILES", "MakeConfig", "MakeResult", "make_dataset", "select_checkpoints"]
 
@@ -54,6 +55,22 @@ class MakeResult:
     completed: bool = True
     resumed_from: int = 0  # SAC step the run resumed from (0: fresh)
     log: dict = field(default_factory=dict)
+
+
+def _check_replaceable(path: Path) -> None:
+    """`path` is absent or a file an earlier `mdpt data make` wrote (its attrs say so); else one line."""
+    if not path.exists():
+        return
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            made_by = f.attrs.get("made_by")
+    except OSError:
+        made_by = None
+    if made_by != "mdpt data make":
+        raise MDPTError(f"{path}: exists and was not made by mdpt data make (e.g. a downloaded dataset); move it "
+                        "away or choose another --out")
 
 
 def make_dataset(
@@ -84,16 +101,20 @@ def make_dataset(
         raise MDPTError(mismatch)
     if layout not in LAYOUTS:
         raise MDPTError(f"unknown layout {layout!r}; use one of: {', '.join(LAYOUTS)}")
-    for name, value, least in (("--sac-steps", sac_steps, 1), ("--transitions", transitions, 1),
-                               ("--eval-every", eval_every, 1), ("--eval-episodes", eval_episodes, 1),
-                               ("--learning-starts", learning_starts, 0), ("--train-freq", train_freq, 1)):
-        if int(value) != value or value < least:
-            raise MDPTError(f"{name} must be an integer >= {least} (got {value})")
+    big = 100_000_000
+    for name, value, least, most in (("--sac-steps", sac_steps, 1, big), ("--transitions", transitions, 1, big),
+                                     ("--eval-every", eval_every, 1, big), ("--eval-episodes", eval_episodes, 1, 1000),
+                                     ("--learning-starts", learning_starts, 0, big),
+                                     ("--train-freq", train_freq, 1, 1_000_000)):
+        check_count(value, name, least, most)
+    check_count(seed, "--seed", 0, 2**31 - 1, "seeds are 32-bit")
     spec = info.env
     cfg = MakeConfig(env=spec.name if info.family == "bullet" else spec.env_id, sac_steps=sac_steps,
                      transitions=transitions, seed=seed, eval_every=eval_every, eval_episodes=eval_episodes,
                      learning_starts=learning_starts, train_freq=train_freq)
     out = Path(out_dir).expanduser() if out_dir else default_data_dir()
+    for quality in QUALITY_FILES[info.quality]:  # before hours of SAC: never replace a file that is not ours
+        _check_replaceable(out / f"bullet-{spec.name}-{quality}-v0.hdf5")
     digest = hashlib.sha256(json.dumps(cfg.training_key(), sort_keys=True).encode()).hexdigest()[:10]
     work_dir = out / ".mdpt-make" / f"{cfg.env}-seed{seed}-{digest}"
     run = WorkDir(work_dir)

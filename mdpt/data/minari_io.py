@@ -255,7 +255,7 @@ def write_minari(
         buffers.append(EpisodeBuffer(observations=obs.astype(np.float32), actions=data.actions[s].astype(np.float32),
                                      rewards=data.rewards[s].astype(np.float64), terminations=term,
                                      truncations=trunc))
-    with atomic_dir(root) as staging:
+    with atomic_dir(root.absolute()) as staging:  # Minari joins a relative folder with its own path again
         storage = MinariStorage.new(
             staging / "data",
             observation_space=gym.spaces.Box(-np.inf, np.inf, (env.obs_dim,), np.float32),

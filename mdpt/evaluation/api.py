@@ -18,6 +18,7 @@ from mdpt.errors import MDPTError
 
 VARIANTS = ("guided", "unguided", "random-guidance")
 MAX_EPISODES = 1000  # episodes per seed: one simulator each, all stepped at once
+MAX_ENV_STEPS = 1_000_000  # env steps per episode (the bullet envs end episodes at 1000)
 EVAL_LOWER = ("the episodes (eval.episodes, --episodes), the candidates (selector.candidates, --candidates) "
               "or the policy seeds evaluated at once (--policy-seed)")
 
@@ -39,6 +40,16 @@ class Evaluation:
         from mdpt.evaluation import stats
 
         return stats.summarize(self.scores)
+
+
+def check_arguments(episodes, seed, max_steps) -> None:
+    """The numbers of an evaluation, as the command line checks its flags: one-line MDPTErrors."""
+    from mdpt.settings import check_count
+
+    check_count(episodes, "episodes", 1, MAX_EPISODES, "per seed")
+    check_count(seed, "seed", 0, 2**31 - 1 - episodes, "the episodes' env seeds are SEED..SEED+episodes-1, 32-bit")
+    if max_steps is not None:
+        check_count(max_steps, "max_steps", 1, MAX_ENV_STEPS, "env steps per episode")
 
 
 def check_agent(agent: Agent, episodes: int) -> None:
@@ -63,6 +74,7 @@ def evaluate_agent(agent: Agent, env, episodes: int, seed: int = 0, max_steps: i
     from mdpt.evaluation.rollout import evaluate_agent as rollout_agent
     from mdpt.training.profiling import out_of_memory_as_error
 
+    check_arguments(episodes, seed, max_steps)
     check_agent(agent, -(-episodes // groups))
     with out_of_memory_as_error(f"the evaluation ({agent.num_seeds} seeds x {episodes} episodes)", EVAL_LOWER):
         return rollout_agent(agent, env, episodes, seed, max_steps, groups=groups)
@@ -88,8 +100,11 @@ def evaluate(policy: Artifact | str | os.PathLike, guidance=None, *, selector: S
     lacks is replaced as `registry.available_reference` says (Evaluation.reference is the one used)."""
     from mdpt.data.registry import available_reference, env_spec_for
 
-    if not 1 <= episodes <= MAX_EPISODES:
-        raise MDPTError(f"episodes must be in 1..{MAX_EPISODES} per seed, got {episodes}")
+    check_arguments(episodes, seed, max_steps)
+    if reference not in ("d4rl", "dataset"):
+        raise MDPTError(f"unknown reference {reference!r}; use d4rl or dataset")
+    if selector is not None and not isinstance(selector, SelectorConfig):
+        raise MDPTError(f"selector must be a SelectorConfig, got {type(selector).__name__}")
     pol = _as_policy(policy)
     guides = _as_guidance(guidance)
     if selector is None:

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdpt import presets
-from mdpt.agent import MAX_CANDIDATES, SelectorConfig
+from mdpt.agent import MAX_CANDIDATES, SELECTION_LIMITS, SelectorConfig
 from mdpt.errors import MDPTError
 from mdpt.evaluation.api import MAX_EPISODES, VARIANTS
 from mdpt.guidance.module import GuidanceConfig
 from mdpt.policies.module import POLICY_ALGOS, PolicyConfig
-from mdpt.settings import build, flatten, set_dotted, setting, to_dict, unalias
+from mdpt.settings import build, check_size, flatten, set_dotted, setting, shown, to_dict, unalias
 
 MODES = ("joint", "guidance-first")
 REFERENCES = ("d4rl", "dataset", "raw")
@@ -40,8 +40,8 @@ MAX_SEEDS = 4096  # seeds are trained vmapped in one program
 _STEPS = (MAX_STEPS, "step counts stop there: the step counters are int32 and no run needs more")
 _WIDTH = (65_536, "a network width")
 _DEPTH = (256, "a network depth")
-# The upper bound of every integer setting, and why (RunConfig.validate; lower bounds are checked
-# where each setting is used). A test fails for an integer setting that has none.
+# The upper bound of every integer setting, and why (RunConfig.validate; none may be negative, and
+# higher lower bounds are checked where each setting is used). A test fails for an integer setting that has none.
 INT_LIMITS: dict[str, tuple[int, str]] = {
     "steps": (MAX_STEPS, "split a longer run into runs"),
     "checkpoint_every": _STEPS, "eval.every": _STEPS, "stage1.guidance_steps": _STEPS, "stage1.unfreeze_at": _STEPS,
@@ -61,6 +61,23 @@ INT_LIMITS: dict[str, tuple[int, str]] = {
     "policy.hidden": _WIDTH, "guidance.hidden": _WIDTH, "policy.depth": _DEPTH, "guidance.depth": _DEPTH,
     "policy.T": (10_000, "diffusion steps"), "policy.sample_steps": (10_000, "sampler network calls"),
     "guidance.backup_samples": (MAX_CANDIDATES, "next actions sampled per state"),
+}
+_LR = (10.0, "a learning rate")
+_CLIP = (1e12, "a gradient norm")
+_DECAY = (1e3, "a weight decay")
+# The largest magnitude of every float setting, and why (RunConfig.validate; the ranges that matter,
+# e.g. a probability in [0, 1), are checked where each setting is used): past these, values overflow
+# float32 in training or sampling. A test fails for a float setting that has none.
+FLOAT_LIMITS: dict[str, tuple[float, str]] = {
+    "policy.dropout": (1.0, "a probability"), "policy.cond_dropout": (1.0, "a probability"),
+    "policy.beta_min": (1e3, "a diffusion noise rate"), "policy.beta_max": (1e3, "a diffusion noise rate"),
+    "policy.eta": (1e6, "the Q term's weight"), "policy.lr": _LR, "guidance.lr": _LR,
+    "policy.grad_clip": _CLIP, "guidance.grad_clip": _CLIP, "policy.weight_decay": _DECAY,
+    "guidance.weight_decay": _DECAY, "policy.ema_decay": (1.0, "a decay"), "guidance.tau": (1.0, "a decay"),
+    "policy.cond_bins": (1e6, "a normalized return"), "guidance.expectile": (1.0, "an expectile"),
+    "guidance.discount": (1.0, "a discount"), "divergence.margin": (1e12, "a factor on the value bound"),
+    **{f"selector.{k}": (v, "beta * Q, the noise or the cfg mixture overflow float32")
+       for k, v in SELECTION_LIMITS.items()},
 }
 
 
@@ -160,6 +177,7 @@ class RunConfig:
         return self.guidance.resolved()
 
     def validate(self) -> RunConfig:
+        build(RunConfig, self.to_json(), "config")  # a tree made directly (Python API) gets a file's type checks
         if not self.dataset:
             raise MDPTError("no dataset: pass --dataset ID or set `dataset:` in --config")
         positive = {"steps": self.steps, "seeds": self.seeds, "batch_size": self.batch_size, "chunk": self.chunk,
@@ -170,7 +188,14 @@ class RunConfig:
         for name, (limit, why) in INT_LIMITS.items():
             value = self._get(name)
             if isinstance(value, int) and value > limit:
-                raise MDPTError(f"{name} {value} is beyond its limit {limit} ({why})")
+                raise MDPTError(f"{name} {shown(value)} is beyond its limit {limit} ({why})")
+            if isinstance(value, int) and value < 0:  # no count is negative (most have a higher floor, below)
+                raise MDPTError(f"{name} must be >= 0, got {shown(value)}")
+        for name, (limit, why) in FLOAT_LIMITS.items():
+            values = self._get(name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if value is not None and abs(value) > limit:
+                    raise MDPTError(f"{name} {value:g} is beyond its limit +-{limit:g} ({why})")
         if self.eval.max_steps is not None and self.eval.max_steps < 1:
             raise MDPTError(f"eval.max_steps must be >= 1, got {self.eval.max_steps}")
         for name in ("final_episodes", "curve_candidates"):
@@ -180,7 +205,7 @@ class RunConfig:
         for name, value in (("eval.every", self.eval.every), ("checkpoint_every", self.checkpoint_every),
                             ("seed", self.seed)):
             if value < 0:
-                raise MDPTError(f"{name} must be >= 0, got {value}")
+                raise MDPTError(f"{name} must be >= 0, got {shown(value)}")
         if self.seed + self.seeds > 2**31 - 1:
             raise MDPTError(f"seeds {self.seed}..{self.seed + self.seeds - 1} exceed the 32-bit seed range")
         s1 = self.stage1
@@ -248,7 +273,7 @@ def resolve_config(settings: dict, where: str = "config") -> RunConfig:
     (a nested mapping, flat aliases allowed). Every value is checked before anything runs."""
     if not isinstance(settings, dict):
         raise MDPTError(f"{where}: expected a mapping of settings, got {type(settings).__name__}")
-    user = unalias(RunConfig, settings)
+    user = unalias(RunConfig, settings, where)
     for section in ("guidance", "stage1", "policy", "selector", "eval", "divergence", "log"):
         if user.get(section) is not None and not isinstance(user[section], dict):
             raise MDPTError(f"{where}.{section}: expected a mapping of settings, got {user[section]!r}")
@@ -301,12 +326,15 @@ def load_yaml(path: str | Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise MDPTError(f"{path}: invalid YAML{at}") from None
+    except RecursionError:
+        raise MDPTError(f"{path}: nested too deeply for a settings file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise MDPTError(f"{path}: cannot read the config file ({e.__class__.__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise MDPTError(f"{path}: expected a mapping of settings at the top level")
+    check_size(data, str(path))
     return data
 
 
@@ -318,9 +346,11 @@ def parse_override(item: str) -> tuple[str, object]:
         raise MDPTError(f"--set {item!r}: expected KEY=VALUE")
     key, raw = item.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise MDPTError(f"--set {item!r}: value is not valid YAML") from None
+        value = yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError):
+        raise MDPTError(f"--set {shown(item)}: value is not valid YAML, or nested too deeply") from None
+    check_size(value, f"--set {key.strip()}")
+    return key.strip(), value
 
 
 def apply_overrides(d: dict, items) -> dict:
@@ -334,8 +364,9 @@ def apply_overrides(d: dict, items) -> dict:
 def load_config(config_file: str | Path | None = None, sets=(), base: dict | None = None, top: dict | None = None,
                 where: str = "config") -> RunConfig:
     """base < YAML file < `--set` items < top, then presets under all of it (`resolve_config`)."""
-    d = presets.merge(base or {}, unalias(RunConfig, load_yaml(config_file))) if config_file else dict(base or {})
-    d = unalias(RunConfig, d)
+    d = presets.merge(base or {}, unalias(RunConfig, load_yaml(config_file), str(config_file))) if config_file \
+        else dict(base or {})
+    d = unalias(RunConfig, d, where)
     for item in sets or ():
         key, value = parse_override(item)
         d = presets.merge(d, unalias(RunConfig, _nested(key, value, item)))

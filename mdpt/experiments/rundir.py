@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from mdpt.errors import MDPTError
@@ -20,15 +21,17 @@ RUN_ENTRIES = frozenset({".lock", "config.json", "metrics.jsonl", "summary.json"
                          "policy", "guidance", "best", "guidance-run", "random-guidance", "tensorboard", "wandb"})
 
 
-def claim_folder(folder: Path, entries: frozenset[str], what: str) -> list[Path]:
-    """Check that `folder` is new, empty, or holds only what MDPT writes there (`entries` and MDPT's
-    own temporaries), before anything is written or cleaned in it; one-line error otherwise. Returns the
-    folders this call creates (outermost first) so that a refused command can remove them again."""
+def claim_folder(folder: Path, entries: frozenset[str] | Callable[[str], bool], what: str) -> list[Path]:
+    """Check that `folder` is new, empty, or holds only what MDPT writes there (`entries`: the names, or a
+    test of a name; and MDPT's own temporaries), before anything is written or cleaned in it; one-line
+    error otherwise. Returns the folders this call creates (outermost first) so that a refused command
+    can remove them again."""
     folder = Path(folder)
+    ours = entries if callable(entries) else entries.__contains__
     if folder.exists() and not folder.is_dir():
         raise MDPTError(f"{folder}: is a file, not a {what}; choose another --out")
     if folder.is_dir():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in entries and not is_temp_name(p.name))
+        foreign = sorted(p.name for p in folder.iterdir() if not ours(p.name) and not is_temp_name(p.name))
         if foreign:
             more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
             raise MDPTError(f"{folder}: holds files that are not an mdpt {what}'s ({foreign[0]!r}{more}); "

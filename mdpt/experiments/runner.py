@@ -91,6 +91,11 @@ class Run(RunEvaluation, RunResults):
                 raise MDPTError(f"{self.dir}: --resume with a different config than the run was started with "
                                 "(or one written by another mdpt version); start a new --out")
 
+    def continues(self) -> bool:
+        """Whether the run directory holds nothing yet or this run (what `resume` accepts)."""
+        existing = self.dir / "config.json"
+        return not existing.exists() or self._same_config(read_json(existing, "run config"))
+
     def claim_dir(self) -> None:
         """config.json, written once the run is through its checks (data, guidance, memory): a run refused
         before leaves nothing that would make the same command, or the one with a smaller batch the
@@ -305,11 +310,24 @@ class Run(RunEvaluation, RunResults):
 
     def trained_summary(self) -> dict | None:
         """The summary of a run trained with deferred evaluation, while this process can evaluate it."""
+        summary = None if self.defer_evaluation else self.saved_summary()
+        return summary if summary is not None and summary.get("status") == "trained" else None
+
+    def saved_summary(self) -> dict | None:
+        """summary.json; None when there is none, or when it is damaged (e.g. truncated by a copy): the run
+        then writes it again from its last checkpoint and its metrics, as a run killed before writing it."""
         path = self.dir / "summary.json"
-        if self.defer_evaluation or not path.exists():
+        if not path.exists():
             return None
-        summary = read_json(path, "run summary")
-        return summary if isinstance(summary, dict) and summary.get("status") == "trained" else None
+        try:
+            summary = read_json(path, "run summary")
+        except MDPTError:
+            summary = None
+        if not isinstance(summary, dict):
+            self.warn(f"{path}: damaged (not the object a run writes); writing it again from the run's last "
+                      "checkpoint and metrics")
+            return None
+        return summary
 
     def _train(self) -> dict:
         c = self.config
@@ -318,8 +336,8 @@ class Run(RunEvaluation, RunResults):
         state, step = self._initial_state()
         self.metrics.truncate_after(step)
         self._replay_value_check()
-        if step >= c.steps and (self.dir / "summary.json").exists():
-            return read_json(self.dir / "summary.json")
+        if step >= c.steps and (summary := self.saved_summary()) is not None:
+            return summary
         if step < c.steps:  # (killed after its last checkpoint: only the artifacts and summary are left to write)
             if not self.defer_evaluation:
                 self.check_evaluation_memory(state)  # the cheaper program to compile first

@@ -14,7 +14,8 @@ The YAML file::
 To cap evaluation episodes, set `eval_max_steps: 200` in `base:` (a RunConfig setting). A
 top-level `eval_max_steps:` (the older form) is still read and goes into `base:`.
 
-Every trial's config is validated before any trial starts. Trial i runs in
+Every trial's config is validated before any trial starts; a grid of more than MAX_TRIALS trials is
+refused before it is expanded. Trial i runs in
 `out/trial-<iii>-<short name>`; `out/sweep.json` lists trials, their configs and summaries.
 """
 
@@ -31,6 +32,8 @@ from mdpt.errors import MDPTError, SweepFailed
 
 LAUNCHERS = ("local", "ray")
 TOP_KEYS = ("base", "grid", "eval_max_steps")
+CONNECT_TIMEOUT = 10.0  # seconds to wait for a Ray cluster's address to accept a connection
+MAX_TRIALS = 10_000  # trials one sweep file may expand to (each is a run directory)
 
 LOG = logging.getLogger("mdpt")
 
@@ -47,30 +50,45 @@ def expand(spec: dict) -> list[dict]:
     import copy
 
     from mdpt.experiments.config import RunConfig, set_dotted
+    from mdpt.settings import aliases, shown, unalias
 
     if not isinstance(spec, dict):
         raise MDPTError("sweep file: expected a mapping with `base:` and `grid:`")
     unknown = [k for k in spec if k not in TOP_KEYS]
     if unknown:
-        raise MDPTError(f"sweep file: unknown key {unknown[0]!r}; known keys: {', '.join(TOP_KEYS)}")
+        raise MDPTError(f"sweep file: unknown key {shown(unknown[0])}; known keys: {', '.join(TOP_KEYS)}")
     base = spec.get("base") or {}
     grid = spec.get("grid") or {}
     if not isinstance(base, dict) or not isinstance(grid, dict):
         raise MDPTError("sweep file: `base` and `grid` must be mappings")
+    base = unalias(RunConfig, base, "sweep file base")
     if spec.get("eval_max_steps") is not None:  # the older top-level form
         cap = spec["eval_max_steps"]
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
             raise MDPTError(f"sweep file: eval_max_steps must be an integer >= 1, got {cap!r}")
-        base = {**base, "eval_max_steps": base.get("eval_max_steps", cap)}
+        if isinstance(base.get("eval"), dict | None):
+            base = {**base, "eval": {"max_steps": cap, **(base.get("eval") or {})}}
+    count = 1
     for key, values in grid.items():
+        if not isinstance(key, str):
+            raise MDPTError(f"sweep grid key {shown(key)}: expected a setting's name (e.g. policy.eta)")
         if not isinstance(values, list) or not values:
-            raise MDPTError(f"sweep grid {key!r}: expected a non-empty list of values")
+            raise MDPTError(f"sweep grid {shown(key)}: expected a non-empty list of values")
+        count *= len(values)
+    if count > MAX_TRIALS:
+        raise MDPTError(f"sweep grid: {count} trials, more than {MAX_TRIALS} in one sweep; split the grid into "
+                        "several sweep files")
+    table = aliases(RunConfig)
     keys = list(grid)
+    named = [table.get(k, k) for k in keys]
+    twice = [k for k, n in zip(keys, named, strict=True) if named.count(n) > 1]
+    if twice:
+        raise MDPTError(f"sweep grid: {' and '.join(twice)} set the same setting; keep one of them")
     trials = []
     for i, combo in enumerate(itertools.product(*(grid[k] for k in keys))):
         d = copy.deepcopy(base)
         for k, v in zip(keys, combo, strict=True):
-            set_dotted(d, k, v, f"sweep grid key {k!r}")
+            set_dotted(d, table.get(k, k), v, f"sweep grid key {shown(k)}")
         name = f"trial-{i:03d}" + ("-" + "-".join(_short(v) for v in combo) if combo else "")
         try:
             config = RunConfig.from_dict(d)
@@ -98,6 +116,7 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: st
               cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0) -> Path:
     log = log or LOG.info
     from mdpt.experiments.config import load_yaml
+    from mdpt.experiments.rundir import claim_folder
     from mdpt.io import write_json_atomic
 
     if launcher not in LAUNCHERS:
@@ -106,7 +125,10 @@ def run_sweep(spec_path: str | os.PathLike, out: str | os.PathLike, launcher: st
         raise MDPTError(f"--workers must be >= 1, got {workers}")
     spec = load_yaml(spec_path)
     trials = expand(spec)
+    if launcher == "ray" and address not in (None, "local"):
+        check_reachable(address)
     out = Path(out)
+    claim_folder(out, lambda name: name == "sweep.json" or name.startswith("trial-"), "sweep directory")
     out.mkdir(parents=True, exist_ok=True)
     log(f"sweep: {len(trials)} trial(s), validated; launcher {launcher}, {workers} worker(s); out {out}")
     jobs = [(str((out / t["name"]).resolve()), t["config"]) for t in trials]
@@ -164,6 +186,21 @@ def trial_resources(cpus: float, gpus: float) -> dict:
     else:
         env["JAX_PLATFORMS"] = "cpu"
     return {"num_cpus": cpus, "num_gpus": gpus, "runtime_env": {"env_vars": env}}
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse a Ray address (`host:port` or `ray://host:port`) at which nothing accepts a connection within
+    `timeout` seconds: Ray itself retries for minutes. Addresses without a port (`auto`) are Ray's to resolve."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise MDPTError(f"--address {address}: nothing answers there within {timeout:g} s ({e.strerror or e}); "
+                        "start the Ray cluster (ray start --head) or check the address") from None
 
 
 def _run_ray(jobs: list[tuple], address: str | None, workers: int, log: Callable, cpus: float = 1.0,

@@ -27,7 +27,7 @@ from mdpt.reproduction.plan import (
     swap_group,
     swap_key,
 )
-from mdpt.reproduction.protocol import Protocol
+from mdpt.reproduction.protocol import Protocol, read_protocol, transfer_cells
 
 SWAP_GROUPS = ("spread", "cross", "ensemble")
 
@@ -57,7 +57,7 @@ def load(out: Path) -> dict:
     runs, the transfer cells and data statistics of every dataset, the planned run keys, those trained
     but not evaluated yet (`trained`) and those finished whose files cannot be read (`unreadable`: key ->
     the reason; e.g. a copy without the metrics). Every other planned run is not finished yet."""
-    saved = read_json(out / "protocol.json", "reproduction plan")
+    saved = read_protocol(out)
     runs: dict[str, dict] = {}
     trained: list[str] = []
     unreadable: dict[str, str] = {}
@@ -74,7 +74,7 @@ def load(out: Path) -> dict:
                 unreadable[key] = str(e)
     transfer = {}
     for path in sorted((out / "transfer").glob("*.json")) if (out / "transfer").exists() else []:
-        transfer[path.stem] = read_json(path, "transfer results")["cells"]
+        transfer[path.stem] = transfer_cells(path)
     datasets = {path.stem: read_json(path, "dataset statistics")
                 for path in (sorted((out / "data").glob("*.json")) if (out / "data").exists() else [])}
     return {"protocol": Protocol.from_json(saved["protocol"]), "runs": runs, "transfer": transfer,

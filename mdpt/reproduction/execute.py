@@ -32,12 +32,13 @@ from mdpt.reproduction.plan import (
     Planned,
     Swap,
     cross_run,
+    overridden_settings,
     plan,
     planned_swaps,
     run_role,
     stage1_guidance,
 )
-from mdpt.reproduction.protocol import Protocol, dataset_dir
+from mdpt.reproduction.protocol import Protocol, dataset_dir, read_protocol, transfer_cells
 
 REPRODUCTION_ENTRIES = frozenset({".lock", "protocol.json", "runs", "transfer", "data", "report"})
 LOG = logging.getLogger("mdpt")
@@ -67,7 +68,7 @@ class Reproduction:
         out = []
         for ds in self.p.datasets:
             path = self.out / "transfer" / f"{dataset_dir(ds)}.json"
-            cells = read_json(path, "transfer results")["cells"] if path.exists() else {}
+            cells = transfer_cells(path)
             out += [sw for sw in planned_swaps(self.p) if not self._cached(cells, sw.key)]
         return out
 
@@ -95,10 +96,10 @@ class Reproduction:
         import jax
 
         from mdpt.experiments.config import RunConfig
-        from mdpt.experiments.rundir import RunLock, claim_folder
+        from mdpt.experiments.rundir import RunLock, claim_folder, remove_empty, undo_claim
         from mdpt.io import is_temp_name
 
-        claim_folder(self.out, REPRODUCTION_ENTRIES, "reproduction directory")
+        created = claim_folder(self.out, REPRODUCTION_ENTRIES, "reproduction directory")
         self.out.mkdir(parents=True, exist_ok=True)
         with RunLock(self.out, "reproduction directory"):
             for stale in self.out.glob(".report.*"):  # a report a kill cut short (the old one stands)
@@ -109,9 +110,15 @@ class Reproduction:
                 self.log(f"reproduce: this directory was moved (e.g. from the training machine); the stage-1 paths "
                          f"of {moved} run(s) now point inside it")
             backend = jax.default_backend()
-            estimate = self.check_budget(budget_hours, backend, train_only)
-            items = self.planned()
-            configs = {it.key: RunConfig.from_dict(it.settings) for it in items}  # every config checked first
+            try:  # everything is checked before the plan is written: a refused call changes nothing
+                estimate = self.check_budget(budget_hours, backend, train_only)
+                items = self.planned()
+                configs = {it.key: RunConfig.from_dict(it.settings) for it in items}
+                self.check_plan(items, configs)
+            except MDPTError:
+                undo_claim(self.out)
+                remove_empty(created)
+                raise
             write_json_atomic(self.out / "protocol.json", {"protocol": self.p.to_json(),
                                                            "runs": [it.key for it in items],
                                                            "root": str(self.out.resolve())})
@@ -145,6 +152,28 @@ class Reproduction:
 
             return write_report(self.out)
 
+    def check_plan(self, items: list[Planned], configs: dict) -> None:
+        """Every --set key is used, every dataset is found, and every run already in the directory is the one
+        this plan would train."""
+        from mdpt.data.load import check_source
+        from mdpt.experiments.runner import Run
+
+        ignored = overridden_settings(self.p)
+        if ignored:
+            raise MDPTError(f"{ignored[0]} (--set/--config): every policy run of the plan sets its own {ignored[0]}, so "
+                            "this value would be ignored; choose it with this command's flag instead (see --help)")
+        for ds in self.p.datasets:
+            check_source(ds)
+        for it in items:
+            if not Run(self.runs_dir / it.key, configs[it.key], resume=True).continues():
+                path = self.out / "protocol.json"
+                saved = read_protocol(self.out)["protocol"] if path.exists() else {}
+                new = self.p.to_json()
+                options = [f"{k} {new[k]} (here: {saved[k]})" for k in new if k in saved and saved[k] != new[k]]
+                raise MDPTError(f"{self.runs_dir / it.key}: made with other options than this call's "
+                                f"({', '.join(options[:3]) or 'their settings differ'}); repeat the options this "
+                                "directory was made with (its report gives the command), or choose another --out")
+
     def _skipped(self, it: Planned, train_only: bool) -> bool:
         state = run_status(self.runs_dir / it.key)
         return state == "done" or (train_only and state == "trained")
@@ -177,8 +206,7 @@ class Reproduction:
     def swaps(self, dataset: str) -> Path:
         """Step-matched guidance swaps of one dataset, each evaluated once (cached in transfer/)."""
         path = self.out / "transfer" / f"{dataset}.json"
-        cache = read_json(path, "transfer results") if path.exists() else {"cells": {}}
-        cells = cache["cells"]
+        cells = transfer_cells(path)
         todo = {key: job for key, job in self._swap_jobs(dataset).items() if not self._cached(cells, key)}
         for i, (key, job) in enumerate(todo.items()):
             eta = estimate_seconds([], self.p, "cpu", [j["swap"] for j in list(todo.values())[i:]])
@@ -259,7 +287,10 @@ def relocate(out: Path) -> int:
     moved, e.g. copied from the GPU machine that trained it to the machine that evaluates it; the
     number of runs changed. Their config.json otherwise no longer matches the planned config."""
     path = out / "protocol.json"
-    saved = read_json(path, "reproduction plan") if path.exists() else {}
+    try:
+        saved = read_json(path, "reproduction plan") if path.exists() else {}
+    except MDPTError:  # damaged: this call writes it again
+        saved = {}
     old, new = saved.get("root") if isinstance(saved, dict) else None, str(out.resolve())
     if not old or old == new:
         return 0

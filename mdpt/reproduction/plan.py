@@ -184,6 +184,16 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
     return out
 
 
+def overridden_settings(p: Protocol) -> list[str]:
+    """The settings under every run (`base`: --set, --config) that the plan overrides in each of its policy
+    runs: values a user gave that no run would use."""
+    from mdpt.settings import flatten
+
+    base = flatten(p.base)
+    runs = [flatten(it.settings) for it in plan(p, Path("runs")) if it.algo]
+    return [key for key, value in base.items() if runs and all(r.get(key, value) != value for r in runs)]
+
+
 @dataclass(frozen=True)
 class Swap:
     run: str  # the policy's run, e.g. dql-joint

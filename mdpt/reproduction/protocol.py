@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdpt.errors import MDPTError
+from mdpt.io import read_json
 from mdpt.settings import flatten
 
 STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
@@ -45,21 +46,26 @@ class Protocol:
 
         if not self.datasets:
             raise MDPTError("no datasets: pass --datasets ID,... (or 'all' with datasets in the data directory)")
+        for name, values in (("--datasets", self.datasets), ("--algos", self.algos)):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise MDPTError(f"{name}: {twice[0]} is given twice; name each once")
         bad = [a for a in self.algos if a not in POLICY_ALGOS or a == "cfg"]
         if bad or not self.algos:
             raise MDPTError(f"unknown algo {bad[0] if bad else ''!r}; use any of: dql, idql, edp")
         if self.stage1 not in STAGE1:
             raise MDPTError(f"unknown stage-1 guidance {self.stage1!r}; use one of: {', '.join(STAGE1)}")
-        for name in ("seeds", "steps", "eval_every", "curve_episodes", "final_episodes", "transfer_points"):
-            if getattr(self, name) < 1:
-                raise MDPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        from mdpt.settings import check_count
+
+        for name in ("seeds", "steps", "eval_every", "curve_episodes", "final_episodes", "transfer_points", "seed",
+                     "ensemble_k", "curve_candidates", "eval_max_steps", "unfreeze_at", "swap_candidates"):
+            if getattr(self, name) is not None or name in ("seed", "seeds", "steps"):  # None: an option left unset
+                check_count(getattr(self, name), f"--{name.replace('_', '-')}", int(name != "seed"), 2**31 - 1)
         if self.eval_every > self.steps:
             raise MDPTError(f"--eval-every {self.eval_every} is beyond --steps {self.steps}: no learning curve")
         bad = [x for x in self.studies if x not in STUDIES]
         if bad or not self.studies:
             raise MDPTError(f"unknown study {bad[0] if bad else ''!r}; use any of: {', '.join(STUDIES)}")
-        if self.swap_candidates is not None and self.swap_candidates < 1:
-            raise MDPTError(f"--swap-candidates must be >= 1, got {self.swap_candidates}")
         if not 1 <= self.ensemble_k <= self.seeds:
             raise MDPTError(f"--ensemble-k must be in 1..--seeds ({self.seeds}): the members are iql-b's seeds")
         return self
@@ -94,6 +100,31 @@ class Protocol:
         words += [f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in sorted(flatten(self.base).items())]
         return " ".join(words + [f"--out {out}"])
 
+
+
+def read_protocol(out: str | Path) -> dict:
+    """out/protocol.json, checked: {protocol: {...}, runs: [dataset/run, ...], root}."""
+    path = Path(out) / "protocol.json"
+    saved = read_json(path, "reproduction plan")
+    if not (isinstance(saved, dict) and isinstance(saved.get("protocol"), dict)
+            and isinstance(saved.get("runs"), list) and all(isinstance(k, str) and "/" in k for k in saved["runs"])):
+        raise MDPTError(f"{path}: damaged reproduction plan (not the object mdpt reproduce writes); run the "
+                        "mdpt reproduce command that made this directory again (without --report-only): it "
+                        "rewrites the plan and keeps every finished run")
+    return saved
+
+
+def transfer_cells(path: Path) -> dict:
+    """The swaps cached in out/transfer/<dataset>.json ({} when none), checked."""
+    if not path.exists():
+        return {}
+    cache = read_json(path, "transfer results")
+    cells = cache.get("cells") if isinstance(cache, dict) else None
+    if not isinstance(cells, dict) or not all(isinstance(c, dict) and isinstance(c.get("scores"), list)
+                                              for c in cells.values()):
+        raise MDPTError(f"{path}: damaged transfer cache (its cells are missing or not mdpt's); delete it and run "
+                        "the same command again: its guidance swaps are evaluated again")
+    return cells
 
 
 def dataset_dir(dataset: str) -> str:

@@ -46,6 +46,9 @@ TINY = Budget(steps=10, guidance_steps=10, seeds=2, hidden=8, depth=1, batch_siz
               eval_episodes=1, eval_max_steps=3, candidates=2)
 
 
+QUICKSTART_ENTRIES = frozenset({"runs", "transfer", "report"})  # what the quickstart writes in its --out
+
+
 def find_dataset(out: Path, budget: Budget, log: Callable | None = None, progress: bool = True):
     """A hopper dataset, offline: `<data dir>/<id>.hdf5` ($MDPT_DATA_DIR, else ~/.cache/mdpt/datasets)
     for the ids in FALLBACK_IDS (a damaged one is an error, not skipped), else the small dataset
@@ -75,6 +78,7 @@ def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, se
                tiny: bool = False, progress: bool = True, log: Callable | None = None) -> Path:
     log = log or LOG.info
     from mdpt.experiments.config import RunConfig
+    from mdpt.experiments.rundir import claim_folder
     from mdpt.reports.report import write_report
     from mdpt.reproduction.studies import run_all
     from mdpt.reproduction.transfer import TransferSource, write_transfer
@@ -90,6 +94,7 @@ def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, se
             raise MDPTError(f"--seeds must be >= 1, got {seeds}")
         b = Budget(**{**b.__dict__, "seeds": seeds})
     out = Path(out)
+    claim_folder(out, QUICKSTART_ENTRIES, "quickstart directory")  # never write into a folder of the user's
     t0 = time.perf_counter()
     log(f"quickstart: output in {out}; budget {b.steps} policy steps, {b.guidance_steps} guidance steps, "
         f"{b.seeds} vmapped seeds, {b.hidden}x{b.depth} networks (a small demo budget, not the paper's)")

@@ -79,10 +79,13 @@ class StudyOptions:
 
     def protocol(self, study: str):
         """The reproduction protocol restricted to one study on one dataset."""
-        from mdpt.experiments.config import apply_overrides
+        from mdpt import presets
+        from mdpt.experiments.config import RunConfig, apply_overrides
         from mdpt.reproduction.protocol import Protocol
+        from mdpt.settings import unalias
 
-        base = apply_overrides(dict(self.overrides or {}), self.sets)
+        base = presets.merge(unalias(RunConfig, dict(self.overrides or {}), "--config"),
+                             unalias(RunConfig, apply_overrides({}, self.sets), "--set"))
         if self.allow_data_mismatch:
             base["allow_data_mismatch"] = True
         every = self.eval_every or self.steps
@@ -97,10 +100,13 @@ def run_study(name: str, o: StudyOptions, log: Callable | None = None) -> Path:
     """One of the paper's studies on one dataset: the reproduction's protocol restricted to the
     runs (and guidance swaps) that study needs, with the same report."""
     log = log or LOG.info
+    from mdpt.evaluation.api import MAX_EPISODES
     from mdpt.reproduction.execute import Reproduction
+    from mdpt.settings import check_count
 
     if name not in STUDIES:
         raise MDPTError(f"unknown study {name!r}; use one of: {', '.join(STUDIES)}")
     if o.seeds < 1 or o.steps < 1:
         raise MDPTError("--steps and --seeds must be >= 1")
+    check_count(o.eval_episodes, "--eval-episodes", 1, MAX_EPISODES)  # the protocol would name reproduce's flag
     return Reproduction(o.protocol(name), o.out, log=log, progress=o.progress).execute()

@@ -7,7 +7,6 @@ one, never a mix.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from mdpt.errors import MDPTError
 from mdpt.io import load_params, read_json, save_params, write_json_atomic
+from mdpt.settings import env_number
 
 INDEX = "checkpoint.json"
 # Test hook: seconds to sleep between writing the state file and the index, so that a test can
@@ -28,8 +28,9 @@ def save_checkpoint(ckpt_dir: Path, state, step: int, extra: dict | None = None)
     leaves = jax.tree.leaves(jax.device_get(state))
     name = f"state-{step}.safetensors"
     digest = save_params(ckpt_dir / name, {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
-    if os.environ.get(SLOW_ENV):
-        time.sleep(float(os.environ[SLOW_ENV]))
+    pause = env_number(SLOW_ENV, 0.0, 0.0, 3600.0, "seconds")
+    if pause:
+        time.sleep(pause)
     write_json_atomic(ckpt_dir / INDEX, {"step": int(step), "file": name, "sha256": digest, **(extra or {})})
     prune_checkpoints(ckpt_dir, keep=name)
 

@@ -15,6 +15,7 @@ import os
 import re
 
 from mdpt.errors import MDPTError
+from mdpt.settings import shown
 
 
 def compiled_peak_bytes(compiled) -> int | None:
@@ -48,15 +49,17 @@ def compiled_memory_bytes(compiled) -> dict | None:
 
 MEMORY_LIMIT_ENV = "MDPT_MEMORY_LIMIT_BYTES"
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+MAX_BYTES = 2**60  # an exbibyte: more than any machine holds
 
 
 def _parse_bytes(raw: str) -> int:
     """'8000000000', '8G', '512MiB' -> bytes (suffixes are powers of 1024)."""
     m = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?(?:[eE][0-9]+)?)\s*([kKmMgGtT]?)(?:i?[bB])?", raw)
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else 0
-    if value < 1:
-        raise MDPTError(f"{MEMORY_LIMIT_ENV}={raw!r}: expected a number of bytes >= 1 (e.g. 8000000000 or 8G), or off")
-    return value
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()] if m else 0.0
+    if not 1 <= value <= MAX_BYTES:
+        raise MDPTError(f"{MEMORY_LIMIT_ENV}={shown(raw)}: expected a number of bytes in 1..{MAX_BYTES:.3g} "
+                        "(e.g. 8000000000 or 8G), or off")
+    return int(value)
 
 
 def available_memory() -> tuple[int | None, str]:
