@@ -321,7 +321,7 @@ def pack(work: Path, out: Path, done: list[str]) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--data", default=os.environ.get("MDPT_DATA_DIR", "../shared/datasets"))
+    ap.add_argument("--data", help="folder of the datasets (default: the data dir, $MDPT_DATA_DIR)")
     ap.add_argument("--work", default="/tmp/mdpt-gpu-runs")
     ap.add_argument("--budget-s", type=float, default=540.0, help="stop everything after this many seconds")
     ap.add_argument("--bench-s", type=float, default=170.0, help="time for the throughput table")
@@ -338,7 +338,9 @@ def main(argv=None) -> int:
     from mdpt.compile_cache import enable_compile_cache
 
     log(f"compilation cache: {enable_compile_cache() or 'off'}")
-    out, data_dir, work = Path(args.out), Path(args.data), Path(args.work)
+    from mdpt.data.load import default_data_dir
+
+    out, data_dir, work = Path(args.out), Path(args.data) if args.data else default_data_dir(), Path(args.work)
     if args.smoke:
         SMALL_NETS.update(hidden=16, depth=1)
     out.mkdir(parents=True, exist_ok=True)

@@ -68,3 +68,18 @@ def test_every_committed_report_rebuilds_or_names_what_it_lacks(root, tmp_path, 
     else:
         assert code == 0
     assert (out / "report" / "findings.json").read_bytes() == (root / "report" / "findings.json").read_bytes()
+
+
+def test_the_committed_reanalysis_regenerates_from_results(tmp_path, monkeypatch):
+    """results/reanalysis/verdicts.json is a function of what results/ keeps (the runs' summaries and the
+    transfer caches): its script rebuilds it byte for byte."""
+    import importlib.util
+
+    script = RESULTS / "reanalysis" / "reanalyse.py"
+    spec = importlib.util.spec_from_file_location("reanalyse", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (RESULTS / "reanalysis" / "verdicts.json").read_bytes()
+    monkeypatch.setattr(module, "__file__", str(tmp_path / "reanalyse.py"))
+    assert module.main() == 0
+    assert (tmp_path / "verdicts.json").read_bytes() == committed

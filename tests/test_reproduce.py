@@ -40,7 +40,10 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     out, code, _ = reproduction
     assert code == 0
     runs = sorted(p.name for p in (out / "runs" / DATASET).iterdir())
-    assert runs == ["dql-bc", "dql-gfdt", "dql-joint", "dql-random", "idql-gfdt", "idql-joint", "iql-a", "iql-b"]
+    assert runs == ["awr-baseline", "bc-baseline", "dql-bc", "dql-gfdt", "dql-joint", "dql-random", "idql-gfdt",
+                    "idql-joint", "iql-a", "iql-b"]
+    awr = json.loads((out / "runs" / DATASET / "awr-baseline" / "config.json").read_text())
+    assert awr["algo"] == "awr" and awr["stage1"]["guidance_path"].endswith("iql-a/guidance")
     joint = [json.loads(x) for x in (out / "runs" / DATASET / "dql-joint" / "metrics.jsonl").read_text().splitlines()]
     variants = {r["variant"] for r in joint if r["phase"] == "eval"}
     assert variants == {"guided", "unguided", "random-guidance"}
@@ -55,7 +58,8 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert "### GFDT vs joint (the paper's table)" in report and "### Guidance necessity" in report
     assert f"- command: `mdpt reproduce --datasets {DATASET} --algos dql,idql" in report
     assert f"--out {out}`" in report and "- versions (as each run recorded them): backend cpu" in report
-    assert "- wall time: training and evaluation of 8 runs" in report and "untimed" not in report
+    assert "- wall time: training and evaluation of 10 runs" in report and "untimed" not in report
+    assert "Against the baselines (each diffusion policy minus BC or IQL's AWR policy" in report
     findings = json.loads((out / "report" / "findings.json").read_text())
     assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
     assert findings["datasets"][DATASET]["gfdt"][0]["plain_step"] == 4
@@ -218,7 +222,7 @@ def test_a_second_call_resumes_without_redoing_anything(reproduction, capsys):
     assert main(["reproduce", *ARGS, "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")} == before
     assert json.loads((out / "transfer" / f"{DATASET}.json").read_text()) == json.loads(cells)
-    assert "8 runs planned, 8 done" in capsys.readouterr().out
+    assert "10 runs planned, 10 done" in capsys.readouterr().out
     assert main(["reproduce", "--report-only", "--out", str(out)]) == 0
 
 
@@ -431,12 +435,12 @@ def test_train_only_then_the_same_command_with_the_simulator_evaluates_every_run
     assert {k: v for k, v in states.items() if v != "trained"} == {f"{ds}/iql-a": "done" for ds in p.datasets}
     assert any("dql-joint on bullet-hopper-medium-v0, bullet-hopper-expert-v0 (one program)" in x for x in lines)
     assert "copy" in lines[-1] and "without --train-only" in lines[-1]
-    assert "4 of 6 runs are trained but not evaluated yet" in (out / "report" / "report.md").read_text()
+    assert "8 of 10 runs are trained but not evaluated yet" in (out / "report" / "report.md").read_text()
     moved = tmp_path / "elsewhere"  # copied to the machine with the simulator
     out.rename(moved)
     out = moved
     Reproduction(p, out, log=lines.append).execute()
-    assert any("the stage-1 paths of 2 run(s) now point inside it" in x for x in lines)
+    assert any("the stage-1 paths of 6 run(s) now point inside it" in x for x in lines)
     assert all(run_state(out / "runs" / key) == "done" for key in states)
     summary = json.loads((out / "runs" / "bullet-hopper-expert-v0" / "dql-gfdt" / "summary.json").read_text())
     assert summary["evaluated_later"] and summary["group"] == list(p.datasets)

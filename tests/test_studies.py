@@ -63,8 +63,8 @@ def test_gfdt_vs_joint_study(studies, transfer_study):
     code, out, err = studies["gfdt"]
     assert code == 0, err
     assert out.strip().endswith(f"report: {out_dir / 'report' / 'report.md'}")
-    assert sorted(p.name for p in transfer_study.iterdir()) == ["dql-gfdt", "dql-joint", "idql-gfdt", "idql-joint",
-                                                                "iql-a"]
+    assert sorted(p.name for p in transfer_study.iterdir()) == ["awr-baseline", "bc-baseline", "dql-gfdt", "dql-joint",
+                                                                "idql-gfdt", "idql-joint", "iql-a"]
     for run in ("dql-joint", "dql-gfdt"):
         rows = [json.loads(x) for x in (transfer_study / run / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in rows if r["phase"] == "eval"]
@@ -79,7 +79,7 @@ def test_gfdt_vs_joint_study(studies, transfer_study):
     assert not (out_dir / "transfer").exists()  # this study swaps no guidance
     code, out, err = studies["gfdt_again"]  # resumed: finished runs were not retrained
     assert code == 0, err
-    assert "step 2 guided" not in out and "5 runs planned, 5 done" in out
+    assert "step 2 guided" not in out and "7 runs planned, 7 done" in out
 
 
 def test_transfer_matrix_all_pairs(transfer_study):

@@ -62,9 +62,11 @@ def _ref_label(runs: list[dict]) -> str:
     return f"normalized score ({refs[0]} reference)" if len(refs) == 1 else "normalized score (mixed references)"
 
 
-def fig_learning_curves(curves: list[dict], runs: list[dict], dataset: str, path: Path, confidence: float):
+def fig_learning_curves(curves: list[dict], runs: list[dict], dataset: str, path: Path, confidence: float,
+                        data_mean: float | None = None):
     """`curves`: one dict per (run, variant) line: run (index into `runs`, which colours it), label,
-    seeds (legend text), style, steps, means, low, high (the CI band)."""
+    seeds (legend text), style, steps, means, low, high (the CI band); `data_mean`: the data's own
+    episodes' score, drawn as a reference line."""
     labels = [f"{c['label']} (nn seeds)" for c in curves]  # widest legend entries: sizes the columns
     per_run = {c["run"] for c in curves}
     ncol = _legend_columns(labels, 8.0)
@@ -79,6 +81,8 @@ def fig_learning_curves(curves: list[dict], runs: list[dict], dataset: str, path
         ax.plot(c["steps"], c["means"], c["style"], color=colors[c["run"]], marker=marker, markersize=3, lw=1.6,
                 label=f"{c['label']} ({c['seeds']})")
         ax.fill_between(c["steps"], c["low"], c["high"], color=colors[c["run"]], alpha=0.15, lw=0)
+    if data_mean is not None:
+        ax.axhline(data_mean, color="0.3", ls=":", lw=1.2, label=f"the data's own episodes ({data_mean:.1f})")
     ax.set_xlabel("policy gradient steps")
     ax.set_ylabel(_ref_label(runs))
     ax.set_title(f"{dataset}: mean score over seeds, {confidence:.0%} bootstrap CI band")

@@ -228,12 +228,15 @@ def curves_section(group: list[dict], dataset: str, out_dir: Path, opts: dict) -
     if not curved:
         return []
     name = f"learning_curves_{slug(dataset)}.png"
+    own = {r["summary"].get("dataset_mean_score") for r in curved} - {None}
+    data_mean = own.pop() if len(own) == 1 else None  # one dataset, scored on one reference
     fig_learning_curves(curve_lines(curved, opts["n_boot"], opts["seed"], opts["confidence"]), curved, dataset,
-                        out_dir / name, opts["confidence"])
+                        out_dir / name, opts["confidence"], data_mean)
     return [f"![learning curves]({name})", "",
             f"Mean normalized score over seeds (each seed: the mean of its evaluation episodes) "
             f"against policy gradient steps; band: {opts['confidence']:.0%} bootstrap CI resampling seeds (episodes "
-            "for a single-seed run).", ""]
+            "for a single-seed run)" + (f"; dotted: the data's own episodes ({fmt(data_mean)})" if data_mean is not None
+                                       else "") + ".", ""]
 
 
 def scores_section(group: list[dict], dataset: str, out_dir: Path, opts: dict) -> list[str]:

@@ -3,23 +3,25 @@ cost fitted to the CPU reproduction (`mdpt reproduce --budget-hours` refuses a p
 
 from __future__ import annotations
 
-from mdpt.reproduction.plan import Planned, Swap, eval_steps
+from mdpt.reproduction.plan import BASELINES, Planned, Swap, eval_steps
 from mdpt.reproduction.protocol import Protocol
 
 # Estimated seed-steps per second of each update on a 2-core CPU and on an H200 at 15-20 replicas
 # (benchmarks/RESULTS.md); only used to estimate a plan's wall time.
 RATES = {"cpu": {"iql": 240.0, "dql-joint": 48.0, "dql-gf": 60.0, "idql-joint": 30.0, "idql-gf": 35.0,
-                 "edp-joint": 50.0, "edp-gf": 150.0, "dql-bc": 150.0, "edp-bc": 150.0, "critic": 60.0},
+                 "edp-joint": 50.0, "edp-gf": 150.0, "dql-bc": 150.0, "edp-bc": 150.0, "critic": 60.0,
+                 "baseline": 1000.0},
          "gpu": {"iql": 47_000.0, "dql-joint": 15_000.0, "dql-gf": 18_000.0, "idql-joint": 16_000.0,
                  "idql-gf": 22_000.0, "edp-joint": 17_000.0, "edp-gf": 60_000.0, "dql-bc": 40_000.0,
-                 "edp-bc": 40_000.0, "critic": 15_000.0}}
+                 "edp-bc": 40_000.0, "critic": 15_000.0, "baseline": 200_000.0}}
 
 
 # Evaluation on a 2-core CPU, seconds per episode of one seed (1000 env steps): the simulator and one
 # sample, plus one denoising chain per candidate. Fitted to the hopper reproduction: DQL 63 s for
 # 3 seeds x 10 episodes at 50 candidates; IDQL (LN-ResNet) 1776 s at 256 candidates, 90-110 s for
 # 3 x 5 at 32. EDP samples with 15 solver steps, three times DQL's 5.
-EPISODE_COST = {"dql": (1.0, 0.025), "edp": (1.0, 0.075), "idql": (1.5, 0.235), "cfg": (1.0, 0.025)}
+EPISODE_COST = {"dql": (1.0, 0.025), "edp": (1.0, 0.075), "idql": (1.5, 0.235), "cfg": (1.0, 0.025),
+                "bc": (1.0, 0.0), "awr": (1.0, 0.0)}  # the baselines: one small MLP call per step
 
 
 def _episode_seconds(algo: str, candidates: int, episodes: int, seeds: int) -> float:
@@ -32,7 +34,7 @@ def _candidates(p: Protocol, algo: str, step: int, guided: bool) -> int:
 
     if not guided:
         return 1
-    if step < p.steps and p.curve_candidates is not None:
+    if step < p.steps and p.curve_candidates is not None and algo not in BASELINES:
         return p.curve_candidates
     return ALGORITHMS[algo]["selector"]["candidates"]
 

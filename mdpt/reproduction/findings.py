@@ -89,6 +89,9 @@ def gfdt_finding(result: dict) -> str:
     if v.get("gfdt_plain"):
         text += " " + _family_line(v["gfdt_plain"], "The policies alone (plain sampling from both, no selection)",
                                    len(gf)) + "."
+    if v.get("baselines"):
+        text += " " + _family_line(v["baselines"], "Against the baselines (each diffusion policy minus BC or IQL's "
+                                                   "AWR policy, same data, budget and seeds)", 4) + "."
     return text
 
 

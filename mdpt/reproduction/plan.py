@@ -44,6 +44,8 @@ CONTROLS_WITH_Q = ("dql", "edp")  # algorithms whose policy loss uses the guidan
 # ----------------------------------------------------------------------------- run names
 IQL_A, IQL_B, CRITIC_AUTHORS = "iql-a", "iql-b", "critic-authors"  # guidance runs
 JOINT, GFDT, BC, RANDOM = "joint", "gfdt", "bc", "random"  # policy runs: <algo>-<role>
+BASELINE = "baseline"  # <bc|awr>-baseline: the Gaussian baselines against the stage-1 IQL guidance
+BASELINES = ("bc", "awr")
 METHODS = (JOINT, GFDT)  # the two training modes the paper compares
 
 
@@ -55,7 +57,7 @@ def run_name(algo: str, role: str) -> str:
 def run_role(name: str) -> str | None:
     """The role of a policy run's name (None for a guidance run)."""
     role = name.rsplit("-", 1)[-1]
-    return role if "-" in name and role in (JOINT, GFDT, BC, RANDOM) else None
+    return role if "-" in name and role in (JOINT, GFDT, BC, RANDOM, BASELINE) else None
 
 
 class Control(NamedTuple):
@@ -155,6 +157,11 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
                                derive_from))
 
         add(IQL_A, {"guidance": {"kind": "iql"}}, "iql")
+        for algo in BASELINES:  # what every diffusion score is read against: same data, budget and seeds
+            ev = {k: v for k, v in _eval(p, ["guided"]).items() if k != "curve_candidates"}
+            add(run_name(algo, BASELINE), {"algo": algo, "mode": "guidance-first", "eval": ev,
+                                           "stage1": {"guidance_path": str(here / IQL_A / "guidance")}},
+                BASELINE, algo, after=(IQL_A,))
         if transfer:
             add(IQL_B, {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql")
         stage1 = stage1_guidance(p, here)

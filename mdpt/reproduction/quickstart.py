@@ -112,15 +112,21 @@ def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, se
                                   "guidance_path": str((runs / "iql-guidance" / "guidance").resolve())})
     log("stage 1/4: IQL guidance module (value estimator trained from the data alone)")
     run_all({"iql-guidance": guidance_cfg}, runs, log, progress, dataset=data)
-    log("stage 2/4: DQL trained jointly with its critic, and guidance-first against the frozen IQL module")
+    log("stage 2/4: DQL trained jointly with its critic, and guidance-first against the frozen IQL module; the "
+        "baselines BC and IQL's AWR policy (from the same IQL module) at the same budget")
     run_all({"dql-joint": joint_cfg, "dql-guidance-first": gf_cfg}, runs, log, progress, dataset=data)
+    baseline = {k: v for k, v in policy.items() if k not in ("eval_variants", "candidates")}
+    run_all({name: RunConfig.from_dict({**common, **baseline, "algo": algo, "mode": "guidance-first",
+                                        "guidance_kind": "iql", "guidance_path": gf_cfg.stage1.guidance_path})
+             for name, algo in (("bc", "bc"), ("iql-awr", "awr"))}, runs, log, progress, dataset=data)
     log("stage 3/4: swapping guidance across seeds and algorithms")
     sources = [TransferSource("dql-joint", runs / "dql-joint" / "policy", "dql-critic", runs / "dql-joint" / "guidance"),
                TransferSource("dql-gfdt", runs / "dql-guidance-first" / "policy", "iql",
                               runs / "iql-guidance" / "guidance")]
     transfer = write_transfer(sources, out / "transfer", joint_cfg, b.eval_episodes, b.eval_max_steps, log=log)
     log("stage 4/4: report")
-    path = write_report([runs / "dql-joint", runs / "dql-guidance-first", transfer], out / "report")
+    path = write_report([runs / "dql-joint", runs / "dql-guidance-first", runs / "bc", runs / "iql-awr", transfer],
+                        out / "report")
     log(f"quickstart finished in {(time.perf_counter() - t0) / 60:.1f} min")
     log(f"report: {path}")
     return path

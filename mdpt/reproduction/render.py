@@ -46,13 +46,16 @@ def curve_points(runs: dict) -> list[tuple[str, str, list[int], list[tuple[float
     return out
 
 
-def fig_curves(curves: list, ds: str, path: Path) -> None:
+def fig_curves(curves: list, ds: str, path: Path, data_mean: float | None = None) -> None:
+    """The learning curves (the baselines' among them), and the data's own episodes as a reference line."""
     fig = figure(8.0, 4.6)
     ax = fig.add_subplot()
     styles = dict(CURVE_VARIANTS)
     for name, variant, steps, cis in curves:
         line, = ax.plot(steps, [c[0] for c in cis], styles[variant], marker="o", ms=3, label=f"{name} · {variant}")
         ax.fill_between(steps, [c[1] for c in cis], [c[2] for c in cis], color=line.get_color(), alpha=0.12, lw=0)
+    if data_mean is not None:
+        ax.axhline(data_mean, color="0.3", ls=":", lw=1.2, label=f"the data's own episodes ({data_mean:.1f})")
     ax.set_xlabel("policy gradient steps")
     ax.set_ylabel("normalized score")
     ax.set_title(f"{ds}: mean over seeds, 95% t interval")
@@ -195,7 +198,7 @@ def dataset_section(data: dict, ds: str, r: dict, report_dir: Path) -> list[str]
     md = [f"## {ds}", ""] + data_line(r) + pending_section(data, ds)
     curves = curve_points(runs)
     if any(variant == "guided" for _, variant, _, _ in curves):
-        fig_curves(curves, ds, report_dir / f"curves_{ds}.png")
+        fig_curves(curves, ds, report_dir / f"curves_{ds}.png", (r.get("data") or {}).get("mean"))
         md += [f"![learning curves](curves_{ds}.png)", ""]
     return (md + gfdt_section(r["gfdt"]) + necessity_section(r["necessity"], ds, report_dir)
             + values_section(r.get("values")) + transfer_section(r["transfer"]))

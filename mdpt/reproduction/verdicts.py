@@ -6,7 +6,8 @@ transfer cells, one calibrated family per finding (`evaluation/rules.py`).
   were evaluated with different candidates or episodes is left out and named (`mismatched`);
 - finding 1, algorithm: per (dataset, control, step), two algorithms' per-seed gaps;
 - finding 2: guidance-first minus joint at their last common step, guided (the claim) and sampled
-  plainly (the policies alone), per (dataset, algorithm);
+  plainly (the policies alone), per (dataset, algorithm); and every diffusion policy against the
+  baselines (BC, IQL's AWR policy) trained on the same data with the same budget and seeds;
 - finding 3: own vs swapped guidance on the same policy seeds over every seed-spread cell (the seed
   IQR, tested by seed), and the authors' measure, each seed's variance over episodes; the same for
   the cross-algorithm swaps and the guidance ensembles.
@@ -21,7 +22,7 @@ from mdpt.errors import MDPTError
 from mdpt.evaluation import rules
 from mdpt.evaluation.inference import seed_means
 from mdpt.reproduction.analysis import series, swap_cells
-from mdpt.reproduction.plan import GFDT, JOINT, NECESSITY_CONTROLS, run_name, swap_group
+from mdpt.reproduction.plan import BASELINE, BASELINES, GFDT, JOINT, NECESSITY_CONTROLS, run_name, swap_group
 
 
 def _points(run: dict, variant: str) -> dict[int, tuple[np.ndarray, tuple]]:
@@ -92,6 +93,27 @@ def gfdt_inputs(data: dict, variant: str) -> dict:
     return settings
 
 
+def baseline_inputs(data: dict) -> dict:
+    """(diffusion policy, baseline) per-seed scores at their last common step: every joint and guidance-first
+    run against every baseline run of its dataset (same data, budget and seeds)."""
+    pairs = {}
+    for ds, runs in sorted(data["runs"].items()):
+        for algo in data["protocol"].algos:
+            for role in (JOINT, GFDT):
+                policy = runs.get(run_name(algo, role))
+                for base in BASELINES:
+                    baseline = runs.get(run_name(base, BASELINE))
+                    if not policy or not baseline:
+                        continue
+                    sp, sb = dict(series(policy, "guided")), dict(series(baseline, "guided"))
+                    common = sorted(set(sp) & set(sb))
+                    if common and sp[common[-1]].shape[0] == sb[common[-1]].shape[0]:
+                        t = common[-1]
+                        pairs[f"{ds} {run_name(algo, role)} - {run_name(base, BASELINE)} at step {t}"] = (
+                            seed_means(sp[t]), seed_means(sb[t]))
+    return pairs
+
+
 def spread_inputs(data: dict, group: str = "spread") -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Own and swapped (seeds, episodes) scores of every swap of `group` (`plan.swap_group`: the paper's
     seed-spread swaps, cross-algorithm, ensembles); cells may differ in episodes."""
@@ -136,6 +158,8 @@ def verdicts(data: dict) -> dict:
         out["gfdt"] = _safe(rules.gfdt_rule, settings)
     if settings := gfdt_inputs(data, "unguided"):
         out["gfdt_plain"] = _safe(rules.gfdt_rule, settings)
+    if pairs := baseline_inputs(data):  # "supported": the diffusion policy scores above the baseline
+        out["baselines"] = _safe(rules.gfdt_rule, pairs)
     for group in ("spread", "cross", "ensemble"):
         out[group if group == "spread" else f"spread_{group}"] = spread_verdict(*spread_inputs(data, group))
     return out
