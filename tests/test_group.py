@@ -78,7 +78,8 @@ def test_group_refuses_runs_that_differ_in_more_than_data(datasets):
         GroupRun([("x", a), ("y", b)], datasets=datasets)
 
 
-EVAL = {**COMMON, "eval": {"every": 3, "episodes": 1, "max_steps": 3, "variants": ["guided"]}}
+EVAL = {**{k: v for k, v in COMMON.items() if k != "eval_variants"},  # one name per setting (a conflict else)
+        "eval": {"every": 3, "episodes": 1, "max_steps": 3, "variants": ["guided"]}}
 
 
 def _evals(run_dir) -> list[tuple]:

@@ -260,7 +260,7 @@ INT_LEAVES = [name for name, _, hint in leaves(RunConfig) if int in _types(hint)
 
 def test_every_integer_setting_has_a_limit():
     assert sorted(INT_LEAVES) == sorted(INT_LIMITS)
-    assert len(INT_LEAVES) == 28
+    assert len(INT_LEAVES) == 29
 
 
 @pytest.mark.parametrize("name", INT_LEAVES)
@@ -289,7 +289,7 @@ AS_SET = (".inf", "nan")
 
 def test_float_leaves_are_all_found():
     names = [n for n, _ in FLOAT_LEAVES]
-    assert len(names) == 20 and "policy.cond_bins" in names and "divergence.margin" in names
+    assert len(names) == 22 and "policy.cond_bins" in names and "divergence.margin" in names
 
 
 @pytest.mark.parametrize("name,is_tuple", FLOAT_LEAVES)

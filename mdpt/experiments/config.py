@@ -59,7 +59,7 @@ INT_LIMITS: dict[str, tuple[int, str]] = {
     "eval.curve_candidates": (MAX_CANDIDATES, "a policy sample per candidate, env and seed"),
     "eval.max_steps": (1_000_000, "env steps per episode; the bullet envs end episodes at 1000"),
     "policy.hidden": _WIDTH, "guidance.hidden": _WIDTH, "policy.depth": _DEPTH, "guidance.depth": _DEPTH,
-    "policy.T": (10_000, "diffusion steps"), "policy.sample_steps": (10_000, "sampler network calls"),
+    "policy.T": (10_000, "diffusion steps"), "policy.time_dim": (4096, "the time embedding's width"), "policy.sample_steps": (10_000, "sampler network calls"),
     "guidance.backup_samples": (MAX_CANDIDATES, "next actions sampled per state"),
 }
 _LR = (10.0, "a learning rate")
@@ -71,7 +71,8 @@ _DECAY = (1e3, "a weight decay")
 FLOAT_LIMITS: dict[str, tuple[float, str]] = {
     "policy.dropout": (1.0, "a probability"), "policy.cond_dropout": (1.0, "a probability"),
     "policy.beta_min": (1e3, "a diffusion noise rate"), "policy.beta_max": (1e3, "a diffusion noise rate"),
-    "policy.eta": (1e6, "the Q term's weight"), "policy.lr": _LR, "guidance.lr": _LR,
+    "policy.eta": (1e6, "the Q term's weight"), "policy.awr_temperature": (1e3, "the exponent's scale of the AWR weights"),
+    "policy.awr_weight_max": (1e6, "the AWR weights' clip"), "policy.lr": _LR, "guidance.lr": _LR,
     "policy.grad_clip": _CLIP, "guidance.grad_clip": _CLIP, "policy.weight_decay": _DECAY,
     "guidance.weight_decay": _DECAY, "policy.ema_decay": (1.0, "a decay"), "guidance.tau": (1.0, "a decay"),
     "policy.cond_bins": (1e6, "a normalized return"), "guidance.expectile": (1.0, "an expectile"),
