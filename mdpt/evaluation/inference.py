@@ -104,30 +104,44 @@ def permutation_p(data, statistic, permutation_type: str, count: int, seed: int 
     return float(min(1.0, res.pvalue)), exact
 
 
+def t_interval(d: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
+    """(mean, low, high, sd) of values `d` (>= 2) with the one-sample t interval: a paired difference or
+    one setting's seed means. Zero width when every value is alike (to float noise)."""
+    n = len(d)
+    est, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd <= TINY * max(1.0, abs(est)):  # float noise of identical values: a zero-width interval
+        sd = 0.0
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n) if sd > 0 else 0.0
+    return est, est - half, est + half, sd
+
+
+def welch_interval(x: np.ndarray, y: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
+    """(mean(x) - mean(y), low, high, pooled sd) with Welch's t interval (>= 2 values a side). Zero width
+    when every value is alike (to float noise)."""
+    est = float(x.mean() - y.mean())
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = math.sqrt(va + vb)
+    pooled = math.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
+    if se <= TINY * max(1.0, abs(est)):  # float noise of identical seeds: a zero-width interval
+        return est, est, est, 0.0
+    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    return est, est - half, est + half, pooled
+
+
 def independent(a, b, confidence: float = CONFIDENCE, seed: int = 0, resamples: int = MC_RESAMPLES) -> Test:
     """a - b for two sets of runs with their own seeds (e.g. guidance-first vs joint)."""
     x, y = seed_means(a), seed_means(b)
     if len(x) < 2 or len(y) < 2:
         raise MDPTError(f"a comparison needs >= 2 seeds on each side; got {len(x)} and {len(y)}")
-    est = float(x.mean() - y.mean())
-    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(va + vb)
-    if se > 0:
-        df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
-        half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
-    else:
-        half = 0.0
-    pooled = math.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
-    if se <= TINY * max(1.0, abs(est)):  # float noise of identical seeds: a zero-width interval
-        se, half, pooled = 0.0, 0.0, 0.0
+    est, low, high, pooled = welch_interval(x, y, confidence)
     n = len(x) + len(y)
     g = est / pooled * (1 - 3 / (4 * n - 9)) if pooled > 0 else math.nan
     if np.ptp(np.concatenate([x, y])) == 0:  # every value alike: nothing can be told apart
         p, exact = 1.0, True
     else:
         p, exact = permutation_p((x, y), _mean_diff, "independent", math.comb(n, len(x)), seed, resamples)
-    return Test(est, est - half, est + half, p, (len(x), len(y)), False, float(g),
-                min_p_independent(len(x), len(y)), exact)
+    return Test(est, low, high, p, (len(x), len(y)), False, float(g), min_p_independent(len(x), len(y)), exact)
 
 
 def paired(a, b, confidence: float = CONFIDENCE, seed: int = 0, resamples: int = MC_RESAMPLES) -> Test:
@@ -146,16 +160,13 @@ def paired_differences(d, confidence: float = CONFIDENCE, seed: int = 0, resampl
     n = len(d)
     if n < 2:
         raise MDPTError(f"a comparison needs >= 2 seeds; got {n}")
-    est, sd = float(d.mean()), float(d.std(ddof=1))
-    if sd <= TINY * max(1.0, abs(est)):  # float noise of identical differences: a zero-width interval
-        sd = 0.0
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n) if sd > 0 else 0.0
+    est, low, high, sd = t_interval(d, confidence)
     if np.all(d == 0):
         p, exact = 1.0, True
     else:  # one sample with permutation_type "samples": scipy flips the sign of each difference
         p, exact = permutation_p((d,), _mean, "samples", 2**n, seed, resamples)
     dz = est / sd if sd > 0 else math.nan
-    return Test(est, est - half, est + half, p, (n, n), True, dz, min_p_paired(n), exact)
+    return Test(est, low, high, p, (n, n), True, dz, min_p_paired(n), exact)
 
 
 def min_p_independent(n_a: int, n_b: int) -> float:
@@ -254,20 +265,26 @@ def family(tests: list[Test], alpha: float = ALPHA, band: float = BAND) -> list[
     return [verdict(t, float(p), len(tests), alpha, band) for t, p in zip(tests, adjusted, strict=True)]
 
 
-def summary_word(verdicts: list[Verdict]) -> str:
-    """A finding's word from its family: supported (some direction decided in the claimed sense and
-    none against it), contradicted, mixed, not enough seeds (no comparison could decide), or not
-    shown. `higher` is the claimed sense: callers orient each comparison so."""
+def summary_word(verdicts: list[Verdict], claimed: str | None = "higher") -> str:
+    """A finding's word from its family: supported (some direction decided in the `claimed` sense,
+    "higher" or "lower", and none against it), contradicted, mixed, not enough seeds (no comparison
+    could decide), or not shown. `claimed` None: the claim is a difference in either direction, so any
+    decided comparison supports it."""
     if not verdicts:
         return "not tested"
-    up = [v for v in verdicts if v.word == "higher"]
-    down = [v for v in verdicts if v.word == "lower"]
-    if up and down:
-        return "mixed"
-    if up:
-        return "supported"
-    if down:
-        return "contradicted"
+    decided = [v for v in verdicts if v.decided]
+    if claimed is None:
+        if decided:
+            return "supported"
+    else:
+        with_claim = [v for v in decided if v.word == claimed]
+        against = [v for v in decided if v.word != claimed]
+        if with_claim and against:
+            return "mixed"
+        if with_claim:
+            return "supported"
+        if against:
+            return "contradicted"
     if all(v.word == "not enough seeds" for v in verdicts):
         n = max(v.test.n[0] for v in verdicts)
         return f"not enough seeds (n = {n}; needs >= {verdicts[0].needs})"

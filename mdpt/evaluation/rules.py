@@ -49,18 +49,6 @@ class Finding:
                 "verdicts": {k: v.to_json() for k, v in self.verdicts.items()}}
 
 
-def _any_direction_word(verdicts: list[inf.Verdict]) -> str:
-    """supported when some comparison is decided in either direction (the claim is "it differs")."""
-    if not verdicts:
-        return "not tested"
-    if any(v.decided for v in verdicts):
-        return "supported"
-    if all(v.word == "not enough seeds" for v in verdicts):
-        n = max(v.test.n[0] for v in verdicts)
-        return f"not enough seeds (n = {n}; needs >= {verdicts[0].needs})"
-    return "not shown"
-
-
 def _family(tests: dict[str, inf.Test], band: float, alpha: float) -> dict[str, inf.Verdict]:
     keys = list(tests)
     return dict(zip(keys, inf.family([tests[k] for k in keys], alpha, band), strict=True))
@@ -71,7 +59,7 @@ def stage_rule(curves: dict[str, tuple], band: float = inf.BAND, alpha: float = 
     """`curves`: label -> (gap at the first evaluation, gap at the last), each per seed (n,)."""
     tests = {k: inf.paired(last, first, resamples=resamples) for k, (first, last) in curves.items()}
     verdicts = _family(tests, band, alpha)
-    return Finding(_any_direction_word(list(verdicts.values())), verdicts)
+    return Finding(inf.summary_word(list(verdicts.values()), claimed=None), verdicts)
 
 
 def algorithm_rule(contrasts: dict[str, tuple], band: float = inf.BAND, alpha: float = inf.ALPHA,
@@ -79,7 +67,7 @@ def algorithm_rule(contrasts: dict[str, tuple], band: float = inf.BAND, alpha: f
     """`contrasts`: label -> (one algorithm's per-seed gaps, another's), independent runs."""
     tests = {k: inf.independent(a, b, resamples=resamples) for k, (a, b) in contrasts.items()}
     verdicts = _family(tests, band, alpha)
-    return Finding(_any_direction_word(list(verdicts.values())), verdicts)
+    return Finding(inf.summary_word(list(verdicts.values()), claimed=None), verdicts)
 
 
 def gfdt_rule(settings: dict[str, tuple], band: float = inf.BAND, alpha: float = inf.ALPHA,
@@ -213,7 +201,4 @@ def spread_rule(own, swapped, band: float = 0.0, alpha: float = inf.ALPHA,
     the swapped guidance (one test over every cell: no family to adjust)."""
     test = spread_test(own, swapped, resamples=resamples)
     v = inf.verdict(test, test.p, 1, alpha, band)
-    word = {"lower": "supported", "higher": "contradicted"}.get(v.word)
-    if word is None:
-        word = f"not enough seeds (n = {test.n[0]}; needs >= {v.needs})" if v.word == "not enough seeds" else "not shown"
-    return Finding(word, {"seed IQR, swapped - own": v})
+    return Finding(inf.summary_word([v], claimed="lower"), {"seed IQR, swapped - own": v})

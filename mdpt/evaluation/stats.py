@@ -34,10 +34,10 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from mdpt.errors import MDPTError
 from mdpt.evaluation import inference
+from mdpt.evaluation.inference import seed_means
 
 RESAMPLE = ("auto", "seeds", "episodes", "hierarchical")
 STATISTICS = ("mean", "median", "iqm", "iqr", "std")
@@ -282,19 +282,13 @@ def relative_iqr_change(a, b) -> float:
 # The reproduction's statistics (`mdpt reproduce`): each setting's scores (seeds, episodes) reduced to its
 # per-seed means, percentile bootstraps of SEED_BOOT draws that resample seeds, 95% intervals.
 
-def seed_means(scores) -> np.ndarray:
-    """The mean of each seed's episodes: (seeds, episodes) -> (seeds,)."""
-    return np.asarray(scores, float).mean(axis=1)
-
-
 def mean_ci(scores, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float]:
     """Mean of per-seed means and its t interval over seeds (zero width with one seed or seeds alike):
     a percentile bootstrap over 3 seeds is their range and covers the mean ~76% of the time."""
     m = seed_means(scores)
-    if len(m) < 2 or np.ptp(m) == 0:
+    if len(m) < 2:
         return float(m.mean()), float(m.mean()), float(m.mean())
-    half = float(sps.t.ppf(0.5 + confidence / 2, len(m) - 1)) * float(m.std(ddof=1)) / math.sqrt(len(m))
-    return float(m.mean()), float(m.mean() - half), float(m.mean() + half)
+    return inference.t_interval(m, confidence)[:3]
 
 
 def diff_ci(a, b, paired: bool = False, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float]:
@@ -304,5 +298,6 @@ def diff_ci(a, b, paired: bool = False, confidence: float = DEFAULT_CONFIDENCE) 
     if min(len(ma), len(mb)) < 2:
         d = float(ma.mean() - mb.mean())
         return d, d, d
-    t = (inference.paired if paired else inference.independent)(ma, mb, confidence)
-    return t.estimate, t.low, t.high
+    if paired:
+        return inference.t_interval(ma - mb, confidence)[:3]
+    return inference.welch_interval(ma, mb, confidence)[:3]

@@ -62,6 +62,12 @@ def _ref_label(runs: list[dict]) -> str:
     return f"normalized score ({refs[0]} reference)" if len(refs) == 1 else "normalized score (mixed references)"
 
 
+def data_reference_line(ax, data_mean: float | None) -> None:
+    """The data's own episodes' score as a dotted reference line on a learning-curve axis (none: nothing)."""
+    if data_mean is not None:
+        ax.axhline(data_mean, color="0.3", ls=":", lw=1.2, label=f"the data's own episodes ({data_mean:.1f})")
+
+
 def fig_learning_curves(curves: list[dict], runs: list[dict], dataset: str, path: Path, confidence: float,
                         data_mean: float | None = None):
     """`curves`: one dict per (run, variant) line: run (index into `runs`, which colours it), label,
@@ -81,8 +87,7 @@ def fig_learning_curves(curves: list[dict], runs: list[dict], dataset: str, path
         ax.plot(c["steps"], c["means"], c["style"], color=colors[c["run"]], marker=marker, markersize=3, lw=1.6,
                 label=f"{c['label']} ({c['seeds']})")
         ax.fill_between(c["steps"], c["low"], c["high"], color=colors[c["run"]], alpha=0.15, lw=0)
-    if data_mean is not None:
-        ax.axhline(data_mean, color="0.3", ls=":", lw=1.2, label=f"the data's own episodes ({data_mean:.1f})")
+    data_reference_line(ax, data_mean)
     ax.set_xlabel("policy gradient steps")
     ax.set_ylabel(_ref_label(runs))
     ax.set_title(f"{dataset}: mean score over seeds, {confidence:.0%} bootstrap CI band")

@@ -17,10 +17,10 @@ def fmt(x, digits: int = 1) -> str:
     return f"{x:.{digits}f}"
 
 
-def pct(x) -> str:
+def pct(x, digits: int = 1) -> str:
     if x is None or not np.isfinite(x):
         return "n/a"
-    return f"{100 * x:+.1f}%"
+    return f"{100 * x:+.{digits}f}%"
 
 
 def table(header: Sequence[str], rows: list[Sequence]) -> list[str]:

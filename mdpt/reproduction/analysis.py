@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from mdpt.errors import MDPTError
-from mdpt.evaluation.stats import diff_ci, iqr, mean_ci, seed_means
+from mdpt.evaluation.inference import seed_means
+from mdpt.evaluation.stats import diff_ci, iqr, mean_ci
 from mdpt.experiments.rundir import run_status
 from mdpt.io import read_json
 from mdpt.reports.runs import load_run, train_wall_s

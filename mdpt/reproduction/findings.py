@@ -6,7 +6,7 @@ barely separate the methods). Reads the analysis and verdicts of findings.json; 
 from __future__ import annotations
 
 from mdpt.evaluation.inference import BAND, Verdict
-from mdpt.reports.markdown import fmt
+from mdpt.reports.markdown import fmt, pct
 
 NARROW_SPREAD = 5.0  # normalized points: curves that all end closer than this cannot rank the methods
 
@@ -20,7 +20,7 @@ def other_spreads_sentence(v: dict) -> str:
         if v.get(key):
             m = v[key]["measures"]
             parts.append(f"with {name}: **{v[key]['word']}**, {fmt(m['points'])} points per cell (median), "
-                         f"{_pct(m['relative_median'])} relative, over {m['cells']} cells")
+                         f"{pct(m['relative_median'], 0)} relative, over {m['cells']} cells")
     return f" The seed IQR own -> {'; '.join(parts)}." if parts else ""
 
 
@@ -108,16 +108,16 @@ def transfer_finding(result: dict) -> str:
                                          "the paper reports -86%)",
                                  band=0.0)
             + f". Measures over {m.get('cells', 0)} step-matched cells: the seed IQR changes by "
-            f"{fmt(m.get('points'))} points (median per cell), {_pct(m.get('relative_median'))} (median relative change "
-            f"of the {m.get('cells_with_spread', 0)} cells whose own seeds differ), {_pct(m.get('relative_sum'))} "
+            f"{fmt(m.get('points'))} points (median per cell), {pct(m.get('relative_median'), 0)} (median relative change "
+            f"of the {m.get('cells_with_spread', 0)} cells whose own seeds differ), {pct(m.get('relative_sum'), 0)} "
             "(summed over cells, the earlier reports' measure, which weights cells by their own IQR).")
     ep = spread.get("episodes")
     if ep:
         t = ep.get("test") or {}
         p = f", sign-flip p = {t['p']:.3g} over {t['n'][0]} seeds" if "p" in t else ""
         text += (f" The authors' measure (their transfer scripts log each checkpoint's variance over one training "
-                 f"seed's episodes): own -> swapped variance change {_pct(ep.get('seed0'))} for seed 0, "
-                 f"{_pct(ep.get('median_over_seeds'))} median over seeds{p}; the paper's -86% most likely refers to "
+                 f"seed's episodes): own -> swapped variance change {pct(ep.get('seed0'), 0)} for seed 0, "
+                 f"{pct(ep.get('median_over_seeds'), 0)} median over seeds{p}; the paper's -86% most likely refers to "
                  "this episode-level spread of one seed, not to a spread across seeds.")
     if result.get("swap_candidates"):
         text += (f" Own and swapped guidance both score {result['swap_candidates']} candidates per state, on the "
@@ -130,10 +130,6 @@ def transfer_finding(result: dict) -> str:
                      f"{ds} {row['policy']} with {row['swap']} at step {row['step']}: {fmt(row['swapped'][0])} vs "
                      f"own {fmt(row['own'][0])}" for ds, row in cross[:4]) + ".")
     return text + other_spreads_sentence(v)
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:+.0f}%"
 
 
 def narrow_caveats(result: dict) -> list[str]:

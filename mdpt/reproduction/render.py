@@ -17,7 +17,7 @@ from pathlib import Path
 from mdpt.errors import MDPTError
 from mdpt.evaluation.stats import mean_ci
 from mdpt.io import atomic_dir, json_default, write_bytes_atomic, write_json_atomic
-from mdpt.reports.figures import figure, save
+from mdpt.reports.figures import data_reference_line, figure, save
 from mdpt.reports.markdown import ci, fmt, table
 from mdpt.reproduction.analysis import analyse, load, series
 from mdpt.reproduction.findings import (
@@ -54,8 +54,7 @@ def fig_curves(curves: list, ds: str, path: Path, data_mean: float | None = None
     for name, variant, steps, cis in curves:
         line, = ax.plot(steps, [c[0] for c in cis], styles[variant], marker="o", ms=3, label=f"{name} · {variant}")
         ax.fill_between(steps, [c[1] for c in cis], [c[2] for c in cis], color=line.get_color(), alpha=0.12, lw=0)
-    if data_mean is not None:
-        ax.axhline(data_mean, color="0.3", ls=":", lw=1.2, label=f"the data's own episodes ({data_mean:.1f})")
+    data_reference_line(ax, data_mean)
     ax.set_xlabel("policy gradient steps")
     ax.set_ylabel("normalized score")
     ax.set_title(f"{ds}: mean over seeds, 95% t interval")

@@ -47,34 +47,42 @@ def _gaps(runs: dict, algo: str, control) -> dict[int, tuple[np.ndarray, tuple]]
     return out
 
 
-def stage_inputs(data: dict) -> tuple[dict, list[str]]:
-    curves, mismatched = {}, []
+def all_gaps(data: dict) -> dict[tuple, dict[int, tuple[np.ndarray, tuple]]]:
+    """(dataset, algorithm, control) -> the per-seed gaps at every common step, each computed once for the
+    stage and the algorithm families."""
+    out = {}
     for ds, runs in sorted(data["runs"].items()):
         for algo in data["protocol"].algos:
             for control in NECESSITY_CONTROLS:
-                gaps = _gaps(runs, algo, control)
-                if not gaps or len(gaps) < 2:
-                    continue
-                first, last = min(gaps), max(gaps)
-                label = f"{ds} {algo}, {control.label}: step {first} -> {last}"
-                if gaps[first][1] != gaps[last][1]:  # the two points were evaluated differently
-                    mismatched.append(label)
-                    continue
-                curves[label] = (gaps[first][0], gaps[last][0])
+                if gaps := _gaps(runs, algo, control):
+                    out[(ds, algo, control)] = gaps
+    return out
+
+
+def stage_inputs(gaps_of: dict) -> tuple[dict, list[str]]:
+    curves, mismatched = {}, []
+    for (ds, algo, control), gaps in gaps_of.items():
+        if len(gaps) < 2:
+            continue
+        first, last = min(gaps), max(gaps)
+        label = f"{ds} {algo}, {control.label}: step {first} -> {last}"
+        if gaps[first][1] != gaps[last][1]:  # the two points were evaluated differently
+            mismatched.append(label)
+            continue
+        curves[label] = (gaps[first][0], gaps[last][0])
     return curves, mismatched
 
 
-def algorithm_inputs(data: dict) -> dict:
+def algorithm_inputs(gaps_of: dict) -> dict:
     contrasts = {}
-    for ds, runs in sorted(data["runs"].items()):
-        algos = list(data["protocol"].algos)
+    for ds in sorted({key[0] for key in gaps_of}):
         for control in NECESSITY_CONTROLS:
-            gaps = {a: g for a in algos if (g := _gaps(runs, a, control))}
-            names = sorted(gaps)
+            names = sorted(a for (d, a, c) in gaps_of if d == ds and c == control)
             for i, a in enumerate(names):
                 for b in names[i + 1:]:
-                    for t in sorted(set(gaps[a]) & set(gaps[b])):
-                        contrasts[f"{ds} {control.label}, step {t}: {a} - {b}"] = (gaps[a][t][0], gaps[b][t][0])
+                    ga, gb = gaps_of[(ds, a, control)], gaps_of[(ds, b, control)]
+                    for t in sorted(set(ga) & set(gb)):
+                        contrasts[f"{ds} {control.label}, step {t}: {a} - {b}"] = (ga[t][0], gb[t][0])
     return contrasts
 
 
@@ -136,12 +144,12 @@ def spread_verdict(own: list[np.ndarray], swapped: list[np.ndarray]) -> dict | N
            "measures": rules.seed_iqr_measures(means_own, means_swapped), "episodes": None}
     if all(o.shape[1] >= 2 for o in own):
         out["episodes"] = {**rules.episode_spread_change(own, swapped),
-                           "test": _safe_test(rules.episode_spread_test, own, swapped)}
+                           "test": _safe(rules.episode_spread_test, own, swapped)}
     return out
 
 
 def _safe(fn, *args):
-    """A rule's Finding as JSON, or why it could not be computed (e.g. too few seeds for any test)."""
+    """A rule's Finding (or Test) as JSON, or why it could not be computed (e.g. too few seeds for any test)."""
     try:
         return fn(*args).to_json()
     except MDPTError as e:
@@ -149,10 +157,11 @@ def _safe(fn, *args):
 
 
 def verdicts(data: dict) -> dict:
-    curves, mismatched = stage_inputs(data)
+    gaps_of = all_gaps(data)
+    curves, mismatched = stage_inputs(gaps_of)
     out = {"stage": _safe(rules.stage_rule, curves) if curves else None, "stage_mismatched": mismatched,
            "algorithm": None, "gfdt": None, "gfdt_plain": None}
-    if contrasts := algorithm_inputs(data):
+    if contrasts := algorithm_inputs(gaps_of):
         out["algorithm"] = _safe(rules.algorithm_rule, contrasts)
     if settings := gfdt_inputs(data, "guided"):
         out["gfdt"] = _safe(rules.gfdt_rule, settings)
@@ -163,10 +172,3 @@ def verdicts(data: dict) -> dict:
     for group in ("spread", "cross", "ensemble"):
         out[group if group == "spread" else f"spread_{group}"] = spread_verdict(*spread_inputs(data, group))
     return out
-
-
-def _safe_test(fn, *args):
-    try:
-        return fn(*args).to_json()
-    except MDPTError as e:
-        return {"why": str(e)}
