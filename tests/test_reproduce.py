@@ -226,6 +226,31 @@ def test_a_second_call_resumes_without_redoing_anything(reproduction, capsys):
     assert main(["reproduce", "--report-only", "--out", str(out)]) == 0
 
 
+def test_runs_written_before_a_preset_default_moved_still_continue_and_a_changed_setting_does_not(
+        reproduction, tmp_path, capsys):
+    import shutil
+
+    out, _, main = reproduction
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    stage1 = copy / "runs" / DATASET / "iql-a" / "config.json"
+    joint = copy / "runs" / DATASET / "dql-joint" / "config.json"
+    older = json.loads(stage1.read_text())  # as an older MDPT wrote it: a setting it did not have, a preset value
+    del older["policy"]["time_dim"]  # it held in the policy settings of a run that trains no policy
+    older["policy"]["net"] = "lnresnet"
+    stage1.write_text(json.dumps(older))
+    joint_cfg = json.loads(joint.read_text())
+    del joint_cfg["policy"]["time_dim"]  # the default (16) it then took
+    joint.write_text(json.dumps(joint_cfg))
+    capsys.readouterr()
+    assert main(["reproduce", *ARGS, "--out", str(copy)]) == 0
+    assert "10 runs planned, 10 done" in capsys.readouterr().out
+    older["guidance"]["expectile"] = 0.9  # a setting that changes what was trained
+    stage1.write_text(json.dumps(older))
+    assert main(["reproduce", *ARGS, "--out", str(copy)]) == 2
+    assert "iql-a: made with other options" in capsys.readouterr().err
+
+
 def test_a_plan_over_budget_is_refused_up_front(tmp_path, reproduction):
     from mdpt.reproduction.execute import Reproduction
     from mdpt.reproduction.protocol import Protocol

@@ -15,6 +15,7 @@ run_dir/
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -111,7 +112,8 @@ class Run(RunEvaluation, RunResults):
         if old == self.config.to_json():
             return True
         try:
-            return RunConfig.from_dict({k: v for k, v in old.items() if k != "preset"}).to_json() == self.config.to_json()
+            return _effective(RunConfig.from_dict({k: v for k, v in old.items() if k != "preset"})) == \
+                _effective(self.config)
         except MDPTError:
             return False
 
@@ -469,3 +471,11 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", mininterval=2.0)
 
 
+def _effective(config: RunConfig) -> dict:
+    """What a run trains from: the settings with every preset default filled, and no policy settings where
+    no policy is trained (a preset default moved since a run was written is still that run)."""
+    out = config.to_json()
+    out.pop("preset", None)
+    out["guidance"] = dataclasses.asdict(config.guidance_config())
+    out["policy"] = dataclasses.asdict(config.policy_config()) if config.algo else None
+    return out
