@@ -179,6 +179,15 @@ def test_gfdt_rule_finds_two_seed_sds_with_ten_seeds():
     assert found / (REPS // 4) >= 0.9
 
 
+def test_a_family_claimed_lower_is_supported_by_a_drop_and_contradicted_by_a_rise():
+    rng = np.random.default_rng(23)
+    drop = {"eta 0 - joint": (rng.normal(40, 5, 10), rng.normal(60, 5, 10))}
+    assert rules.gfdt_rule(drop, resamples=FAST, claimed="lower").word == "supported"
+    assert rules.gfdt_rule(drop, resamples=FAST).word == "contradicted"  # the default claim: higher
+    rise = {"eta 0 - joint": (rng.normal(60, 5, 10), rng.normal(40, 5, 10))}
+    assert rules.gfdt_rule(rise, resamples=FAST, claimed="lower").word == "contradicted"
+
+
 def test_stage_rule_finds_a_planted_change():
     rng = np.random.default_rng(22)
     found = 0

@@ -53,4 +53,5 @@ def test_the_report_prints_out_as_given_never_the_machines_absolute_path(tmp_pat
     monkeypatch.chdir(tmp_path)
     out = make_reproduction(tmp_path / "repro")
     text = write_report(out.resolve()).read_text()  # an absolute --out inside the working directory
-    assert "--transfer-points 2 --out repro`" in text and str(tmp_path) not in text
+    assert "--transfer-points 2 --studies necessity,gfdt-vs-joint,transfer --out repro`" in text  # planned before arms
+    assert str(tmp_path) not in text

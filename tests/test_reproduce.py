@@ -40,8 +40,8 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     out, code, _ = reproduction
     assert code == 0
     runs = sorted(p.name for p in (out / "runs" / DATASET).iterdir())
-    assert runs == ["awr-baseline", "bc-baseline", "dql-bc", "dql-gfdt", "dql-joint", "dql-random", "idql-gfdt",
-                    "idql-joint", "iql-a", "iql-b"]
+    assert runs == ["awr-baseline", "bc-baseline", "critic-authors", "dql-bc", "dql-gfauthors", "dql-gfcritic",
+                    "dql-gfdt", "dql-joint", "dql-random", "idql-gfdt", "idql-joint", "iql-a", "iql-b"]
     awr = json.loads((out / "runs" / DATASET / "awr-baseline" / "config.json").read_text())
     assert awr["algo"] == "awr" and awr["stage1"]["guidance_path"].endswith("iql-a/guidance")
     joint = [json.loads(x) for x in (out / "runs" / DATASET / "dql-joint" / "metrics.jsonl").read_text().splitlines()]
@@ -52,15 +52,30 @@ def test_the_protocol_trains_every_run_and_writes_the_report(reproduction):
     assert gf["stage1"]["guidance_path"].endswith("iql-a/guidance")
     bc = json.loads((out / "runs" / DATASET / "dql-bc" / "config.json").read_text())
     assert bc["policy"]["eta"] == 0.0
+    arm = {role: json.loads((out / "runs" / DATASET / f"dql-{role}" / "config.json").read_text())["stage1"]
+           for role in ("gfcritic", "gfauthors")}
+    assert arm["gfcritic"]["guidance_path"].endswith("dql-joint/guidance")
+    assert arm["gfauthors"]["guidance_path"].endswith("critic-authors/guidance")
+    cells = json.loads((out / "transfer" / f"{DATASET}.json").read_text())["cells"]
+    selected = {k: c for k, c in cells.items() if k.endswith("|joint-selection")}
+    assert sorted(selected) == ["dql-bc@4|joint-selection", "dql-gfauthors@4|joint-selection",
+                                "dql-gfdt@4|joint-selection"]
+    assert all(c["guidance"][0].endswith("dql-joint/snapshots/step-000000004/guidance") for c in selected.values())
     report = (out / "report" / "report.md").read_text()
     assert "## Findings" in report and "1. **Guidance necessity" in report and "2. **GFDT" in report
     assert "3. **" in report and "the paper reports -86%" in report
     assert "### GFDT vs joint (the paper's table)" in report and "### Guidance necessity" in report
     assert f"- command: `mdpt reproduce --datasets {DATASET} --algos dql,idql" in report
     assert f"--out {out}`" in report and "- versions (as each run recorded them): backend cpu" in report
-    assert "- wall time: training and evaluation of 10 runs" in report and "untimed" not in report
+    assert "- wall time: training and evaluation of 13 runs" in report and "untimed" not in report
     assert "Against the baselines (each diffusion policy minus BC or IQL's AWR policy" in report
+    assert "With the confounds taken apart" in report and "Eta 0 selected both ways" in report
+    assert "### Guidance-first with the confounds taken apart (arm minus joint, last step)" in report
+    assert "| comparison | difference [95% CI] | p (Holm, 5) | effect (sd) | seeds | verdict |" in report
     findings = json.loads((out / "report" / "findings.json").read_text())
+    arms = findings["verdicts"]["arms"]
+    assert arms["comparisons"] == 5 and any("joint's own critic frozen, own selection" in k for k in arms["verdicts"])
+    assert findings["verdicts"]["arms_eta0"]["comparisons"] == 2
     assert findings["datasets"][DATASET]["gfdt"][0]["algo"] == "dql"
     assert findings["datasets"][DATASET]["gfdt"][0]["plain_step"] == 4
     assert findings["datasets"][DATASET]["gfdt"][0]["stage1"]["run"] == "iql-a"
@@ -222,7 +237,7 @@ def test_a_second_call_resumes_without_redoing_anything(reproduction, capsys):
     assert main(["reproduce", *ARGS, "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")} == before
     assert json.loads((out / "transfer" / f"{DATASET}.json").read_text()) == json.loads(cells)
-    assert "10 runs planned, 10 done" in capsys.readouterr().out
+    assert "13 runs planned, 13 done" in capsys.readouterr().out
     assert main(["reproduce", "--report-only", "--out", str(out)]) == 0
 
 
@@ -244,7 +259,7 @@ def test_runs_written_before_a_preset_default_moved_still_continue_and_a_changed
     joint.write_text(json.dumps(joint_cfg))
     capsys.readouterr()
     assert main(["reproduce", *ARGS, "--out", str(copy)]) == 0
-    assert "10 runs planned, 10 done" in capsys.readouterr().out
+    assert "13 runs planned, 13 done" in capsys.readouterr().out
     older["guidance"]["expectile"] = 0.9  # a setting that changes what was trained
     stage1.write_text(json.dumps(older))
     assert main(["reproduce", *ARGS, "--out", str(copy)]) == 2
@@ -274,7 +289,10 @@ def test_swaps_at_one_candidate_count_are_compared_with_the_own_guidance_at_that
     assert main(["reproduce", *ARGS, "--swap-candidates", "2", "--out", str(tmp_path / "out")]) == 0
     cells = json.loads(path.read_text())["cells"]
     own = {key for key in cells if key.endswith("|own")}
-    assert own == {f"{algo}-{mode}@{t}|own" for algo in ("dql", "idql") for mode in ("joint", "gfdt") for t in (2, 4)}
+    arms = {f"dql-{role}@4|own" for role in ("gfcritic", "gfauthors", "bc")}  # beside their joint-selection cells
+    assert own == {f"{algo}-{mode}@{t}|own" for algo in ("dql", "idql") for mode in ("joint", "gfdt") for t in (2, 4)} | arms
+    assert cells["dql-gfcritic@4|own"]["guidance"][0].endswith("dql-joint/guidance")
+    assert cells["dql-bc@4|own"]["guidance"][0].endswith("iql-a/guidance")
     assert {c["selector"]["candidates"] for c in cells.values()} == {2}  # every cell re-evaluated at 2
     assert cells["dql-gfdt@4|own"]["guidance"][0].endswith("iql-a/guidance")
     rows = analyse(load(tmp_path / "out"))["datasets"][DATASET]["transfer"]["swaps"]
@@ -312,10 +330,11 @@ def test_the_estimate_counts_each_evaluation_at_its_candidate_count_and_the_swap
     assert 200 < evaluation_seconds(runs["dql-joint"], p) < 400
     assert 2900 < evaluation_seconds(runs["idql-joint"], p) < 4500  # 256 final candidates of a wider network
     swaps = planned_swaps(p)
-    assert len(swaps) == 20 and estimate_seconds([], p, "cpu", swaps) > 2 * 3600  # IDQL's final swaps at 256
+    assert len(swaps) == 23 and estimate_seconds([], p, "cpu", swaps) > 2 * 3600  # IDQL's final swaps at 256
+    assert len([sw for sw in swaps if sw.kind == "joint-selection"]) == 3  # dql's gfdt, gfauthors, bc
     cheap = Protocol(datasets=(DATASET,), steps=15_000, eval_every=5_000, curve_candidates=32, swap_candidates=32)
     assert estimate_seconds([], cheap, "cpu", planned_swaps(cheap)) < estimate_seconds([], p, "cpu", swaps) / 3
-    assert len(Reproduction(cheap, "nowhere").remaining_swaps()) == 28  # and the 8 own cells
+    assert len(Reproduction(cheap, "nowhere").remaining_swaps()) == 34  # and the 8 + 3 own cells, each once
 
 
 def test_killed_while_swapping_resumes_the_missing_cells_only(reproduction):
@@ -475,3 +494,24 @@ def test_train_only_then_the_same_command_with_the_simulator_evaluates_every_run
     assert row["programs"] == [2, 2] and None not in row["ms_per_step"]  # both grouped alike: compared
     report = (out / "report" / "report.md").read_text()
     assert "not evaluated yet" not in report and "their ms/step and peak memory are that program's" in report
+
+
+def test_the_arms_study_plans_each_stage1_critic_once_and_only_for_algorithms_trained_on_their_critic():
+    from mdpt.reproduction.plan import plan, planned_swaps
+    from mdpt.reproduction.protocol import Protocol
+
+    def names(**kw):
+        return [it.name for it in plan(Protocol(datasets=(DATASET,), **kw), Path("runs"))]
+
+    every = names()
+    assert every.count("critic-authors") == 1 and {"dql-gfcritic", "dql-gfauthors"} <= set(every)
+    assert not any(n.startswith("idql-gf") and n != "idql-gfdt" for n in every)  # IDQL's policy never reads it
+    authors = names(stage1="authors")
+    assert authors.count("critic-authors") == 1 and "dql-gfauthors" not in authors  # gfdt is that arm
+    assert "critic-authors" not in names(studies=("gfdt-vs-joint", "transfer"))
+    items = {it.name: it for it in plan(Protocol(datasets=(DATASET,)), Path("runs"))}
+    assert items["dql-gfcritic"].after == ("dql-joint",) and items["dql-gfauthors"].after == ("critic-authors",)
+    assert every.index("dql-joint") < every.index("dql-gfcritic")
+    p = Protocol(datasets=(DATASET,), studies=("arms",))
+    assert {sw.key for sw in planned_swaps(p)} == {"dql-gfdt@30000|joint-selection",
+                                                    "dql-gfauthors@30000|joint-selection"}  # no eta-0 run planned

@@ -47,6 +47,12 @@ def register(subparsers) -> None:
     r.add_argument("--curve-candidates", type=count(1, MAX_CANDIDATES),
                    help="candidates along the curve (default: each algorithm's)")
     r.add_argument("--eval-max-steps", type=count(1, MAX_ENV_STEPS), help="cap evaluation episodes at this many env steps")
+    r.add_argument("--studies", default=",".join(d.studies),
+                   help="comma-separated, the studies to plan runs and swaps for: necessity (the eta-0 and random "
+                        "controls), gfdt-vs-joint, transfer (guidance swaps at matched checkpoints), arms "
+                        "(guidance-first against the joint run's own critic and against the authors' stage 1, and "
+                        "every guidance-first policy and the eta-0 control selected the joint run's way) "
+                        f"(default: {','.join(d.studies)})")
     r.add_argument("--stage1", choices=["iql", "authors"], default=d.stage1,
                    help="guidance-first's stage 1: iql (policy-independent) or authors (a dql-critic with an "
                         f"untrained actor's next actions and a frozen target, the paper's script) (default: {d.stage1})")
@@ -107,7 +113,8 @@ def protocol_from_args(args):
                     curve_episodes=args.curve_episodes, final_episodes=args.episodes,
                     curve_candidates=args.curve_candidates, eval_max_steps=args.eval_max_steps, stage1=args.stage1,
                     unfreeze_at=args.unfreeze_at, ensemble_k=args.ensemble_k, transfer_points=args.transfer_points,
-                    swap_candidates=args.swap_candidates, derive=not args.train_every_run, base=base)
+                    swap_candidates=args.swap_candidates, derive=not args.train_every_run, base=base,
+                    studies=tuple(x.strip() for x in args.studies.split(",") if x.strip()))
 
 
 def _record_data(out: Path) -> None:

@@ -71,11 +71,12 @@ def algorithm_rule(contrasts: dict[str, tuple], band: float = inf.BAND, alpha: f
 
 
 def gfdt_rule(settings: dict[str, tuple], band: float = inf.BAND, alpha: float = inf.ALPHA,
-              resamples: int = inf.MC_RESAMPLES) -> Finding:
-    """`settings`: label -> (guidance-first per-seed scores, joint per-seed scores)."""
+              resamples: int = inf.MC_RESAMPLES, claimed: str | None = "higher") -> Finding:
+    """`settings`: label -> (guidance-first per-seed scores, joint per-seed scores), independent runs; also any
+    arm against a reference (`claimed`: the sense of the difference arm - reference the claim expects)."""
     tests = {k: inf.independent(gf, joint, resamples=resamples) for k, (gf, joint) in settings.items()}
     verdicts = _family(tests, band, alpha)
-    return Finding(inf.summary_word(list(verdicts.values())), verdicts)
+    return Finding(inf.summary_word(list(verdicts.values()), claimed=claimed), verdicts)
 
 
 # ----------------------------------------------------------------------------- spreads

@@ -30,7 +30,7 @@ from mdpt.reproduction.plan import (
 )
 from mdpt.reproduction.protocol import Protocol, read_protocol, transfer_cells
 
-SWAP_GROUPS = ("spread", "cross", "ensemble")
+SWAP_GROUPS = ("spread", "cross", "ensemble", "arms")
 
 
 def auc(series: list[tuple[int, np.ndarray]]) -> float:
@@ -239,6 +239,8 @@ def transfer(cells: dict, runs: dict) -> tuple[dict, dict[str, list[tuple[np.nda
                             "critic": cell.get("critic")})
     summary = {"swaps": rows["spread"], "cross": rows["cross"], "ensembles": rows["ensemble"],
                "cells": len(pairs["spread"]), "own_cells": sum(parse_swap_key(key)[2] == OWN for key in cells)}
+    if rows["arms"]:  # the `arms` study's selections
+        summary["arms"] = rows["arms"]
     return summary, pairs
 
 

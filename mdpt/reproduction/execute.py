@@ -27,16 +27,18 @@ from mdpt.reproduction.plan import (
     INDEPENDENT_IQL,
     IQL_B,
     JOINT,
+    JOINT_SELECTION,
     OWN,
     SEED_SWAPPED,
     Planned,
     Swap,
     cross_run,
     overridden_settings,
+    own_guidance,
     plan,
     planned_swaps,
+    run_name,
     run_role,
-    stage1_guidance,
 )
 from mdpt.reproduction.protocol import Protocol, dataset_dir, read_protocol, transfer_cells
 
@@ -63,8 +65,6 @@ class Reproduction:
         return [it for it in self.planned() if not self._skipped(it, train_only)]
 
     def remaining_swaps(self) -> list[Swap]:
-        if "transfer" not in self.p.studies:
-            return []
         out = []
         for ds in self.p.datasets:
             path = self.out / "transfer" / f"{dataset_dir(ds)}.json"
@@ -145,7 +145,7 @@ class Reproduction:
                 self.log(f"reproduce: training and curves done in {hms(done_s)}")
             for ds in self.p.datasets:
                 self.record_data(ds, datasets.get(ds))
-            if not train_only and "transfer" in self.p.studies:
+            if not train_only and planned_swaps(self.p):
                 for ds in self.p.datasets:
                     self.swaps(dataset_dir(ds))
             from mdpt.reproduction.render import write_report
@@ -223,14 +223,17 @@ class Reproduction:
     def _swap_jobs(self, dataset: str) -> dict[str, dict]:
         """The planned swaps whose policy snapshot is on disk, with the paths they read."""
         runs = self.runs_dir / dataset
-        stage1 = stage1_guidance(self.p, runs)
         jobs = {}
         for sw in planned_swaps(self.p):
             snap = snapshot_dir(runs / sw.run, sw.step)
             if sw.kind in (SEED_SWAPPED, OWN) and run_role(sw.run) == JOINT:
                 guidance = [snap / "guidance"]
-            elif sw.kind in (OWN, INDEPENDENT_IQL) or sw.members:
-                guidance = [stage1 if sw.kind == OWN else runs / IQL_B / "guidance"] * max(sw.members, 1)
+            elif sw.kind == OWN:
+                guidance = [own_guidance(self.p, runs, sw.run)]
+            elif sw.kind == INDEPENDENT_IQL or sw.members:
+                guidance = [runs / IQL_B / "guidance"] * max(sw.members, 1)
+            elif sw.kind == JOINT_SELECTION:  # its own algorithm's joint critic of the same step
+                guidance = [snapshot_dir(runs / run_name(sw.algo, JOINT), sw.step) / "guidance"]
             else:  # another algorithm's joint critic of the same step
                 guidance = [snapshot_dir(runs / cross_run(sw.kind), sw.step) / "guidance"]
             if (snap / "policy").exists() and all(g.exists() for g in guidance):

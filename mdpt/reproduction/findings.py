@@ -54,6 +54,10 @@ def necessity_finding(result: dict) -> str:
             + _family_line(v.get("stage"), "Stage (the gap guided-joint minus control at the last evaluation minus "
                                            "at the first)") + ". "
             + _family_line(v.get("algorithm"), "Algorithm (two algorithms' gaps for one control and step)") + ".")
+    if v.get("arms_eta0"):
+        text += " " + _family_line(v["arms_eta0"], "Eta 0 selected both ways (the policy trained without guidance, "
+                                                   "re-selected by the IQL guidance at beta 0.5 and, the authors' way, "
+                                                   "by the joint run's critic at the task beta; minus joint)", 2) + "."
     if v.get("stage_mismatched"):
         text += (f" Left out of the stage test, their first and last points evaluated with different candidates or "
                  f"episodes (one evaluation protocol at every point: `--curve-candidates` and `--curve-episodes` "
@@ -92,6 +96,11 @@ def gfdt_finding(result: dict) -> str:
     if v.get("baselines"):
         text += " " + _family_line(v["baselines"], "Against the baselines (each diffusion policy minus BC or IQL's "
                                                    "AWR policy, same data, budget and seeds)", 4) + "."
+    if v.get("arms"):
+        text += " " + _family_line(v["arms"], "With the confounds taken apart (guidance-first against the IQL stage 1, "
+                                              "the joint run's own critic frozen, and the authors' stage 1, each with "
+                                              "its own selection and with joint's: its algorithm's joint critic at the "
+                                              "task beta; minus joint, last step)", 6) + "."
     return text
 
 

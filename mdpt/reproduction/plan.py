@@ -17,6 +17,14 @@ vmapped inside each program):
 - `<algo>-bc` (dql, edp): the same policy with eta = 0 (no guidance in training), evaluated with
   critic re-selection (iql-a at inference) and with plain sampling;
 - `<algo>-random` (dql, edp): trained against a frozen untrained critic, evaluated with it.
+With the `arms` study (dql, edp), the arms that take guidance-first's two confounds apart (its critic
+family, IQL against the algorithm's own critic, and its selection, IQL's beta 0.5 against the
+critic's task beta):
+- `<algo>-gfcritic`: guidance-first against `<algo>-joint`'s own critic, frozen at its last step (the
+  same critic family and selection as joint: what differs is only that the critic is frozen and
+  trained first);
+- `<algo>-gfauthors`: guidance-first against the authors' stage 1 (`critic-authors`), beside the IQL
+  stage 1 of `<algo>-gfdt` (with `--stage1 authors` the two are one run and this arm is not planned).
 IDQL's policy never sees its critic in training, so its no-guidance and random-guidance training
 controls are IDQL itself; its necessity is measured at inference only (the report says so). For
 the same reason `idql-gfdt`'s policy is `idql-joint`'s bit for bit: it trains one chunk, which
@@ -44,20 +52,22 @@ CONTROLS_WITH_Q = ("dql", "edp")  # algorithms whose policy loss uses the guidan
 # ----------------------------------------------------------------------------- run names
 IQL_A, IQL_B, CRITIC_AUTHORS = "iql-a", "iql-b", "critic-authors"  # guidance runs
 JOINT, GFDT, BC, RANDOM = "joint", "gfdt", "bc", "random"  # policy runs: <algo>-<role>
+GF_CRITIC, GF_AUTHORS = "gfcritic", "gfauthors"  # the de-confounded guidance-first arms (`arms` study)
+ARMS = (GFDT, GF_CRITIC, GF_AUTHORS)  # guidance-first with each stage-1 critic: IQL, joint's own, the authors'
 BASELINE = "baseline"  # <bc|awr>-baseline: the Gaussian baselines against the stage-1 IQL guidance
 BASELINES = ("bc", "awr")
 METHODS = (JOINT, GFDT)  # the two training modes the paper compares
 
 
 def run_name(algo: str, role: str) -> str:
-    """A policy run's name: `<algo>-<role>` (role: joint, gfdt, bc, random)."""
+    """A policy run's name: `<algo>-<role>` (role: joint, gfdt, gfcritic, gfauthors, bc, random)."""
     return f"{algo}-{role}"
 
 
 def run_role(name: str) -> str | None:
     """The role of a policy run's name (None for a guidance run)."""
     role = name.rsplit("-", 1)[-1]
-    return role if "-" in name and role in (JOINT, GFDT, BC, RANDOM, BASELINE) else None
+    return role if "-" in name and role in (JOINT, *ARMS, BC, RANDOM, BASELINE) else None
 
 
 class Control(NamedTuple):
@@ -78,6 +88,7 @@ NECESSITY_CONTROLS = (
 
 # ----------------------------------------------------------------------------- swap kinds
 OWN, SEED_SWAPPED, INDEPENDENT_IQL = "own", "seed-swapped", "independent-iql"
+JOINT_SELECTION = "joint-selection"  # the policy selected by its own algorithm's joint critic of the same step
 SPREAD_SWAPS = (SEED_SWAPPED, INDEPENDENT_IQL)  # the swaps of the paper's IQR finding
 ENSEMBLE_RULES = ("mean", "min")
 
@@ -98,6 +109,8 @@ def ensemble_kind(k: int, rule: str) -> str:
 
 def swap_group(kind: str) -> str:
     """Which comparison a swap kind belongs to: the paper's seed spread, guidance ensembles, or cross-algorithm."""
+    if kind == JOINT_SELECTION:
+        return "arms"
     return "spread" if kind in SPREAD_SWAPS else "ensemble" if kind.startswith("ensemble-") else "cross"
 
 
@@ -141,13 +154,23 @@ def stage1_guidance(p: Protocol, dataset_runs: Path) -> Path:
     return dataset_runs / (CRITIC_AUTHORS if p.stage1 == "authors" else IQL_A) / "guidance"
 
 
+def own_guidance(p: Protocol, dataset_runs: Path, run: str) -> Path:
+    """The guidance a policy run (not joint: its critic is its own, per step) trained and is evaluated with."""
+    algo, role = run.rsplit("-", 1)
+    if role == GF_CRITIC:
+        return dataset_runs / run_name(algo, JOINT) / "guidance"
+    if role == GF_AUTHORS:
+        return dataset_runs / CRITIC_AUTHORS / "guidance"
+    return stage1_guidance(p, dataset_runs) if role == GFDT else dataset_runs / IQL_A / "guidance"
+
+
 def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
     """Every run of the protocol, in an order where each run's inputs come first."""
     from mdpt.experiments.derived import policy_ignores_guidance
     from mdpt.presets import merge
 
     out: list[Planned] = []
-    necessity, transfer = "necessity" in p.studies, "transfer" in p.studies
+    necessity, transfer, arms = "necessity" in p.studies, "transfer" in p.studies, "arms" in p.studies
     for ds in p.datasets:
         common = merge(p.base, {"dataset": ds, "seeds": p.seeds, "seed": p.seed, "steps": p.steps})
         here = runs_dir / dataset_dir(ds)
@@ -165,7 +188,7 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
         if transfer:
             add(IQL_B, {"guidance": {"kind": "iql"}, "seed": p.seed + 1000}, "iql")
         stage1 = stage1_guidance(p, here)
-        if p.stage1 == "authors":
+        if p.stage1 == "authors" or (arms and any(a in CONTROLS_WITH_Q for a in p.algos)):
             # the paper's script: next actions from an untrained actor, the target never updated
             add(CRITIC_AUTHORS, {"guidance": {"kind": "dql-critic", "tau": 0.0},
                                    "stage1": {"next_actions": "untrained"}}, "critic")
@@ -188,6 +211,15 @@ def plan(p: Protocol, runs_dir: Path) -> list[Planned]:
                 add(run_name(algo, RANDOM), {"algo": algo, "mode": "guidance-first", "guidance": {"kind": "dql-critic"},
                                        "eval": _eval(p, ["guided", "unguided"]),
                                        "stage1": {"guidance_path": "random"}}, f"{algo}-gf", algo)
+            if algo in CONTROLS_WITH_Q and arms:
+                roles = (GF_CRITIC,) if p.stage1 == "authors" else (GF_CRITIC, GF_AUTHORS)
+                for role in roles:
+                    source = own_guidance(p, here, run_name(algo, role))
+                    add(run_name(algo, role), {"algo": algo, "mode": "guidance-first",
+                                               "guidance": {"kind": "dql-critic"},
+                                               "eval": _eval(p, ["guided", "unguided"]),
+                                               "stage1": {"guidance_path": str(source)}},
+                        f"{algo}-gf", algo, after=(source.parent.name,))
     return out
 
 
@@ -233,9 +265,14 @@ def eval_steps(p: Protocol) -> list[int]:
 
 
 def planned_swaps(p: Protocol) -> list[Swap]:
-    """Every guidance swap of one dataset, at the last `transfer_points` evaluation steps."""
-    points = eval_steps(p)[-p.transfer_points:]
+    """Every guidance swap of one dataset: the `transfer` study's at the last `transfer_points` evaluation steps,
+    the `arms` study's at the last step."""
     out = []
+    if "arms" in p.studies:
+        out += arm_swaps(p)
+    if "transfer" not in p.studies:
+        return out
+    points = eval_steps(p)[-p.transfer_points:]
     for algo in p.algos:
         joint, gf = run_name(algo, JOINT), run_name(algo, GFDT)
         for t in points:
@@ -247,4 +284,23 @@ def planned_swaps(p: Protocol) -> list[Swap]:
         for run in (joint, gf):
             out += [Swap(run, points[-1], ensemble_kind(p.ensemble_k, rule), algo, p.ensemble_k, rule)
                     for rule in ENSEMBLE_RULES]
+    return list({sw.key: sw for sw in out}.values())  # an own cell both studies plan is evaluated once
+
+
+def arm_swaps(p: Protocol) -> list[Swap]:
+    """The `arms` study's selections at the last step: each guidance-first arm and the eta-0 control also
+    selected by its algorithm's joint critic at the task beta (the joint run's selection; for eta 0 the
+    authors' re-selection), beside its own (an `own` cell at the swaps' candidate count when set)."""
+    t, out = p.steps, []
+    for algo in (a for a in p.algos if a in CONTROLS_WITH_Q):
+        roles = [GFDT, GF_AUTHORS] if p.stage1 == "iql" else [GFDT]  # gfcritic's own critic is joint's at t
+        if "necessity" in p.studies:
+            roles.append(BC)
+        for role in roles:
+            run = run_name(algo, role)
+            out.append(Swap(run, t, JOINT_SELECTION, algo))
+            if p.swap_candidates is not None:
+                out.append(Swap(run, t, OWN, algo))
+        if p.swap_candidates is not None:
+            out += [Swap(run_name(algo, GF_CRITIC), t, OWN, algo), Swap(run_name(algo, JOINT), t, OWN, algo)]
     return out

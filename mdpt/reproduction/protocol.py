@@ -14,7 +14,7 @@ from mdpt.errors import MDPTError
 from mdpt.io import read_json
 from mdpt.settings import flatten
 
-STUDIES = ("necessity", "gfdt-vs-joint", "transfer")
+STUDIES = ("necessity", "gfdt-vs-joint", "transfer", "arms")
 
 
 STAGE1 = ("iql", "authors")
@@ -46,7 +46,7 @@ class Protocol:
 
         if not self.datasets:
             raise MDPTError("no datasets: pass --datasets ID,... (or 'all' with datasets in the data directory)")
-        for name, values in (("--datasets", self.datasets), ("--algos", self.algos)):
+        for name, values in (("--datasets", self.datasets), ("--algos", self.algos), ("--studies", self.studies)):
             twice = sorted({v for v in values if values.count(v) > 1})
             if twice:
                 raise MDPTError(f"{name}: {twice[0]} is given twice; name each once")
@@ -95,6 +95,8 @@ class Protocol:
                 words.append(f"{flag} {getattr(self, key)}")
         words += [f"--stage1 {self.stage1}", f"--ensemble-k {self.ensemble_k}",
                   f"--transfer-points {self.transfer_points}"]
+        if self.studies != STUDIES:
+            words.append(f"--studies {','.join(self.studies)}")
         if not self.derive:
             words.append("--train-every-run")
         words += [f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in sorted(flatten(self.base).items())]

@@ -192,6 +192,32 @@ def transfer_section(t: dict) -> list[str]:
     return md
 
 
+def family_table(title: str, finding: dict | None, note: str) -> list[str]:
+    """One calibrated family's comparisons as a table: the difference with its interval, the Holm-adjusted p,
+    the effect, the seeds and the word."""
+    from mdpt.evaluation.inference import Verdict
+
+    items = [(k, Verdict.from_json(v)) for k, v in ((finding or {}).get("verdicts") or {}).items()]
+    if not items:
+        return []
+    rows = [[k, f"{v.test.estimate:+.1f} [{v.test.low:+.1f}, {v.test.high:+.1f}]", f"{v.p_adjusted:.3g}",
+             "n/a" if v.test.effect != v.test.effect else f"{v.test.effect:+.2f}",
+             f"{v.test.n[0]} v {v.test.n[1]}", v.word] for k, v in items]
+    return ([f"### {title}", ""] + table(("comparison", "difference [95% CI]", f"p (Holm, {len(items)})",
+                                          "effect (sd)", "seeds", "verdict"), rows)
+            + ["", f"{items[0][1].test.method}; {note}", ""])
+
+
+def arms_section(result: dict) -> list[str]:
+    """The `arms` study: guidance-first with its confounds taken apart, and eta 0 selected both ways."""
+    v = result.get("verdicts", {})
+    note = ("joint's selection: the policy's candidates scored by its algorithm's joint critic of the same step at "
+            "the task beta, as the joint run selects")
+    return (family_table("Guidance-first with the confounds taken apart (arm minus joint, last step)", v.get("arms"),
+                         note)
+            + family_table("Eta 0 selected both ways (control minus joint, last step)", v.get("arms_eta0"), note))
+
+
 def dataset_section(data: dict, ds: str, r: dict, report_dir: Path) -> list[str]:
     runs = data["runs"][ds]
     md = [f"## {ds}", ""] + data_line(r) + pending_section(data, ds)
@@ -206,7 +232,7 @@ def dataset_section(data: dict, ds: str, r: dict, report_dir: Path) -> list[str]
 def render(data: dict, result: dict, report_dir: Path, header: list[str]) -> str:
     md = ["# Reproduction of the paper's three findings", ""] + header + [protocol_line(data["protocol"]), "",
                                                                           "## Findings", ""]
-    md += unreadable_runs(data) + waiting_for_evaluation(data) + findings(result) + [""]
+    md += unreadable_runs(data) + waiting_for_evaluation(data) + findings(result) + [""] + arms_section(result)
     for ds, r in result["datasets"].items():
         md += dataset_section(data, ds, r, report_dir)
     return "\n".join(md) + "\n"

@@ -22,7 +22,26 @@ from mdpt.errors import MDPTError
 from mdpt.evaluation import rules
 from mdpt.evaluation.inference import seed_means
 from mdpt.reproduction.analysis import series, swap_cells
-from mdpt.reproduction.plan import BASELINE, BASELINES, GFDT, JOINT, NECESSITY_CONTROLS, run_name, swap_group
+from mdpt.reproduction.plan import (
+    ARMS,
+    BASELINE,
+    BASELINES,
+    BC,
+    CONTROLS_WITH_Q,
+    GF_AUTHORS,
+    GF_CRITIC,
+    GFDT,
+    JOINT,
+    JOINT_SELECTION,
+    NECESSITY_CONTROLS,
+    OWN,
+    run_name,
+    swap_group,
+    swap_key,
+)
+
+ARM_LABELS = {GFDT: "guidance-first, IQL stage 1", GF_CRITIC: "guidance-first, joint's own critic frozen",
+              GF_AUTHORS: "guidance-first, the authors' stage 1", BC: "eta 0"}
 
 
 def _points(run: dict, variant: str) -> dict[int, tuple[np.ndarray, tuple]]:
@@ -122,6 +141,37 @@ def baseline_inputs(data: dict) -> dict:
     return pairs
 
 
+def arm_inputs(data: dict) -> tuple[dict, dict]:
+    """The `arms` study at the last step, every arm minus joint per seed (independent runs): ({label: (guidance-first
+    arm, joint)}, {label: (eta-0 control, joint)}), each arm with its own selection and, where evaluated, with the
+    joint run's (its algorithm's joint critic of the same step at the task beta; beside joint's own cell at the
+    swaps' candidate count when there is one)."""
+    arms, eta0 = {}, {}
+    for ds, runs in sorted(data["runs"].items()):
+        cells = data["transfer"].get(ds, {})
+        for algo in (a for a in data["protocol"].algos if a in CONTROLS_WITH_Q):
+            joint = runs.get(run_name(algo, JOINT))
+            if not joint or not series(joint, "guided"):
+                continue
+            t, joint_final = series(joint, "guided")[-1]
+            own_joint = cells.get(swap_key(run_name(algo, JOINT), t, OWN))
+            joint_at_swaps = np.asarray(own_joint["scores"] if own_joint else joint_final, float)
+            for role in (*ARMS, BC):
+                name, into = run_name(algo, role), eta0 if role == BC else arms
+                run = runs.get(name)
+                own = dict(series(run, "guided")).get(t) if run else None
+                if own is not None and np.shape(own)[0] == np.shape(joint_final)[0]:
+                    label = "IQL re-selection" if role == BC else "own selection"
+                    into[f"{ds} {algo} {ARM_LABELS[role]}, {label} - joint, step {t}"] = (
+                        seed_means(own), seed_means(joint_final))
+                cell = cells.get(swap_key(name, t, JOINT_SELECTION))
+                if cell and np.shape(cell["scores"]) == joint_at_swaps.shape:
+                    label = "the authors' re-selection (joint's critic)" if role == BC else "joint's selection"
+                    into[f"{ds} {algo} {ARM_LABELS[role]}, {label} - joint, step {t}"] = (
+                        seed_means(np.asarray(cell["scores"], float)), seed_means(joint_at_swaps))
+    return arms, eta0
+
+
 def spread_inputs(data: dict, group: str = "spread") -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Own and swapped (seeds, episodes) scores of every swap of `group` (`plan.swap_group`: the paper's
     seed-spread swaps, cross-algorithm, ensembles); cells may differ in episodes."""
@@ -169,6 +219,11 @@ def verdicts(data: dict) -> dict:
         out["gfdt_plain"] = _safe(rules.gfdt_rule, settings)
     if pairs := baseline_inputs(data):  # "supported": the diffusion policy scores above the baseline
         out["baselines"] = _safe(rules.gfdt_rule, pairs)
+    arms, eta0 = arm_inputs(data) if "arms" in data["protocol"].studies else ({}, {})
+    if arms:  # "supported": guidance-first's gain stays with the confounds taken apart
+        out["arms"] = _safe(rules.gfdt_rule, arms)
+    if eta0:  # "supported": without guidance in training the policy scores below joint, however it is selected
+        out["arms_eta0"] = _safe(lambda x: rules.gfdt_rule(x, claimed="lower"), eta0)
     for group in ("spread", "cross", "ensemble"):
         out[group if group == "spread" else f"spread_{group}"] = spread_verdict(*spread_inputs(data, group))
     return out
