@@ -15,6 +15,24 @@ is what the paper's numbers come from, with two deliberate departures, each a pu
   authors' LayerNorm critic: either alone has been seen to fail on bullet walker2d;
 and one warm-up that leaves runs of the paper's length unchanged: IDQL's actor EMA decay is
 min(0.9999, (1 + n) / (10 + n)) after n updates (see the "idql" entry).
+Five more settings follow the reference implementations (Diffusion-QL, IDQL) rather than the
+authors' scripts; each is measured against the authors' value on bullet hopper-medium-replay, same
+seeds and budget, by results/preset-departures (run.sh, analyse.py):
+- noise schedule: VP, T = 5 ([DQL] main.py:198 beta_schedule 'vp', agents/helpers.py:57-64; [IDQL]
+  ddpm_iql_learner.py:78); the authors' DQL and IDQL pass none ([AUTH] pipelines/Neu_dql_d4rl_mujoco.py:47-51,
+  Neu_idql_d4rl_mujoco.py:50-54) and get CleanDiffuser's default, a continuous cosine schedule ([CD]
+  diffusion/diffusionsde.py:338, utils/utils.py:122-126);
+- DQL's time embedding: 16 wide ([DQL] agents/model.py:20 t_dim=16); the authors build DQLMlp with
+  emb_dim=64 ([AUTH] Neu_dql_d4rl_mujoco.py:39; [CD] nn_diffusion/dqlmlp.py:14 defaults to 16);
+- the IQL critic: ReLU with LayerNorm ([IDQL] jaxrl5/networks/mlp.py:26 ReLU, its Q without LayerNorm,
+  mlp.py:28); the authors' is LayerNorm + Mish after each hidden layer ([AUTH] Neu_idql_d4rl_mujoco.py:57
+  IDQLQNet = [CD] utils/building_blocks.py:9 TwinQ, utils/iql.py:11-12);
+- the IQL critic's learning rate: constant ([IDQL] ddpm_iql_learner.py:130 optax.adam(critic_lr)); the
+  authors' is cosine with T_max = 200k ([AUTH] Neu_idql_d4rl_mujoco.py:68), stepped only on the critic's
+  every-second-step updates (:86, :104), so it ends at half the rate, 1.5e-4;
+- the stage-1 guidance of guidance-first trains as long as the policy (`stage1.guidance_steps`, None:
+  `steps`); the authors' DQL stage 1 trains 1M steps ([AUTH] Neu_dql_d4rl_mujoco_GFDT.py:29) with its
+  target frozen at initialization (:133-137 commented out: `--stage1 authors`).
 D4RL MuJoCo tasks (v2 ids `hopper-medium-v2`, Minari ids `mujoco/hopper/medium-v0`) take
 Diffusion-QL's own per-task table for DQL and IDQL's locomotion settings; the authors publish no
 MuJoCo task files (their `configs/*/mujoco/task/` hold the bullet tasks only).
