@@ -8,7 +8,10 @@ episodes`` values (as rliable pools runs x tasks):
   ``int(0.25 * n)`` values from each end (``scipy.stats.trim_mean(x, 0.25)``, as in rliable).
 - ``iqr``: ``percentile(75) - percentile(25)`` with linear interpolation (numpy's default).
 
-Confidence intervals are percentile-bootstrap intervals. A bootstrap sample is drawn per
+The intervals of `summarize` (the run reports of `mdpt report`) are percentile-bootstrap
+intervals; the reproduction's comparisons use t intervals over seeds (`mean_ci`, `diff_ci`) and
+the tests of `inference.py`, because a percentile bootstrap of a few seed means is their range
+(it covers the mean ~76% of the time with 3 seeds). A bootstrap sample is drawn per
 *stratum* (one ``(seeds, episodes)`` array; several strata, e.g. the cells of a transfer
 matrix, are resampled independently and pooled, as in rliable's ``StratifiedBootstrap`` where
 the strata are tasks). Within a stratum, ``resample`` says what is drawn with replacement:
@@ -16,8 +19,8 @@ the strata are tasks). Within a stratum, ``resample`` says what is drawn with re
 - ``"seeds"`` (the default whenever a stratum has >= 2 seeds, via ``"auto"``): whole rows, i.e.
   training runs, keeping each run's episodes together. This is the cluster bootstrap: training
   seeds are the independent units, and a run's episode noise is already part of the spread of
-  its row, so it is not counted twice. With few seeds (4) the interval is coarse, and that is
-  honest: it is what four runs can tell.
+  its row, so it is not counted twice. With few seeds the interval is too narrow (it is close
+  to the range of the seeds' values), so these intervals describe runs and decide nothing.
 - ``"episodes"``: episodes within each seed (the seed structure is kept, seeds are not
   resampled). This ignores seed-to-seed variation and gives narrower intervals; ``"auto"``
   uses it only for a stratum with a single seed, where nothing else can be resampled.
@@ -279,8 +282,8 @@ def relative_iqr_change(a, b) -> float:
 
 
 # ----------------------------------------------------------------------------- seed-level comparisons
-# The reproduction's statistics (`mdpt reproduce`): each setting's scores (seeds, episodes) reduced to its
-# per-seed means, percentile bootstraps of SEED_BOOT draws that resample seeds, 95% intervals.
+# The reproduction's intervals (`mdpt reproduce`): each setting's scores (seeds, episodes) reduced to its
+# per-seed means, t intervals over seeds (Welch or paired for differences), 95%; the tests are inference.py's.
 
 def mean_ci(scores, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float]:
     """Mean of per-seed means and its t interval over seeds (zero width with one seed or seeds alike):

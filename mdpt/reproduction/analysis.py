@@ -17,6 +17,7 @@ from mdpt.experiments.rundir import run_status
 from mdpt.io import read_json
 from mdpt.reports.runs import load_run, train_wall_s
 from mdpt.reproduction.plan import (
+    BASELINE,
     GFDT,
     JOINT,
     METHODS,
@@ -244,6 +245,37 @@ def transfer(cells: dict, runs: dict) -> tuple[dict, dict[str, list[tuple[np.nda
     return summary, pairs
 
 
+PROFILE_TAUS = tuple(range(0, 101, 5))  # normalized-score thresholds of the performance profiles
+
+
+def across_tasks(data: dict) -> dict | None:
+    """rliable's aggregates of the last guided evaluation of every method (joint, guidance-first and baseline runs)
+    over the datasets where all of them finished with one seed count: IQM, mean, median and optimality gap with
+    stratified-bootstrap intervals, each algorithm's P(guidance-first > joint), and the score distributions."""
+    from mdpt.evaluation.aggregate import improvement, interval_estimates
+
+    finals: dict[str, dict[str, np.ndarray]] = {}
+    for ds, runs in data["runs"].items():
+        for name, run in runs.items():
+            if run_role(name) in (*METHODS, BASELINE) and series(run, "guided"):
+                finals.setdefault(name, {})[ds] = seed_means(series(run, "guided")[-1][1])
+    if not finals:
+        return None
+    tasks = sorted(set.intersection(*(set(m) for m in finals.values())))
+    if not tasks or len({x.shape for m in finals.values() for ds, x in m.items() if ds in tasks}) != 1:
+        return None
+    scores = {name: np.stack([m[ds] for ds in tasks], axis=1) for name, m in sorted(finals.items())}
+    better = {}
+    for algo in data["protocol"].algos:
+        joint, gf = scores.get(run_name(algo, JOINT)), scores.get(run_name(algo, GFDT))
+        if joint is not None and gf is not None:
+            better[f"{run_name(algo, GFDT)} over {run_name(algo, JOINT)}"] = improvement(gf, joint)
+    taus = np.asarray(PROFILE_TAUS, float)
+    return {"tasks": tasks, "runs": int(next(iter(scores.values())).shape[0]),
+            "estimates": interval_estimates(scores), "improvement": better, "taus": list(PROFILE_TAUS),
+            "profiles": {k: [float(np.mean(x > t)) for t in taus] for k, x in scores.items()}}
+
+
 def analyse(data: dict) -> dict:
     algos = data["protocol"].algos
     per, pairs = {}, {group: [] for group in SWAP_GROUPS}
@@ -254,5 +286,5 @@ def analyse(data: dict) -> dict:
         per[ds] = {"gfdt": gfdt_table(runs, algos), "necessity": necessity(runs, algos), "transfer": moved,
                    "data": data_scores(data.get("data", {}).get(ds)), "spread": final_spread(runs),
                    "methods_spread": final_spread(runs, methods_only=True), "values": critic_values(runs)}
-    return {"datasets": per, "spread_cells": len(pairs["spread"]),
+    return {"datasets": per, "spread_cells": len(pairs["spread"]), "across_tasks": across_tasks(data),
             "swap_candidates": data["protocol"].swap_candidates}

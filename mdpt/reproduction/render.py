@@ -28,7 +28,7 @@ from mdpt.reproduction.findings import (
     waiting_for_evaluation,
 )
 from mdpt.reproduction.plan import JOINT, run_role
-from mdpt.reproduction.protocol import STUDIES, Protocol
+from mdpt.reproduction.protocol import Protocol
 from mdpt.reproduction.verdicts import verdicts
 
 CURVE_VARIANTS = (("guided", "-"), ("unguided", "--"))  # the learning curves drawn: every run's guided, joints' plain
@@ -208,6 +208,39 @@ def family_table(title: str, finding: dict | None, note: str) -> list[str]:
             + ["", f"{items[0][1].test.method}; {note}", ""])
 
 
+def fig_profiles(across: dict, path: Path) -> None:
+    """Performance profiles: the share of runs x tasks above each normalized score, one line per method."""
+    fig = figure(6.4, 3.8)
+    ax = fig.add_subplot()
+    for name, shares in across["profiles"].items():
+        ax.plot(across["taus"], shares, marker="o", ms=2.5, label=name)
+    ax.set_xlabel("normalized score tau")
+    ax.set_ylabel("share of runs x tasks above tau")
+    ax.set_title(f"score distributions, {across['runs']} runs x {len(across['tasks'])} task(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def across_tasks_section(across: dict | None, report_dir: Path) -> list[str]:
+    """rliable's aggregates over every dataset, each method's last guided evaluation."""
+    if not across:
+        return []
+    fig_profiles(across, report_dir / "profiles.png")
+    rows = [[name, *(f"{e[0]:.1f} [{e[1]:.1f}, {e[2]:.1f}]" for e in (est[m] for m in ("iqm", "mean", "median",
+                                                                                          "optimality_gap")))]
+            for name, est in across["estimates"].items()]
+    md = [f"### Across tasks (rliable): {across['runs']} runs x {len(across['tasks'])} task(s), last iterate, guided",
+          "", *table(("method", "IQM", "mean", "median", "optimality gap"), rows), ""]
+    md += [f"- P({k.replace(' over ', ' > ')}) = {p:.2f} [{lo:.2f}, {hi:.2f}]" for k, (p, lo, hi) in
+           across["improvement"].items()]
+    few = (f" With {across['runs']} runs per task these intervals are close to the range of the runs and are "
+           "not evidence on their own; the verdicts are the permutation tests above." if across["runs"] < 10 else "")
+    return md + ["", f"Tasks: {', '.join(across['tasks'])}. rliable's stratified bootstrap (runs resampled within "
+                     f"each task), 95% percentile intervals; P(X > Y): Mann-Whitney over runs, averaged over tasks."
+                 + few, "", "![score distributions](profiles.png)", ""]
+
+
 def arms_section(result: dict) -> list[str]:
     """The `arms` study: guidance-first with its confounds taken apart, and eta 0 selected both ways."""
     v = result.get("verdicts", {})
@@ -233,6 +266,7 @@ def render(data: dict, result: dict, report_dir: Path, header: list[str]) -> str
     md = ["# Reproduction of the paper's three findings", ""] + header + [protocol_line(data["protocol"]), "",
                                                                           "## Findings", ""]
     md += unreadable_runs(data) + waiting_for_evaluation(data) + findings(result) + [""] + arms_section(result)
+    md += across_tasks_section(result.get("across_tasks"), report_dir)
     for ds, r in result["datasets"].items():
         md += dataset_section(data, ds, r, report_dir)
     return "\n".join(md) + "\n"
@@ -259,9 +293,7 @@ def provenance(data: dict, out: str | Path) -> list[str]:
     cells = [c for per_ds in data["transfer"].values() for c in per_ds.values()]
     swap_wall = sum(float(c.get("wall_s", 0.0)) for c in cells)
     untimed = sum("wall_s" not in c for c in cells)
-    studies = data["protocol"].studies
-    subset = "" if len(studies) == len(STUDIES) else f", restricted to the {', '.join(studies)} study (`mdpt study`)"
-    return [f"- command: `{data['protocol'].command_line(shown_path(out))}`{subset}",
+    return [f"- command: `{data['protocol'].command_line(shown_path(out))}`",
             f"- versions (as each run recorded them): {versions}",
             f"- report written on: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} "
             f"(simulation always runs on a CPU; each run's backend is in its versions)",
