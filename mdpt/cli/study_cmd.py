@@ -13,6 +13,7 @@ def register(subparsers) -> None:
     from mdpt.cli.flags import SEED, count, number
     from mdpt.evaluation.api import MAX_ENV_STEPS, MAX_EPISODES
     from mdpt.experiments.config import MAX_SEEDS, MAX_STEPS
+    from mdpt.reproduction.protocol import STUDIES
 
     steps, seed_index = count(1, MAX_STEPS), count(0, MAX_SEEDS - 1, "an index into the module's seeds")
     e = subparsers.add_parser("evaluate", help="evaluate a saved policy (all seeds in parallel), with or without guidance",
@@ -44,8 +45,9 @@ def register(subparsers) -> None:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run_evaluate)
 
-    s = subparsers.add_parser("study", help="one of the paper's three studies, end to end, with a report")
-    s.add_argument("study", choices=["necessity", "gfdt-vs-joint", "transfer"])
+    s = subparsers.add_parser("study", help="one of the paper's three studies (or the arms that take guidance-first's "
+                                            "confounds apart), end to end, with a report")
+    s.add_argument("study", choices=list(STUDIES))
     s.add_argument("--dataset", required=True, help="dataset id or HDF5 path")
     s.add_argument("--algos", default="dql,idql", help="comma-separated algorithms (default dql,idql)")
     s.add_argument("--steps", type=steps, default=100_000)

@@ -1,9 +1,11 @@
-"""The paper's three studies, one command each (`mdpt study necessity|gfdt-vs-joint|transfer`).
+"""The paper's three studies, one command each (`mdpt study necessity|gfdt-vs-joint|transfer|arms`).
 
 A study is `mdpt reproduce` (reproduction/execute.py) on one dataset restricted to that study's
 runs: `necessity` trains the joint and guidance-first policies and the eta-0 and random-critic
 controls; `gfdt-vs-joint` the joint and guidance-first policies against the stage-1 guidance;
-`transfer` those plus an independent guidance and the step-matched swaps. The layout and the
+`transfer` those plus an independent guidance and the step-matched swaps; `arms` those plus
+guidance-first against the joint run's own critic and against the authors' stage 1, each also
+selected the joint run's way. The layout and the
 report are the reproduction's (out/runs/<dataset>/<run>/, out/transfer/, out/report/); a second
 call resumes. `run_all` trains named configs one after the other (the quickstart's runs).
 """
