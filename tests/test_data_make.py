@@ -56,6 +56,8 @@ def test_tiny_make_same_seed_and_resume(tmp_path, run_cli):
     assert attrs["ref_min_score"] < 100  # uniform random actions on hopper score ~20
     log = json.loads((out_a / "hopper_log.json").read_text())
     assert log["expert"]["step"] in (150, 300)
+    trained = log["checkpoints"][-1]["train"]  # SAC's own values at each checkpoint, to watch beside the returns
+    assert set(trained) == {"critic_loss", "actor_loss", "alpha", "q", "entropy"} and 0 < trained["alpha"] <= 1
     work = next((out_a / ".mdpt-make").iterdir())
     assert not list(work.glob("*.pkl")) and list(work.glob("*.safetensors"))
 

@@ -218,8 +218,8 @@ def make_dataset(
         result.written.append(path)
 
     log = {"recipe": common["recipe"], "medium": checkpoint_info(medium), "expert": checkpoint_info(expert),
-           "checkpoints": [{"step": c["step"], "ret": c["ret"], "returns": c["returns"]}
-                           for c in prog["checkpoints"]],
+           "checkpoints": [{"step": c["step"], "ret": c["ret"], "returns": c["returns"], "train": c.get("train", {})}
+                           for c in prog["checkpoints"]],  # train: SAC's mean losses, alpha, Q and entropy
            "ref_min_score": ref_min, "ref_max_score": ref_max, "versions": common["versions"]}
     write_json_atomic(out / f"{cfg.env}_log.json", log)
     result.log = log

@@ -120,6 +120,8 @@ def train_sac(cfg: MakeConfig, work_dir: Path, progress: bool = True,
         while step < cfg.sac_steps:
             seg_end = min((step // cfg.eval_every + 1) * cfg.eval_every, cfg.sac_steps)
             env = make_env(spec)
+            sums: dict[str, float] = {}  # the segment's update metrics, averaged into its checkpoint
+            calls = 0
             try:
                 episode_seed = derive_seed(cfg.seed, 3, step)
                 obs, _ = env.reset(seed=episode_seed)
@@ -140,7 +142,10 @@ def train_sac(cfg: MakeConfig, work_dir: Path, progress: bool = True,
                     if step >= cfg.learning_starts and step % cfg.train_freq == 0:
                         batches = buffer.sample(np.random.default_rng(derive_seed(cfg.seed, 5, step)),
                                                 cfg.train_freq, sac_cfg.batch_size)
-                        state, _ = sac.update(state, batches, key_upd, step)
+                        state, metrics = sac.update(state, batches, key_upd, step)
+                        calls += 1
+                        for name, value in metrics.items():
+                            sums[name] = sums.get(name, 0.0) + value
                     bar.update(1)
             finally:
                 env.close()
@@ -155,7 +160,8 @@ def train_sac(cfg: MakeConfig, work_dir: Path, progress: bool = True,
             buffer_sha = run.save_arrays(buffer_file, buffer.arrays())
             old = (prog.get("state_file"), prog.get("buffer_file"))
             prog["checkpoints"].append({"step": step, "ret": float(np.mean(returns)), "returns": returns,
-                                        "actor_file": ckpt_file, "actor_sha256": ckpt_sha})
+                                        "actor_file": ckpt_file, "actor_sha256": ckpt_sha,
+                                        "train": {k: float(v) / calls for k, v in sums.items()} if calls else {}})
             prog.update(step=step, state_file=state_file, state_sha256=state_sha, buffer_file=buffer_file,
                         buffer_sha256=buffer_sha, done=step >= cfg.sac_steps)
             write_json_atomic(run.progress_path, prog)
