@@ -60,6 +60,19 @@ def test_find_dataset_prefers_the_data_dir(elsewhere, monkeypatch):
         find_dataset(elsewhere / "qs", TINY, log=lines.append)
 
 
+def test_find_dataset_takes_the_dataset_asked_for(elsewhere, monkeypatch):
+    path = elsewhere / "mine.hdf5"
+    write_raw_hdf5(path, d4rl_arrays(seed=4), ATTRS)
+    lines = []
+    data = find_dataset(elsewhere / "qs", TINY, log=lines.append, dataset=str(path))
+    assert data.source == str(path) and lines == [f"dataset: {path} (15 transitions)"]
+    shipped = find_dataset(elsewhere / "qs", TINY, log=lines.append, dataset=DATASET)  # a shipped one by its id
+    assert shipped.source == str(packaged_path(DATASET)) and "shipped with mdpt" in lines[-1]
+    monkeypatch.setenv("MDPT_OFFLINE", "1")
+    with pytest.raises(MDPTError):
+        find_dataset(elsewhere / "qs", TINY, log=lines.append, dataset="bullet-walker2d-medium-v0")
+
+
 def test_find_dataset_without_packaged_data_says_what_to_do(elsewhere, monkeypatch):
     import mdpt.data.packaged as packaged
 

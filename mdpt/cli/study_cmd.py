@@ -86,6 +86,8 @@ def register(subparsers) -> None:
     q.add_argument("--out", default="mdpt-quickstart")
     q.add_argument("--steps", type=steps, help="policy and guidance gradient steps")
     q.add_argument("--seeds", type=count(1, MAX_SEEDS), help="vmapped seeds")
+    q.add_argument("--dataset", help="a dataset id or path instead of the default (the data dir's hopper data, else "
+                                     "the shipped bullet-hopper-medium-v0); a shipped dataset by its id")
     q.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for tests)")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=run_quickstart)
@@ -214,5 +216,5 @@ def run_report(args) -> int:
 def run_quickstart(args) -> int:
     from mdpt.reproduction.quickstart import quickstart
 
-    quickstart(args.out, args.steps, args.seeds, tiny=args.tiny, progress=not args.no_progress)
+    quickstart(args.out, args.steps, args.seeds, tiny=args.tiny, progress=not args.no_progress, dataset=args.dataset)
     return 0

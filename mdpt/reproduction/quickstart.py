@@ -49,14 +49,21 @@ TINY = Budget(steps=10, guidance_steps=10, seeds=2, hidden=8, depth=1, batch_siz
 QUICKSTART_ENTRIES = frozenset({"runs", "transfer", "report"})  # what the quickstart writes in its --out
 
 
-def find_dataset(out: Path, budget: Budget, log: Callable | None = None, progress: bool = True):
+def find_dataset(out: Path, budget: Budget, log: Callable | None = None, progress: bool = True,
+                 dataset: str | None = None):
     """A hopper dataset, offline: `<data dir>/<id>.hdf5` ($MDPT_DATA_DIR, else ~/.cache/mdpt/datasets)
     for the ids in FALLBACK_IDS (a damaged one is an error, not skipped), else the small dataset
-    shipped with mdpt. Looks nowhere else."""
+    shipped with mdpt. Looks nowhere else. `dataset`: this one instead (a shipped dataset's id, or any
+    id or path the loader reads)."""
     log = log or LOG.info
     from mdpt.data.load import dataset_path, default_data_dir, load_dataset
     from mdpt.data.packaged import PACKAGED_DIR, packaged_path
 
+    if dataset is not None:
+        shipped = packaged_path(dataset)
+        data = load_dataset(shipped if shipped else dataset)
+        log(f"dataset: {dataset}{' shipped with mdpt' if shipped else ''} ({len(data):,} transitions)")
+        return data
     directory = default_data_dir()
     for dataset_id in FALLBACK_IDS:
         if not dataset_path(dataset_id, directory).is_file():
@@ -75,7 +82,8 @@ def find_dataset(out: Path, budget: Budget, log: Callable | None = None, progres
 
 
 def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, seeds: int | None = None,
-               tiny: bool = False, progress: bool = True, log: Callable | None = None) -> Path:
+               tiny: bool = False, progress: bool = True, log: Callable | None = None,
+               dataset: str | None = None) -> Path:
     log = log or LOG.info
     from mdpt.experiments.config import RunConfig
     from mdpt.experiments.rundir import claim_folder
@@ -98,7 +106,7 @@ def quickstart(out: str | Path = "mdpt-quickstart", steps: int | None = None, se
     t0 = time.perf_counter()
     log(f"quickstart: output in {out}; budget {b.steps} policy steps, {b.guidance_steps} guidance steps, "
         f"{b.seeds} vmapped seeds, {b.hidden}x{b.depth} networks (a small demo budget, not the paper's)")
-    data = find_dataset(out, b, log, progress)
+    data = find_dataset(out, b, log, progress, dataset)
     # the id names the data in reports; the loaded dataset is handed to every Run
     source = data.dataset_id or str(Path(str(data.source)).resolve())
     nets = {"policy": {"hidden": b.hidden, "depth": b.depth}, "guidance": {"hidden": b.hidden, "depth": b.depth}}
