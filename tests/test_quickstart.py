@@ -111,3 +111,17 @@ def test_quickstart_tiny_offline_on_the_shipped_dataset(elsewhere, tmp_path, run
 def test_quickstart_bad_budget(tiny_data_dir, tmp_path, run_cli):
     code, _, err = run_cli("quickstart", "--steps", "0", "--out", tmp_path / "qs")
     assert code == 2 and "--steps: must be in 1..100000000, got 0" in err and err.count("\n") == 1
+
+
+def test_the_shipped_mujoco_dataset_hops():
+    """The MuJoCo hopper shipped with mdpt (mdpt/datasets/README.md): made by `mdpt data make`, on Hopper-v5,
+    long episodes moving forward, far above random actions."""
+    from mdpt.data.load import load_dataset
+
+    path = packaged_path("hopper-medium-v2")
+    assert path is not None and "hopper-medium-v2" in packaged_ids()
+    data = load_dataset(path)
+    assert data.env.env_id == "Hopper-v5" and data.attrs["made_by"] == "mdpt data make" and data.notes == ()
+    stats = data.return_stats()
+    assert len(data) >= 10_000 and len(data) / stats["episodes"] > 300  # episodes that do not end in a fall
+    assert stats["mean"] > 20 * data.attrs["ref_min_score"] and data.observations[:, 5].mean() > 0.3

@@ -82,12 +82,12 @@ def register(subparsers) -> None:
     r.add_argument("--out", required=True)
     r.set_defaults(func=run_report)
 
-    q = subparsers.add_parser("quickstart", help="the method end to end on a small CPU budget (~10 min)")
+    q = subparsers.add_parser("quickstart", help="the method end to end on a small CPU budget (~2 min)")
     q.add_argument("--out", default="mdpt-quickstart")
     q.add_argument("--steps", type=steps, help="policy and guidance gradient steps")
     q.add_argument("--seeds", type=count(1, MAX_SEEDS), help="vmapped seeds")
     q.add_argument("--dataset", help="a dataset id or path instead of the default (the data dir's hopper data, else "
-                                     "the shipped bullet-hopper-medium-v0); a shipped dataset by its id")
+                                     "the shipped MuJoCo hopper-medium-v2); a shipped dataset by its id, e.g. bullet-hopper-medium-v0")
     q.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for tests)")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=run_quickstart)
