@@ -59,6 +59,21 @@ def test_idql_preset_and_an_unknown_dataset_gets_the_algorithm_default_with_a_no
     assert "medium-expert value" in presets.task_note("dql", "dql-critic", "bullet-hopper-expert-v0")
 
 
+def test_a_file_takes_the_presets_of_the_id_it_records(tmp_path):
+    from conftest import d4rl_arrays, write_raw_hdf5
+
+    made = tmp_path / "mine.hdf5"  # e.g. made by `mdpt data make bullet-hopper-expert-v0`
+    write_raw_hdf5(made, d4rl_arrays(), {"env_id": "HopperBulletEnv-v0", "dataset_id": "bullet-hopper-expert-v0"})
+    c = resolve_config({"dataset": str(made), "algo": "dql"})
+    assert c.preset[-1] == "task:bullet-hopper-expert-v0" and (c.selector.beta, c.policy.grad_clip) == (50.0, 5.0)
+    plain = tmp_path / "plain.hdf5"  # records no id: the algorithm's defaults, with the note
+    write_raw_hdf5(plain, d4rl_arrays(), {"env_id": "HopperBulletEnv-v0"})
+    assert resolve_config({"dataset": str(plain), "algo": "dql"}).preset == ("guidance:dql-critic", "algo:dql")
+    damaged = tmp_path / "damaged.hdf5"
+    damaged.write_bytes(b"not hdf5")  # loading it says what is wrong; choosing presets does not fail on it
+    assert resolve_config({"dataset": str(damaged), "algo": "dql"}).preset == ("guidance:dql-critic", "algo:dql")
+
+
 def test_user_settings_win_over_presets():
     c = resolve_config({"dataset": "bullet-hopper-medium-v0", "algo": "dql", "beta": 3.0,
                         "guidance": {"layer_norm": False}, "policy": {"grad_clip": 2.0}})

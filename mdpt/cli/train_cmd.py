@@ -140,7 +140,9 @@ def run_config_show(args) -> int:
         return 0
     source = provenance(d)
     print(f"# preset layers: {', '.join(config.preset) or 'none'}")
-    note = presets.task_note(config.algo, config.guidance_kind, config.dataset)
+    from mdpt.data.load import preset_dataset
+
+    note = presets.task_note(config.algo, config.guidance_kind, preset_dataset(config.dataset))
     if note:
         print(f"# note: {note}")
     width = max(len(k) for k in flatten(resolved))

@@ -169,6 +169,18 @@ def resolve_env(source: str, attrs: Mapping, env: EnvSpec | str | None, dataset_
                     f"no known dataset id in the name); pass --env (e.g. --env HopperBulletEnv-v0)")
 
 
+def recorded_id(path: str | os.PathLike) -> str | None:
+    """The dataset id an HDF5 file records in its attributes (`mdpt data make` writes it), read without the
+    arrays; None for a file without one or one that cannot be read (loading it says why)."""
+    try:
+        with _open_readonly(Path(path)) as f:
+            did = f.attrs.get("dataset_id")
+    except (OSError, ValueError):
+        return None
+    did = did.decode() if isinstance(did, bytes) else did
+    return did if isinstance(did, str) and did else None
+
+
 def _dataset_id_from(attrs: Mapping, path: Path) -> str | None:
     did = attrs.get("dataset_id")
     if isinstance(did, str) and did:

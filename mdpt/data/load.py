@@ -119,6 +119,16 @@ def load_dataset(
     raise _not_found(text)
 
 
+def preset_dataset(dataset: str | None) -> str | None:
+    """The name presets are chosen by: a dataset id as given, or for an HDF5 file the id it records (a file made by
+    `mdpt data make hopper-medium-v2` takes hopper-medium-v2's published settings); else the name itself."""
+    if isinstance(dataset, str) and dataset.endswith((".hdf5", ".h5")) and Path(dataset).is_file():
+        from mdpt.data.hdf5 import recorded_id
+
+        return recorded_id(dataset) or dataset
+    return dataset
+
+
 def check_source(id_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                  download: bool = True) -> None:
     """Refuse, without reading it, a dataset that `load_dataset` would not find: a path that does not

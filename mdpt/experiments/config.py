@@ -299,7 +299,9 @@ def _preset_keys(user: dict) -> tuple[str | None, str, str | None]:
     builder refuses them with their own message)."""
     algo = user.get("algo") if user.get("algo") in POLICY_ALGOS else None
     mode = user.get("mode") if user.get("mode") in MODES else "joint"
-    dataset = user.get("dataset") if isinstance(user.get("dataset"), str) else None
+    from mdpt.data.load import preset_dataset
+
+    dataset = preset_dataset(user.get("dataset")) if isinstance(user.get("dataset"), str) else None
     return algo, mode, dataset
 
 

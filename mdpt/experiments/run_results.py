@@ -10,6 +10,7 @@ import numpy as np
 
 from mdpt import presets
 from mdpt.artifacts import dataset_record, save_artifact
+from mdpt.data.load import preset_dataset
 from mdpt.data.registry import available_reference, normalized_score, reference_bounds
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import write_json_atomic
@@ -97,7 +98,7 @@ class RunResults:
             "steps": c.steps,
             "final": final, "best": best, "selected_offline": selected, "model_selection": c.eval.model_selection,
             "preset": {"layers": list(c.preset), "selector": c.selector.describe(),
-                       "note": presets.task_note(c.algo, c.guidance_kind, c.dataset)},
+                       "note": presets.task_note(c.algo, c.guidance_kind, preset_dataset(c.dataset))},
             "episodes": c.eval.final_episodes or c.eval.episodes, "value_check": self.value_check.record() if self.value_check else None,
             "warnings": self.warnings[:20],
             "seconds_per_step": seconds_per_step,

@@ -28,6 +28,7 @@ from mdpt import presets
 from mdpt.agent import Agent
 from mdpt.artifacts import Artifact, dataset_record, load_guidance, load_policy, save_artifact
 from mdpt.data.batches import device_arrays
+from mdpt.data.load import preset_dataset
 from mdpt.data.normalizer import Normalizer
 from mdpt.errors import MDPTError, RunStopped
 from mdpt.experiments.config import RunConfig
@@ -178,7 +179,7 @@ class Run(RunEvaluation, RunResults):
         self.normalizer = Normalizer.fit(data)
         self.arrays = device_arrays(data, self.normalizer)
         self.frozen_guidance = self._frozen_guidance(data)
-        note = presets.task_note(c.algo, c.guidance_kind, c.dataset)
+        note = presets.task_note(c.algo, c.guidance_kind, preset_dataset(c.dataset))
         if note:
             self.log(f"note: {note}")
         self.trainer = self._make_trainer(unfrozen=False)

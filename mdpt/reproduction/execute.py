@@ -277,11 +277,11 @@ def record_data(out: Path, dataset: str, data=None, env: str | None = None) -> P
     path = Path(out) / "data" / f"{dataset_dir(dataset)}.json"
     if not path.exists():
         from mdpt import presets
-        from mdpt.data.load import load_dataset
+        from mdpt.data.load import load_dataset, preset_dataset
         from mdpt.data.stats import dataset_summary
 
         write_json_atomic(path, dataset_summary(data if data is not None else load_dataset(dataset, env=env),
-                                                presets.task_reference(dataset)))  # as its runs score
+                                                presets.task_reference(preset_dataset(dataset))))  # as its runs score
     return path
 
 
