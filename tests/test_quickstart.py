@@ -68,6 +68,10 @@ def test_find_dataset_takes_the_dataset_asked_for(elsewhere, monkeypatch):
     assert data.source == str(path) and lines == [f"dataset: {path} (15 transitions)"]
     shipped = find_dataset(elsewhere / "qs", TINY, log=lines.append, dataset=DATASET)  # a shipped one by its id
     assert shipped.source == str(packaged_path(DATASET)) and "shipped with mdpt" in lines[-1]
+    mine = elsewhere / "data"  # a file of that id in the data dir wins over the shipped one
+    write_raw_hdf5(mine / "bullet-hopper-medium-v0.hdf5", d4rl_arrays(seed=5), ATTRS)
+    monkeypatch.setenv("MDPT_DATA_DIR", str(mine))
+    assert len(find_dataset(elsewhere / "qs", TINY, log=lines.append, dataset="bullet-hopper-medium-v0")) == 15
     monkeypatch.setenv("MDPT_OFFLINE", "1")
     with pytest.raises(MDPTError):
         find_dataset(elsewhere / "qs", TINY, log=lines.append, dataset="bullet-walker2d-medium-v0")

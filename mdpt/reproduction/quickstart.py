@@ -64,8 +64,8 @@ def find_dataset(out: Path, budget: Budget, log: Callable | None = None, progres
     from mdpt.data.load import dataset_path, default_data_dir, load_dataset
     from mdpt.data.packaged import PACKAGED_DIR, packaged_path
 
-    if dataset is not None:
-        shipped = packaged_path(dataset)
+    if dataset is not None:  # the data dir's file of that id first, as everywhere; else the shipped one
+        shipped = None if dataset_path(dataset, default_data_dir()).is_file() else packaged_path(dataset)
         data = load_dataset(shipped if shipped else dataset)
         log(f"dataset: {dataset}{' shipped with mdpt' if shipped else ''} ({len(data):,} transitions)")
         return data
