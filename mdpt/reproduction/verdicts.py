@@ -8,6 +8,9 @@ transfer cells, one calibrated family per finding (`evaluation/rules.py`).
 - finding 2: guidance-first minus joint at their last common step, guided (the claim) and sampled
   plainly (the policies alone), per (dataset, algorithm); and every diffusion policy against the
   baselines (BC, IQL's AWR policy) trained on the same data with the same budget and seeds;
+- the `arms` study: every guidance-first arm (IQL stage 1, the joint run's own critic frozen, the authors'
+  stage 1) minus joint at the last step, with its own selection and with joint's; and the eta-0 control
+  minus joint, re-selected by IQL and, the authors' way, by the joint critic;
 - finding 3: own vs swapped guidance on the same policy seeds over every seed-spread cell (the seed
   IQR, tested by seed), and the authors' measure, each seed's variance over episodes; the same for
   the cross-algorithm swaps and the guidance ensembles.
