@@ -22,6 +22,7 @@ import numpy as np
 from mdpt import presets
 from mdpt.artifacts import Artifact, check_compatible
 from mdpt.errors import MDPTError
+from mdpt.seeding import seed_keys
 from mdpt.settings import check_count, check_number, setting
 
 SELECTORS = ("softmax", "argmax", "none")
@@ -206,8 +207,10 @@ class Agent:
 
         g_axes = [0 if g.num_seeds > 1 else None for g in self.guides]
 
-        def act(pparams, gparams, obs, key):
-            keys = jax.random.split(key, obs.shape[0])
+        seed_numbers = self.policy.seeds
+
+        def act(pparams, gparams, obs, key):  # policy seed s samples with fold_in(key, s), as in any other group
+            keys = seed_keys(key, seed_numbers)
             return jax.vmap(act_one, in_axes=(0, g_axes, 0, 0))(pparams, gparams, obs, keys)
 
         return act

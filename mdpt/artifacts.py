@@ -49,6 +49,11 @@ class Artifact:
         return int(jax.tree.leaves(self.params)[0].shape[0])
 
     @property
+    def seeds(self) -> list[int]:
+        """The training seed of each parameter slice (saved artifacts record them; else 0..S-1)."""
+        return [int(x) for x in self.meta.get("seeds", range(self.num_seeds))]
+
+    @property
     def fingerprint(self) -> str | None:
         return self.meta.get("dataset", {}).get("fingerprint")
 
@@ -61,7 +66,7 @@ class Artifact:
             raise MDPTError(f"{self.path}: seed index {shown(seed_index)} out of range; it holds {self.num_seeds} seeds "
                             f"(0..{self.num_seeds - 1})")
         params = jax.tree.map(lambda x: x[seed_index : seed_index + 1], self.params)
-        meta = {**self.meta, "seeds": [self.meta["seeds"][seed_index]]}
+        meta = {**self.meta, "seeds": [self.seeds[seed_index]]}
         return Artifact(self.module, params, self.normalizer, meta, self.path, self.records)
 
 

@@ -14,7 +14,9 @@ guidance-necessity gaps along training (no guidance, random guidance, in trainin
 inference), guidance swaps at matched checkpoints (across seeds, an independent guidance, across
 algorithms in both directions, guidance ensembles) with the change of the seed spread (IQR), and a
 findings section that answers each finding with numbers and CIs. A second call continues where
-the first stopped (finished runs and evaluated swaps are kept). Exit codes: 0 done, 2 bad input or
+the first stopped (finished runs and evaluated swaps are kept). A protocol too long for one sitting
+or machine runs in shards of its seeds (--seed 0 --seeds 3 --out A, --seed 3 --seeds 3 --out B, ...),
+which --merge A,B,... --out OUT joins into the reproduction of all the seeds. Exit codes: 0 done, 2 bad input or
 a plan over --budget-hours, 3 a run stopped (NaN or a diverging critic)."""
 
 
@@ -78,6 +80,10 @@ def register(subparsers) -> None:
                         "seeds and datasets vmapped together): auto = on a GPU/TPU, where one program per run "
                         "leaves the device mostly idle (default: auto)")
     r.add_argument("--report-only", action="store_true", help="rewrite the report from what is on disk")
+    r.add_argument("--merge", metavar="DIR,DIR,...",
+                   help="join finished reproductions that differ only in --seed and --seeds (shards of one protocol, "
+                        "contiguous seeds; checkpoints not needed) into --out, and write its report; the other "
+                        "flags are not used")
     r.add_argument("--partial", action="store_true",
                    help="with --report-only: a report of the readable runs when some finished run's files are missing "
                         "(e.g. a copy without metrics.jsonl); it names them (default: refuse, exit 2)")
@@ -135,6 +141,14 @@ def run_reproduce(args) -> int:
     from mdpt.reproduction.render import write_report
 
     out = Path(args.out)
+    if args.merge:
+        from mdpt.reproduction.merge import merge_reproductions
+
+        merged = merge_reproductions([s.strip() for s in args.merge.split(",") if s.strip()], out)
+        print(f"merged {len(merged.shards)} shards, seeds {merged.seed}..{merged.seed + merged.seeds - 1}: {out}")
+        _record_data(out)
+        print(f"report: {write_report(out, partial=args.partial)}")
+        return 0
     if args.report_only:
         if not (out / "protocol.json").exists():
             raise MDPTError(f"{out}: no reproduction here (protocol.json missing); run mdpt reproduce first")

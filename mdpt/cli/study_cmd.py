@@ -140,7 +140,7 @@ def run_evaluate(args) -> int:
                   max_steps=args.max_steps, reference=reference, dataset_attrs=attrs,
                   allow_mismatch=args.allow_data_mismatch)
     result, scores, summary, rec = ev.result, ev.scores, ev.summary(), ev.record
-    seeds = policy.meta.get("seeds", list(range(policy.num_seeds)))
+    seeds = policy.seeds
     mismatch = bool(rec.get("mismatch_override"))
     if args.json:
         print(json.dumps({"policy": str(policy.path), "guidance": [str(g.path) for g in guidance] or None,

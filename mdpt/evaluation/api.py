@@ -15,6 +15,7 @@ import numpy as np
 from mdpt.agent import Agent, SelectorConfig
 from mdpt.artifacts import Artifact, load_guidance, load_policy
 from mdpt.errors import MDPTError
+from mdpt.seeding import seed_keys
 
 VARIANTS = ("guided", "unguided", "random-guidance")
 MAX_EPISODES = 1000  # episodes per seed: one simulator each, all stepped at once
@@ -128,7 +129,7 @@ def variant_agent(variant: str, policy: Artifact, guidance: Artifact | None, sel
         return Agent(policy, None, SelectorConfig("none", selector.beta, 1, selector.temperature, selector.cfg_weight))
     if variant == "random-guidance":
         module = guidance.module
-        keys = jax.random.split(jax.random.PRNGKey(10_000 + seed), policy.num_seeds)
+        keys = seed_keys(10_000, policy.seeds)
         params = jax.vmap(lambda k: module.init(k)["params"])(keys)
         meta = {**guidance.meta, "dataset": policy.meta.get("dataset", {})}
         guidance = Artifact(module, params, guidance.normalizer, meta, None)

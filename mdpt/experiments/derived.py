@@ -66,7 +66,7 @@ class DerivedRun(Run):
             if row["phase"] != "train" or row["step"] <= n:
                 continue
             self.record({**{k: v for k, v in row.items() if not k.startswith("guidance/")}, "wall_s": 0.0,
-                         "derived_from": str(self.joint_dir)})
+                         "derived_from": str(self.joint_dir.resolve())})
             if self.evaluation_due(row["step"]):
                 self.evaluate_at(self._joint_state(row["step"]), row["step"])
         self.state = self._joint_state(c.steps)
@@ -102,6 +102,6 @@ class DerivedRun(Run):
         summary = super().summary(seconds_per_step, peak_memory)
         if not self.derived:
             return summary
-        return {**summary, "derived_from": {"run": str(self.joint_dir), "trained_steps": self._chunk_length(0),
+        return {**summary, "derived_from": {"run": str(self.joint_dir.resolve()), "trained_steps": self._chunk_length(0),
                                  "rule": "the policy's loss never reads its guidance: the joint run's policy, "
                                          "checked bit for bit on the first chunk"}}

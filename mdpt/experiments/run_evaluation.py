@@ -21,6 +21,7 @@ from mdpt.experiments.run_checks import to_list
 from mdpt.experiments.rundir import snapshot_dir
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import atomic_dir, read_json, write_json_atomic
+from mdpt.seeding import EVAL_ENV_SEED
 
 
 class RunEvaluation:
@@ -104,7 +105,7 @@ class RunEvaluation:
         for variant in variants:
             agent = self._variant_agent(variant, policy, guidance, selector)
             t0 = time.perf_counter()
-            result = evaluate_agent(agent, self.dataset.env, episodes, seed=1000 + c.seed,
+            result = evaluate_agent(agent, self.dataset.env, episodes, seed=EVAL_ENV_SEED,
                                     max_steps=c.eval.max_steps)
             scores = normalized_score(result.returns, self.dataset.env, self.reference, self.dataset.attrs)
             self.record({"phase": "eval", "step": step, "variant": variant, "candidates": agent.selector.candidates,

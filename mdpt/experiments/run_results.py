@@ -78,12 +78,8 @@ class RunResults:
     def summary(self, seconds_per_step, peak_memory: int | None | str = "measure") -> dict:
         c = self.config
         evals = [r for r in self.metrics.rows() if r["phase"] == "eval"]
-        final, best, selected = {}, {}, {}
-        for r in evals:
-            v = r["variant"]
-            final[v] = {"step": r["step"], "scores": r["scores"], "mean": float(np.mean(r["scores"]))}
-            if v not in best or np.mean(r["scores"]) > best[v]["mean"]:
-                best[v] = final[v]
+        final, best = final_and_best(evals)
+        selected = {}
         for v in final:
             picked = self._selected_offline(evals, v)
             if picked:
@@ -120,3 +116,14 @@ class RunResults:
         except Exception:  # analysis is best-effort; it never fails a run
             return None
 
+
+def final_and_best(evals: list[dict]) -> tuple[dict, dict]:
+    """({variant: last evaluation}, {variant: evaluation with the highest mean over seeds and
+    episodes}) of evaluation rows in step order, each ``{"step", "scores", "mean"}``."""
+    final, best = {}, {}
+    for r in evals:
+        v = r["variant"]
+        final[v] = {"step": r["step"], "scores": r["scores"], "mean": float(np.mean(r["scores"]))}
+        if v not in best or np.mean(r["scores"]) > best[v]["mean"]:
+            best[v] = final[v]
+    return final, best

@@ -49,6 +49,7 @@ from mdpt.experiments.sinks import Sinks
 from mdpt.guidance.module import GuidanceModule
 from mdpt.io import read_json, versions, write_json_atomic
 from mdpt.policies.module import DiffusionPolicy, PolicyConfig, make_policy
+from mdpt.seeding import seed_keys
 from mdpt.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from mdpt.training.profiling import check_memory, out_of_memory_as_error
 from mdpt.training.trainer import Trainer
@@ -165,7 +166,7 @@ class Run(RunEvaluation, RunResults):
         where = self.dir / "random-guidance" / "guidance"
         if not (where / "meta.json").exists():
             module = GuidanceModule(c.guidance_config(), data.obs_dim, data.act_dim, c.steps)
-            keys = jax.random.split(jax.random.PRNGKey(30_000 + c.seed), c.seeds)
+            keys = seed_keys(30_000, c.seed_list)
             params = jax.vmap(lambda k: GuidanceModule.saved_params(module.init(k)))(keys)
             save_artifact(where, "guidance", module, params, Normalizer.fit(data), dataset_record(data), c.seed_list, 0,
                           {"mode": "untrained", "note": "random (untrained) guidance: the necessity control",
@@ -223,7 +224,7 @@ class Run(RunEvaluation, RunResults):
             return DiffusionPolicy(PolicyConfig(algo="idql", net="mlp"), data.obs_dim, data.act_dim, c.steps), "train"
         if source == "untrained":
             policy = DiffusionPolicy(PolicyConfig(algo="dql"), data.obs_dim, data.act_dim, c.steps)
-            keys = jax.random.split(jax.random.PRNGKey(20_000 + c.seed), c.seeds)
+            keys = seed_keys(20_000, c.seed_list)
             frozen["policy"] = jax.vmap(lambda k: policy.init(k)["params"])(keys)
             return policy, "frozen"
         art = load_policy(source)

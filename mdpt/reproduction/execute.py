@@ -41,6 +41,7 @@ from mdpt.reproduction.plan import (
     run_role,
 )
 from mdpt.reproduction.protocol import Protocol, dataset_dir, read_protocol, transfer_cells
+from mdpt.seeding import EVAL_ENV_SEED
 
 REPRODUCTION_ENTRIES = frozenset({".lock", "protocol.json", "runs", "transfer", "data", "report"})
 LOG = logging.getLogger("mdpt")
@@ -56,6 +57,16 @@ class Reproduction:
         self.runs_dir = self.out / "runs"
         self.log = log
         self.progress = progress
+
+    def check_not_merged(self) -> None:
+        """A merged reproduction (`merge.py`) is only reported: its runs lack their checkpoints."""
+        try:  # a damaged plan is not a merged one: training rewrites it
+            merged = (self.out / "protocol.json").exists() and read_protocol(self.out)["protocol"].get("shards")
+        except MDPTError:
+            merged = False
+        if merged:
+            raise MDPTError(f"{self.out}: a reproduction merged from shards; continue the shards (their own "
+                            "commands) and merge them again, or pass --report-only")
 
     def planned(self) -> list[Planned]:
         return plan(self.p, self.runs_dir.resolve())
@@ -111,6 +122,7 @@ class Reproduction:
                          f"of {moved} run(s) now point inside it")
             backend = jax.default_backend()
             try:  # everything is checked before the plan is written: a refused call changes nothing
+                self.check_not_merged()
                 estimate = self.check_budget(budget_hours, backend, train_only)
                 items = self.planned()
                 configs = {it.key: RunConfig.from_dict(it.settings) for it in items}
@@ -262,12 +274,12 @@ class Reproduction:
         episodes = self.p.final_episodes if sw.step >= self.p.steps else self.p.curve_episodes
         selector = SelectorConfig(candidates=swap_candidates(self.p, sw.step), ensemble=sw.rule)
         start = time.perf_counter()
-        ev = evaluate(policy, guides, selector=selector, episodes=episodes, seed=1000 + self.p.seed,
+        ev = evaluate(policy, guides, selector=selector, episodes=episodes, seed=EVAL_ENV_SEED,
                       max_steps=self.p.eval_max_steps)
         return {"step": sw.step, "own": sw.run, "scores": ev.scores.tolist(), "episodes": episodes,
                 "wall_s": time.perf_counter() - start,
                 "selector": ev.record["selector"], "critic": ev.record.get("critic"),
-                "guidance": [str(g) for g in job["guidance"]], "shift": job["shift"],
+                "guidance": [_inside(Path(g), self.out) for g in job["guidance"]], "shift": job["shift"],
                 "swap_candidates": self.p.swap_candidates}
 
 
@@ -311,6 +323,15 @@ def relocate(out: Path) -> int:
             write_json_atomic(config_path, config)
             changed += 1
     return changed
+
+
+def _inside(path: Path, out: Path) -> str:
+    """`path` relative to the reproduction `out` when it lies inside it (as a moved or merged copy still
+    names it), else as given."""
+    try:
+        return str(path.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _start_step(run_dir: Path) -> int:

@@ -40,6 +40,7 @@ class Protocol:
     studies: tuple[str, ...] = STUDIES  # a subset plans only the runs (and swaps) those studies need
     derive: bool = True  # a guidance-first policy that ignores its guidance (IDQL) is taken from its joint run
     base: dict = field(default_factory=dict)  # settings under every run (e.g. tiny networks in tests)
+    shards: tuple = ()  # ((seed, seeds), ...) of the shards a merged reproduction joined (`merge.py`); () one run
 
     def validate(self) -> Protocol:
         from mdpt.policies.module import POLICY_ALGOS
@@ -81,10 +82,19 @@ class Protocol:
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise MDPTError(f"protocol.json: unknown key(s) {', '.join(unknown)}; written by a newer mdpt?")
-        return cls(**{k: tuple(v) if names[k].type.startswith("tuple") else v for k, v in d.items()})
+        values = {k: tuple(v) if names[k].type.startswith("tuple") else v for k, v in d.items()}
+        if "shards" in values:
+            values["shards"] = tuple(tuple(int(x) for x in pair) for pair in values["shards"])
+        return cls(**values)
 
     def command_line(self, out: str | Path) -> str:
-        """The `mdpt reproduce` call that makes this protocol in `out` (as given: the report prints it)."""
+        """The `mdpt reproduce` call that makes this protocol in `out` (as given: the report prints it); for
+        a merged reproduction, each shard's call (into OUT-seeds-A-B) and the merge, joined by `&&`."""
+        if self.shards:
+            parts = [f"{out}-seeds-{a}-{a + n - 1}" for a, n in self.shards]
+            shard_calls = [dataclasses.replace(self, seed=a, seeds=n, shards=()).command_line(part)
+                           for (a, n), part in zip(self.shards, parts, strict=True)]
+            return " && ".join([*shard_calls, f"mdpt reproduce --merge {','.join(parts)} --out {out}"])
         words = ["mdpt reproduce", f"--datasets {','.join(self.datasets)}", f"--algos {','.join(self.algos)}",
                  f"--seeds {self.seeds}", f"--seed {self.seed}", f"--steps {self.steps}",
                  f"--eval-every {self.eval_every}", f"--curve-episodes {self.curve_episodes}",

@@ -84,8 +84,11 @@ def fig_necessity(nec: dict, ds: str, path: Path) -> None:
 # ----------------------------------------------------------------------------- sections
 def protocol_line(p: Protocol) -> str:
     cands = f"; curves with {p.curve_candidates} candidates" if p.curve_candidates else ""
+    shards = (f", run in {len(p.shards)} shards of seeds "
+              f"{', '.join(f'{a}-{a + n - 1}' for a, n in p.shards)} and merged: time per step and memory are a "
+              "shard's program's") if p.shards else ""
     return (f"Protocol: datasets {', '.join(p.datasets)}; algorithms {', '.join(p.algos)}; {p.seeds} seeds "
-            f"(vmapped); {p.steps} steps; evaluation every {p.eval_every} steps on {p.curve_episodes} episodes "
+            f"(vmapped{shards}); {p.steps} steps; evaluation every {p.eval_every} steps on {p.curve_episodes} episodes "
             f"per seed (curves) and {p.final_episodes} at the last step (final points){cands}; stage-1 guidance "
             f"`{p.stage1}`" + (f", unfrozen at step {p.unfreeze_at}" if p.unfreeze_at else "") +
             "; scores normalized with each dataset's reference (`d4rl`: D4RL's infos.py constants; `dataset`: the "

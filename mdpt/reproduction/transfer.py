@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from mdpt.errors import MDPTError
+from mdpt.seeding import EVAL_ENV_SEED
 
 LOG = logging.getLogger("mdpt")
 
@@ -34,8 +35,8 @@ def _roll_seeds(art, shift: int):
     if shift == 0:
         return art
     params = jax.tree.map(lambda x: np.roll(np.asarray(x), -shift, axis=0), art.params)
-    seeds = list(np.roll(np.asarray(art.meta.get("seeds", [])), -shift)) if art.meta.get("seeds") else []
-    return Artifact(art.module, params, art.normalizer, {**art.meta, "seeds": [int(s) for s in seeds]}, art.path)
+    seeds = [int(s) for s in np.roll(np.asarray(art.seeds), -shift)]
+    return Artifact(art.module, params, art.normalizer, {**art.meta, "seeds": seeds}, art.path)
 
 
 def _own_guidance(policy_meta: dict) -> Path | None:
@@ -71,8 +72,8 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
     if not pols or not guis:
         raise MDPTError("transfer needs at least one policy and one guidance module")
     env = env_spec_for(pols[0][1].meta["dataset"]["env_id"])
-    p_names = [f"{lab}-s{sd}" for lab, art in pols for sd in art.meta["seeds"]]
-    g_names = [f"{lab}-s{sd}" for lab, art in guis for sd in art.meta["seeds"]]
+    p_names = [f"{lab}-s{sd}" for lab, art in pols for sd in art.seeds]
+    g_names = [f"{lab}-s{sd}" for lab, art in guis for sd in art.seeds]
     if len(set(p_names)) != len(p_names) or len(set(g_names)) != len(g_names):
         raise MDPTError("transfer: two policies (or guidance modules) share a label; give them distinct names")
     cells: dict[tuple[str, str], list] = {}
@@ -99,7 +100,7 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
                 result, scores = evaluate_scores(agent, env, episodes, seed, max_steps, reference, attrs)
                 log(f"  [{done}/{total}] policy {p_lab} x guidance {g_lab} (seed shift {k}): "
                     f"mean score {scores.mean():.1f}")
-                for i, p_seed in enumerate(p_art.meta["seeds"]):
+                for i, p_seed in enumerate(p_art.seeds):
                     j = (i + k) % g_art.num_seeds if g_art.num_seeds > 1 else 0
                     pn, gn = f"{p_lab}-s{p_seed}", f"{g_lab}-s{g_art.meta['seeds'][j]}"
                     cells[(pn, gn)] = [scores[i].tolist()]
@@ -111,8 +112,8 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
                         mismatched.append([pn, gn])
     matrix = [[cells[(pn, gn)] for gn in g_names] for pn in p_names]
     own_set = {tuple(x) for x in diagonal}
-    p_group = {f"{lab}-s{sd}": lab for lab, art in pols for sd in art.meta["seeds"]}
-    g_group = {f"{lab}-s{sd}": lab for lab, art in guis for sd in art.meta["seeds"]}
+    p_group = {f"{lab}-s{sd}": lab for lab, art in pols for sd in art.seeds}
+    g_group = {f"{lab}-s{sd}": lab for lab, art in guis for sd in art.seeds}
     # own guidance group of each policy group (from the diagonal)
     own_group = {p_group[p]: g_group[g] for p, g in diagonal}
 
@@ -183,7 +184,7 @@ def write_transfer(sources: list[TransferSource], out_dir: Path, config, episode
         attrs = load_dataset(config.dataset, env=config.env).attrs
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    t = transfer_matrix(sources, selector, config.eval.reference, episodes, 1000 + config.seed, max_steps,
+    t = transfer_matrix(sources, selector, config.eval.reference, episodes, EVAL_ENV_SEED, max_steps,
                         allow_mismatch or config.allow_data_mismatch, attrs, log)
     t["dataset"] = config.dataset
     write_json_atomic(out_dir / "transfer.json", t)
