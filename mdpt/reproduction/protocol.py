@@ -113,7 +113,6 @@ class Protocol:
         return " ".join(words + [f"--out {out}"])
 
 
-
 def read_protocol(out: str | Path) -> dict:
     """out/protocol.json, checked: {protocol: {...}, runs: [dataset/run, ...], root}."""
     path = Path(out) / "protocol.json"

@@ -4,8 +4,10 @@ and evaluation protocol (results/hopper-mr-9seeds), at the last step and over th
     OUT=departures bash results/preset-departures/run.sh    # the runs (hours on 2 cores; resumable)
     python results/preset-departures/analyse.py             # writes results/preset-departures/departures.{json,md}
 
-The runs' config, summary and metrics are kept in results/preset-departures/runs/ (no checkpoints); this
-script reads only results/, so its output rebuilds from what is committed.
+Each departure may run in shards of its seeds (SEED=0 SEEDS=3 ..., runs/<name>/seeds-A-B); the analysis joins
+them and compares each with the preset's run at the same seeds. The runs' config, summary and metrics are kept
+in results/preset-departures/runs/ (no checkpoints); this script reads only results/, so its output
+rebuilds from what is committed.
 """
 
 from __future__ import annotations
@@ -34,26 +36,43 @@ DEPARTURES = {
 }
 
 
-def curve(run: dict) -> dict[int, np.ndarray]:
-    """step -> per-seed mean guided score."""
-    return {int(step): seed_means(np.asarray(scores, float)) for step, scores, _ in run["evals"]["guided"]}
+def curve(run: dict) -> dict[int, dict[int, float]]:
+    """step -> {seed number: mean guided score}."""
+    first = int(run["config"]["seed"])
+    return {int(step): {first + i: float(v) for i, v in enumerate(seed_means(np.asarray(scores, float)))}
+            for step, scores, _ in run["evals"]["guided"]}
+
+
+def at(c: dict, step: int, seeds: list[int]) -> np.ndarray:
+    return np.array([c[step][sd] for sd in seeds])
+
+
+def pooled(shards: list[Path]) -> dict[int, dict[int, float]]:
+    """The curves of a departure's shards (runs/<name>/seeds-A-B, each a run of some of the seeds), joined."""
+    out: dict[int, dict[int, float]] = {}
+    for shard in shards:
+        for step, by_seed in curve(load_run(shard)).items():
+            out.setdefault(step, {}).update(by_seed)
+    return out
 
 
 def main() -> int:
     finals, areas, rows = {}, {}, []
     for name, (preset, what, theirs, ours) in DEPARTURES.items():
-        path = HERE / "runs" / name
-        if not path.exists():
+        shards = sorted((HERE / "runs" / name).glob("seeds-*"))
+        if not shards:
             continue
-        dep, base = curve(load_run(path)), curve(load_run(PRESET / preset))
+        dep, base = pooled(shards), curve(load_run(PRESET / preset))
         common = sorted(set(dep) & set(base))
+        seeds = sorted(set(dep[common[-1]]) & set(base[common[-1]]))  # the preset's run at the departure's seeds
+
         last = common[-1]
         label = f"{what}: {theirs} (authors) - {ours} (preset), {preset}"
-        finals[label] = (dep[last], base[last])
-        areas[label] = (np.mean([dep[t] for t in common], 0), np.mean([base[t] for t in common], 0))
+        finals[label] = (at(dep, last, seeds), at(base, last, seeds))
+        areas[label] = (np.mean([at(dep, t, seeds) for t in common], 0), np.mean([at(base, t, seeds) for t in common], 0))
         rows.append({"run": name, "preset_run": preset, "setting": what, "authors": theirs, "preset": ours,
-                     "step": last, "steps": common, "departure_final": float(dep[last].mean()),
-                     "preset_final": float(base[last].mean())})
+                     "seeds": seeds, "step": last, "steps": common,
+                     "departure_final": float(at(dep, last, seeds).mean()), "preset_final": float(at(base, last, seeds).mean())})
     if not rows:
         print("no departure runs in results/preset-departures/runs yet", file=sys.stderr)
         return 2

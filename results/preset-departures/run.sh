@@ -6,9 +6,12 @@
 # departures). Resumable: run it again after an interruption. OUT: where the runs go (default departures/).
 set -euo pipefail
 OUT=${OUT:-departures}
-COMMON=(--algo dql --dataset bullet-hopper-medium-replay-v0 --seeds 9 --steps 15000 --no-progress
+SEED=${SEED:-0}    # a shard of the seeds: SEED=0 SEEDS=3, SEED=3 SEEDS=3, SEED=6 SEEDS=3 (one sitting each)
+SEEDS=${SEEDS:-9}
+SHARD="seeds-$SEED-$((SEED + SEEDS - 1))"
+COMMON=(--algo dql --dataset bullet-hopper-medium-replay-v0 --seed "$SEED" --seeds "$SEEDS" --steps 15000 --no-progress
         --set eval.every=5000 --set eval.episodes=10 --set eval.final_episodes=10 --set eval.curve_candidates=50)
-run() { local name=$1; shift; mdpt train-policy "${COMMON[@]}" "$@" --out "$OUT/$name" --resume; }
+run() { local name=$1; shift; mdpt train-policy "${COMMON[@]}" "$@" --out "$OUT/$name/$SHARD" --resume; }
 # diffusion noise schedule: the authors' (CleanDiffuser's cosine default) against VP (Diffusion-QL's)
 run dql-joint-cosine --mode joint --set policy.noise_schedule=cosine
 # the noise network's time embedding: the authors' 64 against Diffusion-QL's 16
