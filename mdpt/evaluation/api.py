@@ -121,8 +121,9 @@ def evaluate(policy: Artifact | str | os.PathLike, guidance=None, *, selector: S
 
 
 def variant_agent(variant: str, policy: Artifact, guidance: Artifact | None, selector: SelectorConfig,
-                  allow_mismatch: bool, seed: int) -> Agent:
-    """guided: own guidance; unguided: plain sampling; random-guidance: an untrained guidance."""
+                  allow_mismatch: bool) -> Agent:
+    """guided: own guidance; unguided: plain sampling; random-guidance: an untrained guidance (one per
+    policy seed, drawn from the seed's number)."""
     if variant not in VARIANTS:
         raise MDPTError(f"unknown evaluation variant {variant!r}; use one of: {', '.join(VARIANTS)}")
     if variant == "unguided" or guidance is None:

@@ -170,7 +170,7 @@ class RunEvaluation:
         c = self.config
         key = (variant, selector.candidates)
         if key not in self._agents:
-            self._agents[key] = variant_agent(variant, policy, guidance, selector, c.allow_data_mismatch, c.seed)
+            self._agents[key] = variant_agent(variant, policy, guidance, selector, c.allow_data_mismatch)
             return self._agents[key]
         guidance_params = guidance.params if variant == "guided" and guidance is not None else None
         return self._agents[key].with_params(policy.params, guidance_params)

@@ -100,9 +100,10 @@ def transfer_matrix(sources: list[TransferSource], selector, reference: str = "d
                 result, scores = evaluate_scores(agent, env, episodes, seed, max_steps, reference, attrs)
                 log(f"  [{done}/{total}] policy {p_lab} x guidance {g_lab} (seed shift {k}): "
                     f"mean score {scores.mean():.1f}")
+                g_seeds = g_art.seeds
                 for i, p_seed in enumerate(p_art.seeds):
-                    j = (i + k) % g_art.num_seeds if g_art.num_seeds > 1 else 0
-                    pn, gn = f"{p_lab}-s{p_seed}", f"{g_lab}-s{g_art.meta['seeds'][j]}"
+                    j = (i + k) % len(g_seeds) if len(g_seeds) > 1 else 0
+                    pn, gn = f"{p_lab}-s{p_seed}", f"{g_lab}-s{g_seeds[j]}"
                     cells[(pn, gn)] = [scores[i].tolist()]
                     returns[(pn, gn)] = [result.returns[i].tolist()]
                     if own is not None and g_art.path is not None and Path(g_art.path).resolve() == own \

@@ -64,9 +64,8 @@ def main() -> int:
             continue
         dep, base = pooled(shards), curve(load_run(PRESET / preset))
         common = sorted(set(dep) & set(base))
-        seeds = sorted(set(dep[common[-1]]) & set(base[common[-1]]))  # the preset's run at the departure's seeds
-
         last = common[-1]
+        seeds = sorted(set(dep[last]) & set(base[last]))  # the preset's run at the departure's seeds
         label = f"{what}: {theirs} (authors) - {ours} (preset), {preset}"
         finals[label] = (at(dep, last, seeds), at(base, last, seeds))
         areas[label] = (np.mean([at(dep, t, seeds) for t in common], 0), np.mean([at(base, t, seeds) for t in common], 0))
